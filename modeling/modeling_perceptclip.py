@@ -45,29 +45,50 @@ class PerceptCLIPOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def plcc_loss(predictions: torch.Tensor, targets: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """`(1 - PLCC(predictions, targets)) / 2` over the batch (paper sec. 4.1): 0 when perfectly correlated, 1 when
-    anti-correlated. A per-batch statistic: never divide it by a number of items."""
-    predictions, targets = predictions.reshape(-1).float(), targets.reshape(-1).float()
+def _flat_pair(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten `(B,)` / `(B, 1)` predictions and targets; targets cast to the predictions' dtype."""
+    predictions, targets = predictions.reshape(-1), targets.reshape(-1).to(predictions.dtype)
     if predictions.numel() != targets.numel():
-        raise ValueError(f"plcc_loss: {predictions.numel()} predictions for {targets.numel()} targets.")
+        raise ValueError(f"{predictions.numel()} predictions for {targets.numel()} targets.")
+    return predictions, targets
+
+
+def plcc_loss(predictions: torch.Tensor, targets: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """`(1 - r) / 2` with `r` the Pearson correlation of the batch (paper sec. 4.1): 0 when perfectly correlated,
+    1 when anti-correlated. Population statistics, so duplicating a batch leaves it unchanged; constant predictions
+    give 0.5 with a finite gradient. A per-batch statistic: never divide it by a number of items."""
+    predictions, targets = _flat_pair(predictions, targets)
     if predictions.numel() < 2:
-        raise ValueError("plcc_loss: a Pearson correlation needs at least 2 items in the batch.")
+        raise ValueError(f"plcc_loss needs at least 2 items per batch, got {predictions.numel()}.")
     pred_centered, target_centered = predictions - predictions.mean(), targets - targets.mean()
-    correlation = (pred_centered * target_centered).sum() / (
-        pred_centered.norm() * target_centered.norm() + eps
+    root_n = math.sqrt(predictions.numel())
+    covariance = (pred_centered * target_centered).mean()
+    # vector_norm has a zero (not nan) gradient at 0, unlike sqrt(mean(x ** 2)).
+    std_product = (torch.linalg.vector_norm(pred_centered) / root_n) * (
+        torch.linalg.vector_norm(target_centered) / root_n
     )
-    return (1 - correlation) / 2
+    return (1 - covariance / (std_product + eps)) / 2
+
+
+def mse_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error on `(B,)` / `(B, 1)` predictions (no silent broadcasting)."""
+    return nn.functional.mse_loss(*_flat_pair(predictions, targets))
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of `(B, C)` logits against integer labels `(B,)`."""
+    return nn.functional.cross_entropy(logits, labels.reshape(-1).long())
+
+
+LOSSES = {"plcc": plcc_loss, "mse": mse_loss, "cross_entropy": cross_entropy_loss}
 
 
 def task_loss(loss_name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The loss named by `config.loss` ("mse", "plcc" or "cross_entropy") of a head's logits."""
-    if loss_name == "cross_entropy":
-        return nn.functional.cross_entropy(logits, labels.long().reshape(-1))
-    labels = labels.to(logits.dtype).reshape(logits.shape)
-    if loss_name == "plcc":
-        return plcc_loss(logits, labels)
-    return nn.functional.mse_loss(logits, labels)
+    """The loss named by `config.loss` of a head's logits. A PLCC batch of one item (say, the last evaluation
+    batch) holds no correlation: it contributes a zero loss instead of failing."""
+    if loss_name == "plcc" and logits.shape[0] < 2:
+        return logits.sum() * 0.0
+    return LOSSES[loss_name](logits, labels)
 
 
 class PerceptCLIPHead(nn.Module):
@@ -383,6 +404,7 @@ __all__ = [
     "PerceptCLIPHead",
     "PerceptCLIPOutput",
     "PerceptCLIPPreTrainedModel",
+    "LOSSES",
     "default_image_processor",
     "plcc_loss",
 ]

@@ -1,0 +1,257 @@
+"""Evaluation metrics of the PerceptCLIP paper (pure numpy/scipy).
+
+* IQA: SRCC and PLCC after a 4-parameter logistic fit (median over splits).
+* Memorability: SRCC and MSE (mean over splits).
+* Emotion: accuracy, 2-class (valence) accuracy, mAP, macro-F1, weighted-F1.
+
+Degenerate input never passes silently: correlations of constant, non-finite or
+too-short input are ``nan`` with a :class:`DegenerateInputWarning`, a failed 4PL fit
+falls back to the raw PLCC with a :class:`LogisticFitWarning`, and inputs of
+different lengths raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import optimize, stats
+from sklearn.metrics import average_precision_score, f1_score
+
+__all__ = [
+    "DegenerateInputWarning",
+    "LogisticFitError",
+    "LogisticFitWarning",
+    "aggregate_splits",
+    "classification_metrics",
+    "fit_logistic_4pl",
+    "krcc",
+    "logistic_4pl",
+    "mse",
+    "plcc",
+    "plcc_4pl",
+    "regression_metrics",
+    "srcc",
+]
+
+LOGISTIC_MAXFEV = 100_000
+
+
+class DegenerateInputWarning(UserWarning):
+    """A metric is undefined for the given input and was returned as ``nan``."""
+
+
+class LogisticFitWarning(UserWarning):
+    """The 4PL fit failed; the raw PLCC was reported instead."""
+
+
+class LogisticFitError(RuntimeError):
+    """The 4PL logistic could not be fitted."""
+
+
+def _paired_arrays(pred: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten ``pred`` and ``y`` to float64 vectors of equal length."""
+    pred_arr = np.asarray(pred, dtype=np.float64).reshape(-1)
+    y_arr = np.asarray(y, dtype=np.float64).reshape(-1)
+    if pred_arr.size != y_arr.size:
+        raise ValueError(f"pred has length {pred_arr.size} but y has length {y_arr.size}")
+    return pred_arr, y_arr
+
+
+def _degeneracy(pred: np.ndarray, y: np.ndarray) -> str | None:
+    """Why a correlation between ``pred`` and ``y`` is undefined, or ``None``."""
+    if pred.size < 2:
+        return f"fewer than 2 items ({pred.size})"
+    if not (np.isfinite(pred).all() and np.isfinite(y).all()):
+        return "non-finite values"
+    if np.ptp(pred) == 0:
+        return "constant predictions"
+    if np.ptp(y) == 0:
+        return "constant targets"
+    return None
+
+
+def _correlation(
+    name: str, statistic: Callable[[np.ndarray, np.ndarray], float], pred: ArrayLike, y: ArrayLike
+) -> float:
+    pred_arr, y_arr = _paired_arrays(pred, y)
+    reason = _degeneracy(pred_arr, y_arr)
+    if reason is not None:
+        warnings.warn(f"{name} is undefined for {reason}; returning nan", DegenerateInputWarning, stacklevel=3)
+        return float("nan")
+    return float(statistic(pred_arr, y_arr))
+
+
+def srcc(pred: ArrayLike, y: ArrayLike) -> float:
+    """Spearman rank correlation."""
+    return _correlation("SRCC", lambda a, b: stats.spearmanr(a, b).statistic, pred, y)
+
+
+def krcc(pred: ArrayLike, y: ArrayLike) -> float:
+    """Kendall rank correlation (tau-b)."""
+    return _correlation("KRCC", lambda a, b: stats.kendalltau(a, b).statistic, pred, y)
+
+
+def plcc(pred: ArrayLike, y: ArrayLike) -> float:
+    """Pearson linear correlation of the raw predictions."""
+    return _correlation("PLCC", lambda a, b: stats.pearsonr(a, b).statistic, pred, y)
+
+
+def logistic_4pl(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``; ``b4`` enters only through ``|b4|``."""
+    x = np.asarray(x, dtype=np.float64)
+    z = np.clip(-(x - b3) / np.abs(b4), -700.0, 700.0)  # avoid exp overflow
+    return b2 + (b1 - b2) / (1.0 + np.exp(z))
+
+
+def fit_logistic_4pl(pred: ArrayLike, y: ArrayLike, maxfev: int = LOGISTIC_MAXFEV) -> np.ndarray:
+    """Least-squares fit of :func:`logistic_4pl` mapping ``pred`` to ``y``; returns ``[b1, b2, b3, b4]``.
+
+    Starts from the IQA protocol's guess ``[max(y), min(y), mean(pred), 0.5]`` and also from
+    ``b4 = std(pred)`` (for predictions on a wide scale ``b4 = 0.5`` makes a step function that
+    can trap the optimiser); the fit with the smaller squared error wins.
+    Raises :class:`LogisticFitError` when no fit succeeds.
+    """
+    pred_arr, y_arr = _paired_arrays(pred, y)
+    if pred_arr.size < 4:
+        raise LogisticFitError(f"need at least 4 items to fit 4 parameters, got {pred_arr.size}")
+    fits, errors = [], []
+    for b4_guess in (0.5, pred_arr.std()):
+        initial = [y_arr.max(), y_arr.min(), pred_arr.mean(), b4_guess]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optimize.OptimizeWarning)  # covariance is not used
+                params, _ = optimize.curve_fit(logistic_4pl, pred_arr, y_arr, p0=initial, maxfev=maxfev)
+        except (RuntimeError, ValueError) as error:
+            errors.append(str(error))
+            continue
+        if np.isfinite(params).all() and params[3] != 0:
+            fits.append((np.sum((logistic_4pl(pred_arr, *params) - y_arr) ** 2), params))
+        else:
+            errors.append(f"invalid parameters {params}")
+    if not fits:
+        raise LogisticFitError(f"4PL fit failed: {'; '.join(errors)}")
+    return min(fits, key=lambda fit: fit[0])[1]
+
+
+def plcc_4pl(pred: ArrayLike, y: ArrayLike) -> float:
+    """PLCC between the 4PL-fitted predictions and ``y``; the raw PLCC (with a warning) if the fit fails."""
+    pred_arr, y_arr = _paired_arrays(pred, y)
+    if _degeneracy(pred_arr, y_arr) is not None:
+        return plcc(pred_arr, y_arr)  # nan with the reason as warning
+    try:
+        params = fit_logistic_4pl(pred_arr, y_arr)
+    except LogisticFitError as error:
+        warnings.warn(f"{error}; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2)
+        return plcc(pred_arr, y_arr)
+    fitted = logistic_4pl(pred_arr, *params)
+    if np.ptp(fitted) == 0:
+        warnings.warn("4PL fit is constant on the data; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2)
+        return plcc(pred_arr, y_arr)
+    return plcc(fitted, y_arr)
+
+
+def mse(pred: ArrayLike, y: ArrayLike) -> float:
+    """Mean squared error."""
+    pred_arr, y_arr = _paired_arrays(pred, y)
+    if pred_arr.size == 0:
+        warnings.warn("MSE is undefined for empty input; returning nan", DegenerateInputWarning, stacklevel=2)
+        return float("nan")
+    return float(np.mean((pred_arr - y_arr) ** 2))
+
+
+def regression_metrics(pred: ArrayLike, y: ArrayLike) -> dict[str, float]:
+    """IQA / memorability metrics: ``srcc``, ``plcc`` (after 4PL fit), ``krcc``, ``mse``, ``plcc_raw``."""
+    pred_arr, y_arr = _paired_arrays(pred, y)
+    return {
+        "srcc": srcc(pred_arr, y_arr),
+        "plcc": plcc_4pl(pred_arr, y_arr),
+        "krcc": krcc(pred_arr, y_arr),
+        "mse": mse(pred_arr, y_arr),
+        "plcc_raw": plcc(pred_arr, y_arr),
+    }
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _as_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Rows already on the simplex are kept; anything else is treated as logits and softmaxed."""
+    on_simplex = (scores >= 0).all() and (scores <= 1).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+    return scores if on_simplex else _softmax(scores)
+
+
+def _mean_average_precision(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over classes of the average precision of the class probability (classes with support only)."""
+    present = np.unique(labels)
+    missing = probs.shape[1] - present.size
+    if missing:
+        warnings.warn(
+            f"{missing} class(es) have no examples; mAP averages over the {present.size} present ones",
+            DegenerateInputWarning,
+            stacklevel=3,
+        )
+    return float(np.mean([average_precision_score(labels == c, probs[:, c]) for c in present]))
+
+
+def classification_metrics(
+    logits_or_probs: ArrayLike,
+    labels: ArrayLike,
+    positive_classes: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Emotion metrics from scores of shape ``(N, C)`` and integer labels of shape ``(N,)``.
+
+    Returns ``accuracy``, ``map``, ``macro_f1``, ``weighted_f1`` and, when ``positive_classes``
+    (class indices of positive valence) is given, ``accuracy_2class``: whether the predicted
+    (argmax) class has the same valence as the true class. Scores whose rows are not
+    probabilities are treated as logits (softmax) for mAP.
+    """
+    scores = np.asarray(logits_or_probs, dtype=np.float64)
+    label_arr = np.asarray(labels).reshape(-1)
+    if scores.ndim != 2:
+        raise ValueError(f"logits_or_probs must have shape (N, C), got {scores.shape}")
+    if scores.shape[0] != label_arr.size:
+        raise ValueError(f"logits_or_probs has length {scores.shape[0]} but labels has length {label_arr.size}")
+    if not np.isfinite(scores).all():
+        raise ValueError("logits_or_probs contains non-finite values")
+    num_classes = scores.shape[1]
+    if label_arr.size == 0 or not np.issubdtype(label_arr.dtype, np.integer):
+        raise ValueError(f"labels must be a non-empty integer array, got dtype {label_arr.dtype} size {label_arr.size}")
+    if label_arr.min() < 0 or label_arr.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{label_arr.min()}, {label_arr.max()}]")
+
+    predicted = scores.argmax(axis=1)
+    all_classes = np.arange(num_classes)
+    results = {
+        "accuracy": float(np.mean(predicted == label_arr)),
+        "map": _mean_average_precision(_as_probabilities(scores), label_arr),
+        "macro_f1": float(f1_score(label_arr, predicted, labels=all_classes, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(label_arr, predicted, labels=all_classes, average="weighted", zero_division=0)),
+    }
+    if positive_classes is not None:
+        positive = np.asarray(list(positive_classes), dtype=np.int64)
+        if positive.size == 0 or positive.min() < 0 or positive.max() >= num_classes:
+            raise ValueError(f"positive_classes must be non-empty indices in [0, {num_classes}), got {positive.tolist()}")
+        results["accuracy_2class"] = float(np.mean(np.isin(predicted, positive) == np.isin(label_arr, positive)))
+    return results
+
+
+def aggregate_splits(
+    split_metrics: Sequence[Mapping[str, float]], how: Literal["median", "mean"] = "median"
+) -> dict[str, float]:
+    """Aggregate per-split metric dicts (IQA: median, memorability / emotion: mean). Keys must match."""
+    reducers = {"median": np.median, "mean": np.mean}
+    if how not in reducers:
+        raise ValueError(f"how must be one of {sorted(reducers)}, got {how!r}")
+    if not split_metrics:
+        raise ValueError("split_metrics is empty")
+    keys = list(split_metrics[0])
+    for index, metrics in enumerate(split_metrics):
+        if set(metrics) != set(keys):
+            raise ValueError(f"split {index} has keys {sorted(metrics)}, expected {sorted(keys)}")
+    return {key: float(reducers[how]([metrics[key] for metrics in split_metrics])) for key in keys}
