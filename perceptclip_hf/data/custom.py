@@ -1,0 +1,123 @@
+"""Bring your own data: a CSV/JSON table of (image, score|class) or an image folder (class = sub-folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Sequence
+
+from datasets import Dataset
+
+from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
+from .records import (
+    PathLike,
+    Record,
+    build_dataset,
+    read_csv_table,
+    records_from_rows,
+    require_file,
+    scan_class_folders,
+)
+
+
+def load_table(
+    path: PathLike,
+    *,
+    image_column: str = "path",
+    label_column: str | None = None,
+    image_root: PathLike | None = None,
+    task: Literal["regression", "classification"] = "regression",
+    class_names: Sequence[str] | None = None,
+    name: str = "custom",
+    on_error: OnError = "raise",
+    verify_images: bool = False,
+) -> Dataset:
+    """A ``.csv``, ``.json`` (list of objects or object of lists) or ``.jsonl`` table of images and labels.
+
+    Image paths are relative to ``image_root`` (default: the table's folder). ``label_column`` defaults
+    to ``score`` (regression) or ``label`` (classification). ``task="classification"``
+    makes ``label`` a ``ClassLabel``: values are class names (``class_names`` defaults to the sorted
+    distinct values) or integer indices into ``class_names``.
+    """
+    path = require_file(path, "table file")
+    if label_column is None:
+        label_column = "label" if task == "classification" else "score"
+    rows = _read_table(path, [image_column, label_column])
+    image_dir = Path(image_root) if image_root is not None else path.parent
+    errors = RowErrors(LoadReport(name), on_error)
+    if task == "regression":
+        records = records_from_rows(rows, errors, image_dir=image_dir, name_column=image_column,
+                                    label_column=label_column)
+        return build_dataset(records, name=name, root=image_dir, errors=errors, verify_images=verify_images,
+                             num_source_rows=len(rows))
+    if task != "classification":
+        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+    if class_names is None:
+        class_names = sorted({str(row.get(label_column, "")).strip() for _, row in rows} - {""})
+    names = list(class_names)
+    records = records_from_rows(rows, errors, image_dir=image_dir, name_column=image_column,
+                                label_column=label_column, parse_label=lambda v, where: _class_index(v, names, where))
+    return build_dataset(records, name=name, root=image_dir, errors=errors, class_names=names,
+                         verify_images=verify_images, num_source_rows=len(rows))
+
+
+def load_imagefolder(
+    data_dir: PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    name: str = "imagefolder",
+    on_error: OnError = "raise",
+    verify_images: bool = False,
+) -> Dataset:
+    """``data_dir/<class>/<image>``: classes are the sorted sub-folders, or ``class_names`` (checked)."""
+    names, samples = scan_class_folders(data_dir, class_names)
+    errors = RowErrors(LoadReport(name), on_error)
+    records = [Record(str(path), label, str(path), i) for i, (label, path) in enumerate(samples)]
+    return build_dataset(records, name=name, root=data_dir, errors=errors, class_names=names,
+                         verify_images=verify_images)
+
+
+def _class_index(value, class_names: list[str], where: str) -> int:
+    text = str(value).strip() if value is not None else ""
+    if text in class_names:
+        return class_names.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(class_names):
+        return int(text)
+    raise row_error(where, f"label {value!r} is not one of the classes {class_names}")
+
+
+def _read_table(path: Path, required: list[str]) -> list[tuple[str, dict]]:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return read_csv_table(path, required, delimiter="\t" if suffix == ".tsv" else ",")
+    if suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if line.strip():
+                    rows.append((f"{path}: line {line_no}", _json_value(line, path, f"line {line_no}")))
+    elif suffix == ".json":
+        content = _json_value(path.read_text(encoding="utf-8"), path, "content")
+        if isinstance(content, dict):
+            columns = {key: list(values) for key, values in content.items()}
+            length = len(next(iter(columns.values()), []))
+            if any(len(v) != length for v in columns.values()):
+                raise DatasetFormatError(f"{path}: columns have different lengths")
+            content = [{key: columns[key][i] for key in columns} for i in range(length)]
+        rows = [(f"{path}: entry {i}", row) for i, row in enumerate(content)]
+    else:
+        raise DatasetFormatError(f"{path}: unsupported table format {suffix!r}; use .csv, .tsv, .json or .jsonl")
+    bad = next((where for where, row in rows if not isinstance(row, dict)), None)
+    if bad:
+        raise DatasetFormatError(f"{bad}: expected an object with keys {required}")
+    missing = [col for col in required if rows and all(col not in row for _, row in rows)]
+    if missing:
+        raise DatasetFormatError(f"{path}: missing column(s) {missing}; pass image_column=/label_column=")
+    return rows
+
+
+def _json_value(text: str, path: Path, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(f"{path}: {where}: invalid JSON ({err})") from err

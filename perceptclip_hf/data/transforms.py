@@ -1,0 +1,229 @@
+"""On-the-fly image transforms (PIL + torch, no torchvision) for ``Dataset.set_transform``.
+
+Each transform maps a batch ``{"image": [...], "label": [...], ...}`` to ``{"pixel_values": [...],
+"labels": [...]}`` (``labels`` only when the batch has labels): float32 tensors of shape
+``(3, crop_size, crop_size)`` normalised with CLIP's mean/std; ``IQATestTransform`` gives
+``(num_crops, 3, crop_size, crop_size)`` per image. ``labels`` is float32 for scores, int64 for classes.
+
+Choices: every resize is PIL bilinear (antialiased), like the official ``Resize(224)`` inference; an
+image whose short side is below ``crop_size`` is first resized up (aspect kept) so the crop fits.
+Training randomness comes from torch's global RNG (which ``DataLoader`` re-seeds per worker) unless a
+``seed`` is given. Use :func:`with_image_transform` so images are opened by :func:`.images.open_image`
+(RGB conversion, EXIF, errors naming the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from .images import open_image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+# ----------------------------------------------------------------------------- PIL / tensor helpers
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the short side is ``size`` (aspect kept, bilinear)."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return image if new_size == image.size else image.resize(new_size, RESAMPLE)
+
+
+def ensure_min_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize up (bilinear, aspect kept) only if the short side is below ``size``."""
+    return resize_short_side(image, size) if min(image.size) < size else image
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    left, top = (width - size) // 2, (height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(3, H, W)`` float32 in ``[0, 1]``, then ``(x - mean) / std`` per channel."""
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    """Uniform integer in ``[0, high]``."""
+    return int(torch.randint(0, high + 1, (1,), generator=generator))
+
+
+def _coin(generator: torch.Generator | None) -> bool:
+    return bool(torch.rand(1, generator=generator) < 0.5)
+
+
+def random_crop_box(size: tuple[int, int], crop: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+    width, height = size
+    left, top = _randint(width - crop, generator), _randint(height - crop, generator)
+    return left, top, left + crop, top + crop
+
+
+def random_resized_crop_box(
+    size: tuple[int, int], generator: torch.Generator | None,
+    scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """torchvision's ``RandomResizedCrop`` box: 10 tries of random area/aspect, else a center crop."""
+    width, height = size
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
+        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
+        w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = _randint(width - w, generator), _randint(height - h, generator)
+            return left, top, left + w, top + h
+    in_ratio = width / height
+    w, h = (width, round(width / ratio[0])) if in_ratio < ratio[0] else (
+        (round(height * ratio[1]), height) if in_ratio > ratio[1] else (width, height))
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 63-bit seed from ``parts`` via BLAKE2b: identical in every process (no ``hash()``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+# ----------------------------------------------------------------------------- batch transforms
+class ImageTransform:
+    """Base: opens images, applies :meth:`transform_image`, converts labels."""
+
+    def __init__(
+        self, crop_size: int = 224, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+        image_column: str = "image", label_column: str = "label",
+    ):
+        self.crop_size, self.mean, self.std = crop_size, tuple(mean), tuple(std)
+        self.image_column, self.label_column = image_column, label_column
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        keys = batch.get("image_name") or [None] * len(batch[self.image_column])
+        out = {"pixel_values": [self.transform_image(open_image(image), key)
+                                for image, key in zip(batch[self.image_column], keys)]}
+        if self.label_column in batch:
+            out["labels"] = [_label_tensor(label) for label in batch[self.label_column]]
+        return out
+
+    def _tensor(self, image: Image.Image) -> torch.Tensor:
+        return to_normalized_tensor(image, self.mean, self.std)
+
+
+class IQATrainTransform(ImageTransform):
+    """Optional short-side resize, random horizontal + vertical flips (p=0.5 each), random crop."""
+
+    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None, seed: int | None = None, **kw):
+        super().__init__(crop_size, **kw)
+        self.resize_short = resize_short
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        if self.resize_short:
+            image = resize_short_side(image, self.resize_short)
+        image = ensure_min_side(image, self.crop_size)
+        if _coin(self.generator):
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if _coin(self.generator):
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        return self._tensor(image.crop(random_crop_box(image.size, self.crop_size, self.generator)))
+
+
+class IQATestTransform(ImageTransform):
+    """``num_crops`` random crops per image, deterministic for ``(seed, image)``.
+
+    The image key is its ``image_name`` column when the batch has one (machine-independent), else a
+    hash of its pixels. Output per image: ``(num_crops, 3, crop_size, crop_size)``.
+    """
+
+    def __init__(self, crop_size: int = 224, *, num_crops: int = 15, resize_short: int | None = None,
+                 seed: int = 0, **kw):
+        super().__init__(crop_size, **kw)
+        self.num_crops, self.resize_short, self.seed = num_crops, resize_short, seed
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        if self.resize_short:
+            image = resize_short_side(image, self.resize_short)
+        image = ensure_min_side(image, self.crop_size)
+        if key is None:
+            key = hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()
+        generator = torch.Generator().manual_seed(stable_seed(self.seed, key))
+        crops = [self._tensor(image.crop(random_crop_box(image.size, self.crop_size, generator)))
+                 for _ in range(self.num_crops)]
+        return torch.stack(crops)
+
+
+class ResizeCenterCropTransform(ImageTransform):
+    """Resize the short side to ``crop_size`` (bilinear) and center-crop: memorability, emotion test.
+
+    Deterministic; ``seed`` is accepted (and unused) so every transform takes the same arguments.
+    """
+
+    def __init__(self, crop_size: int = 224, *, seed: int | None = None, **kw):
+        super().__init__(crop_size, **kw)
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        return self._tensor(center_crop(resize_short_side(image, self.crop_size), self.crop_size))
+
+
+class EmotionTrainTransform(ImageTransform):
+    """Random resized crop (scale 0.08-1, ratio 3/4-4/3, bilinear) to ``crop_size`` + horizontal flip."""
+
+    def __init__(self, crop_size: int = 224, *, scale: tuple[float, float] = (0.08, 1.0),
+                 seed: int | None = None, **kw):
+        super().__init__(crop_size, **kw)
+        self.scale = scale
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        box = random_resized_crop_box(image.size, self.generator, self.scale)
+        image = image.resize((self.crop_size, self.crop_size), RESAMPLE, box=box)
+        if _coin(self.generator):
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return self._tensor(image)
+
+
+def build_transform(
+    task: Literal["quality", "memorability", "emotion"], train: bool, **kwargs: Any
+) -> ImageTransform:
+    """The paper's transform for ``task`` (``kwargs`` go to the transform: crop_size, mean, std, seed...)."""
+    if task == "quality":
+        return IQATrainTransform(**kwargs) if train else IQATestTransform(**kwargs)
+    if task == "emotion" and train:
+        return EmotionTrainTransform(**kwargs)
+    if task in ("memorability", "emotion"):
+        return ResizeCenterCropTransform(**kwargs)
+    raise ValueError(f"unknown task {task!r}; use 'quality', 'memorability' or 'emotion'")
+
+
+def with_image_transform(ds: Dataset, transform: ImageTransform) -> Dataset:
+    """``ds`` with ``transform`` applied on access; images are read by :func:`.images.open_image`."""
+    column = transform.image_column
+    if isinstance(ds.features.get(column), ImageFeature) and ds.features[column].decode:
+        ds = ds.cast_column(column, ImageFeature(decode=False))
+    return ds.with_transform(transform)
+
+
+def _label_tensor(label: Any) -> torch.Tensor:
+    if isinstance(label, (bool, np.bool_)):
+        raise TypeError("boolean labels are not supported; use 0/1 integers")
+    if isinstance(label, (int, np.integer)):
+        return torch.tensor(int(label), dtype=torch.long)
+    return torch.tensor(float(label), dtype=torch.float32)
