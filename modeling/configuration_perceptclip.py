@@ -79,6 +79,7 @@ class PerceptCLIPConfig(PreTrainedConfig):
     ```"""
 
     model_type = "perceptclip"
+    keys_to_ignore_at_inference = ["image_embeds"]  # Trainer predictions: keep only the logits
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(
             config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=VIT_L14_VISION_KWARGS

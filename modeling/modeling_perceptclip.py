@@ -9,9 +9,16 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers import AutoModel, CLIPImageProcessorPil, CLIPVisionModelWithProjection, PreTrainedModel, ViTModel
+from transformers import MODEL_MAPPING, AutoModel, CLIPImageProcessorPil, CLIPVisionModelWithProjection, PreTrainedModel, ViTModel
 from transformers import initialization as init
-from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+)
 from transformers.image_utils import PILImageResampling
 from transformers.utils import ModelOutput
 
@@ -121,6 +128,8 @@ def build_backbone(vision_config) -> PreTrainedModel:
     """A randomly initialised vision backbone for `vision_config` (weights come from `load_base_weights`)."""
     backbone_class, kwargs = backbone_class_and_kwargs(vision_config)
     if backbone_class is AutoModel:
+        if not getattr(MODEL_MAPPING[type(vision_config)], "_supports_sdpa", False):
+            vision_config._attn_implementation_internal = None  # let a backbone without SDPA choose its own
         return AutoModel.from_config(vision_config, **kwargs)
     return backbone_class(vision_config, **kwargs)
 
@@ -129,16 +138,20 @@ def default_image_processor(config: PerceptCLIPConfig) -> CLIPImageProcessorPil:
     """Inference preprocessing: resize the short side to the backbone's input size, center crop, normalise.
 
     Resampling is bilinear (antialiased by PIL when shrinking), as the official release's torchvision `Resize(224)`;
-    CLIP's own processor would use bicubic. CLIP backbones use CLIP's mean/std, others ImageNet's."""
-    size = config.vision_config.image_size
+    CLIP's own processor would use bicubic. Statistics are the backbone's own: CLIP's mean/std for CLIP, 0.5/0.5 for
+    ViT, ImageNet's for the others (DINOv2, CNNs)."""
+    size = getattr(config.vision_config, "image_size", None) or 224
     size = size if isinstance(size, int) else size[0]
-    is_clip = config.vision_config.model_type == "clip_vision_model"
+    mean, std = {
+        "clip_vision_model": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
+        "vit": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD),
+    }.get(config.vision_config.model_type, (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
     return CLIPImageProcessorPil(
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
         resample=PILImageResampling.BILINEAR,
-        image_mean=OPENAI_CLIP_MEAN if is_clip else IMAGENET_STANDARD_MEAN,
-        image_std=OPENAI_CLIP_STD if is_clip else IMAGENET_STANDARD_STD,
+        image_mean=mean,
+        image_std=std,
     )
 
 
@@ -168,7 +181,8 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
             )
             inject_adapter_in_model(lora, self.backbone)
         is_clip = config.vision_config.model_type == "clip_vision_model"
-        embed_dim = config.vision_config.projection_dim if is_clip else config.vision_config.hidden_size
+        vision = config.vision_config
+        embed_dim = vision.projection_dim if is_clip else getattr(vision, "hidden_size", None) or vision.hidden_sizes[-1]
         self.heads = nn.ModuleDict(
             {name: PerceptCLIPHead(embed_dim, size, config) for name, size in config.head_sizes.items()}
         )
@@ -204,10 +218,13 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
     # ----- features -------------------------------------------------------------------------------------------
 
     def get_image_features(self, pixel_values: torch.Tensor, **backbone_kwargs):
-        """Backbone outputs and the features the head reads (CLIP: projected pooled output; others: CLS token)."""
+        """Backbone outputs and the features the head reads: CLIP's projected pooled output, else the backbone's
+        pooled output (DINOv2: normalised CLS; CNNs: pooled map), else the CLS token (ViT)."""
         outputs = self.backbone(pixel_values=pixel_values, return_dict=True, **backbone_kwargs)
-        if hasattr(outputs, "image_embeds"):
+        if getattr(outputs, "image_embeds", None) is not None:
             return outputs, outputs.image_embeds
+        if getattr(outputs, "pooler_output", None) is not None:  # e.g. DINOv2's CLS, a CNN's pooled map
+            return outputs, outputs.pooler_output.flatten(1)
         return outputs, outputs.last_hidden_state[:, 0]
 
     # ----- adapter-only storage -------------------------------------------------------------------------------
@@ -355,8 +372,8 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
             loss=loss,
             logits=logits,
             image_embeds=features,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            hidden_states=getattr(outputs, "hidden_states", None),
+            attentions=getattr(outputs, "attentions", None),
         )
         return output if return_dict else output.to_tuple()
 

@@ -6,9 +6,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from perceptclip_hf import PerceptCLIPForClassification, PerceptCLIPForRegression
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -62,3 +66,36 @@ def run_python(code: str, env: dict | None = None, timeout: int = 300) -> subpro
     )
     assert result.returncode == 0, f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
     return result
+
+
+def trained_like(base: Path, cls=PerceptCLIPForRegression, seed: int = 0, **config):
+    """A tiny model with non-zero LoRA and an O(1)-output head, as after training."""
+    model = cls.from_backbone(str(base), **TINY_HEAD, **config)
+    randomize_lora(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in model.heads.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    return model.eval()
+
+
+def save_trained_like(base: Path, directory: Path, cls=PerceptCLIPForRegression, **config) -> Path:
+    trained_like(base, cls, **config).save_pretrained(directory)
+    return directory
+
+
+def random_image(seed: int, size: tuple[int, int] = (44, 38)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="session")
+def quality_dir(tiny_clip_base, tmp_path_factory) -> Path:
+    return save_trained_like(tiny_clip_base, tmp_path_factory.mktemp("quality"), task="quality",
+                             score_range=[1.0, 5.0])
+
+
+@pytest.fixture(scope="session")
+def emotion_dir(tiny_clip_base, tmp_path_factory) -> Path:
+    return save_trained_like(tiny_clip_base, tmp_path_factory.mktemp("emotion"), PerceptCLIPForClassification,
+                             task="emotion")

@@ -54,16 +54,21 @@ DISTORTIONS = {"blur": (_blur, 1.0), "noise": (_noise, 0.9), "jpeg": (_jpeg, 0.8
                "contrast": (_contrast, 0.6)}
 
 
+def natural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Zero-mean colour texture with the 1/f amplitude spectrum of natural images, std ≈ 1."""
+    frequencies = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.fftfreq(size)[None, :] ** 2)
+    amplitude = 1.0 / np.maximum(frequencies, 1.0 / size)
+    phases = np.exp(2j * np.pi * rng.random((3, size, size)))
+    texture = np.real(np.fft.ifft2(amplitude * phases)).transpose(1, 2, 0)
+    return (texture - texture.mean()) / (texture.std() + 1e-8)
+
+
 def draw_scene(rng: np.random.Generator, size: int) -> Image.Image:
-    """A procedural 'photograph': a colour gradient, stripes and a few filled shapes."""
+    """A procedural 'photograph': a colour gradient with natural (1/f) texture and a few filled shapes."""
     ramp = np.linspace(0, 1, size, dtype=np.float32)
-    start, end = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    horizontal = rng.random() < 0.5
-    t = ramp[None, :, None] if horizontal else ramp[:, None, None]
-    background = start + (end - start) * t
-    background = np.broadcast_to(background, (size, size, 3)).copy()
-    frequency, amplitude = rng.uniform(2, 8), rng.uniform(0, 30)
-    background += amplitude * np.sin(2 * np.pi * frequency * ramp)[None, :, None]
+    start, end = rng.uniform(40, 215, 3), rng.uniform(40, 215, 3)
+    t = ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None]
+    background = start + (end - start) * t + rng.uniform(20, 40) * natural_texture(rng, size)
     image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(2, 6))):

@@ -1,0 +1,1 @@
+"""Model card templates (Jinja2 Markdown) for `perceptclip_hf.model_card`; installed as package data."""

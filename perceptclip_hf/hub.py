@@ -1,0 +1,270 @@
+"""Publishing PerceptCLIP models on the Hugging Face Hub.
+
+`build_repo_folder` writes everything a model repo holds (config with `auto_map`, the remote code, adapter-only
+safetensors, the image processor, a standard peft adapter and the model card); `upload_repo_folder` sends that
+folder as ONE commit. Safetensors only: a folder holding a pickle is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
+from peft import LoraConfig
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import modeling
+from .model_card import render_model_card
+from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor
+from .official import load_official_checkpoint
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+CARD_FILE = "README.md"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+# The remote code `save_pretrained` copies: the model and config modules (flattened), never `__init__.py`.
+REMOTE_CODE_SOURCES = {
+    path.name: path for path in sorted(Path(modeling.__file__).parent.glob("*.py")) if path.name != "__init__.py"
+}
+AUTO_MAP_KEYS = ("AutoConfig", "AutoModel", "AutoModelForImageClassification")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Pickle protocol ≥ 2 starts with 0x80; torch.save's zip archives with "PK\x03\x04".
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
+PEFT_PREFIX = "base_model.model."
+OUR_BACKBONE_PREFIX = "backbone."
+PEFT_ADAPTER_NAME = "default"
+DEFAULT_COMMIT_MESSAGE = "Upload PerceptCLIP model"
+
+
+# ----- the repo folder -------------------------------------------------------------------------------------------
+
+def build_repo_folder(
+    model_dir_or_model: str | Path | PerceptCLIPPreTrainedModel,
+    out_dir: str | Path,
+    results: Mapping | str | Path | None = None,
+    repo_id: str | None = None,
+    peft_adapter: bool = False,
+    notes: str | None = None,
+) -> Path:
+    """Write a Hub-ready PerceptCLIP repo into the new or empty `out_dir` and return it.
+
+    `model_dir_or_model`: a saved model dir (its files are copied byte for byte) or a model (saved with
+    `save_pretrained`). `results`: a training run's `results.json` (dict or path) for the card's model-index.
+    `peft_adapter`: also write `adapter/`, a standard peft LoRA adapter of the backbone alone (heads not included).
+    `notes`: an extra paragraph for the card (provenance)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty: the repo folder must hold only what will be uploaded.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model_dir_or_model, PerceptCLIPPreTrainedModel):
+        model_dir_or_model.save_pretrained(out_dir)
+    else:
+        copy_saved_model(Path(model_dir_or_model), out_dir)
+    config = PerceptCLIPConfig.from_pretrained(out_dir)
+    if peft_adapter:
+        if config.adaptation == "lora":
+            write_peft_adapter(config, load_lora_weights(out_dir), out_dir / ADAPTER_DIR)
+        else:
+            logger.warning("No peft adapter written: adaptation=%r has no LoRA.", config.adaptation)
+    if isinstance(results, (str, Path)):
+        results = json.loads(Path(results).read_text())
+    card = render_model_card(config, results=results, repo_id=repo_id, notes=notes,
+                             peft_adapter=(out_dir / ADAPTER_DIR).is_dir())
+    card.save(out_dir / CARD_FILE)
+    check_repo_folder(out_dir)
+    return out_dir
+
+
+def copy_saved_model(model_dir: Path, out_dir: Path) -> None:
+    """Copy a `save_pretrained` dir's config, safetensors weights and image processor; write the remote code
+    from this package (a stale copy in `model_dir` is replaced, with a warning)."""
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir}: no {CONFIG_FILE}; expected a PerceptCLIP `save_pretrained` dir.")
+    weights = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob(WEIGHTS_INDEX_FILE))
+    if not weights:
+        raise FileNotFoundError(f"{model_dir}: no safetensors weights (pickled checkpoints are not published).")
+    for path in [model_dir / CONFIG_FILE, *weights, model_dir / PREPROCESSOR_FILE]:
+        if path.is_file():
+            shutil.copyfile(path, out_dir / path.name)
+    for name, source in REMOTE_CODE_SOURCES.items():
+        saved = model_dir / name
+        if saved.is_file() and saved.read_bytes() != source.read_bytes():
+            logger.warning("%s differs from this package's %s; publishing the package's version.", saved, name)
+        shutil.copyfile(source, out_dir / name)
+    if not (out_dir / PREPROCESSOR_FILE).is_file():
+        default_image_processor(PerceptCLIPConfig.from_pretrained(out_dir)).save_pretrained(out_dir)
+
+
+def load_lora_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The LoRA tensors of the folder's top-level safetensors files (`model.safetensors` or its shards)."""
+    tensors = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as handle:
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys() if "lora_" in key})
+    return tensors
+
+
+# ----- the peft adapter ------------------------------------------------------------------------------------------
+
+def peft_lora_config(config: PerceptCLIPConfig) -> LoraConfig:
+    """The peft `LoraConfig` of our backbone's LoRA (same r, alpha, dropout, targets; bias none)."""
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        bias="none",
+        base_model_name_or_path=config.base_model_name_or_path,
+        revision=config.base_model_revision,
+        inference_mode=True,
+    )
+
+
+def to_peft_key(key: str) -> str:
+    """`backbone.<module>.lora_A.default.weight` → `base_model.model.<module>.lora_A.weight`: the key a peft
+    adapter file holds for the base model our backbone is (peft drops the adapter name when saving)."""
+    module = key[len(OUR_BACKBONE_PREFIX):].replace(f".{PEFT_ADAPTER_NAME}.", ".")
+    return PEFT_PREFIX + module
+
+
+def peft_adapter_state_dict(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's LoRA tensors of a PerceptCLIP state dict, under peft's adapter-file key names."""
+    lora = {to_peft_key(k): v for k, v in weights.items() if k.startswith(OUR_BACKBONE_PREFIX) and "lora_" in k}
+    if not lora:
+        raise ValueError("No LoRA tensors under `backbone.` in the weights: nothing to export as a peft adapter.")
+    return lora
+
+
+def write_peft_adapter(config: PerceptCLIPConfig, weights: Mapping[str, torch.Tensor], adapter_dir: Path) -> None:
+    """Write `adapter_config.json` + `adapter_model.safetensors`: loadable with
+    `PeftModel.from_pretrained(<base backbone>, adapter_dir)` (e.g. `CLIPVisionModelWithProjection`)."""
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    peft_lora_config(config).save_pretrained(adapter_dir)
+    tensors = {k: v.contiguous() for k, v in peft_adapter_state_dict(weights).items()}
+    save_file(tensors, adapter_dir / ADAPTER_WEIGHTS_FILE, metadata={"format": "pt"})
+
+
+# ----- checks ----------------------------------------------------------------------------------------------------
+
+def check_repo_folder(folder: str | Path) -> list[Path]:
+    """Raise unless `folder` is a complete, pickle-free PerceptCLIP repo; return its files (relative paths)."""
+    folder = Path(folder)
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    required = {CONFIG_FILE, PREPROCESSOR_FILE, CARD_FILE, *REMOTE_CODE_SOURCES}
+    missing = sorted(required - {p.as_posix() for p in files})
+    if missing or not list(folder.glob("*.safetensors")):
+        raise FileNotFoundError(f"{folder}: missing {missing or [WEIGHTS_FILE]}.")
+    for relative in files:
+        path = folder / relative
+        if relative.suffix == ".safetensors":
+            with safe_open(path, framework="pt"):  # raises unless the file is valid safetensors
+                pass
+        elif relative.suffix.lower() in PICKLE_SUFFIXES or is_pickle(path):
+            raise ValueError(f"{path} is a pickle: only safetensors weights are published.")
+    for name, source in REMOTE_CODE_SOURCES.items():
+        if (folder / name).read_bytes() != source.read_bytes():
+            raise ValueError(f"{folder / name} is not byte-identical to the package's {source}.")
+    auto_map = json.loads((folder / CONFIG_FILE).read_text()).get("auto_map", {})
+    if not set(AUTO_MAP_KEYS) <= set(auto_map):
+        raise ValueError(f"{folder / CONFIG_FILE}: auto_map {auto_map} lacks one of {AUTO_MAP_KEYS}.")
+    return files
+
+
+def is_pickle(path: Path) -> bool:
+    """Whether the file starts like a pickle or a `torch.save` zip archive."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(PICKLE_MAGIC)
+
+
+# ----- upload ----------------------------------------------------------------------------------------------------
+
+def upload_repo_folder(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    api: HfApi | None = None,
+) -> CommitInfo:
+    """Create `repo_id` if needed (and the branch `revision`) and upload every file of `folder` in ONE commit.
+    `api`: an `HfApi`-like client (tests pass a fake); by default `HfApi()` (honours `HF_ENDPOINT`)."""
+    folder = Path(folder)
+    files = check_repo_folder(folder)
+    api = api or HfApi()
+    api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=relative.as_posix(), path_or_fileobj=str(folder / relative))
+        for relative in files
+    ]
+    return api.create_commit(
+        repo_id, operations, commit_message=commit_message, token=token, revision=revision
+    )
+
+
+# ----- official release ------------------------------------------------------------------------------------------
+
+def convert_official(
+    source: str,
+    out_dir: str | Path,
+    task: str,
+    config: PerceptCLIPConfig | None = None,
+    repo_id: str | None = None,
+    peft_adapter: bool = False,
+    base_model: str | None = None,
+    **hub_kwargs,
+) -> Path:
+    """Write a repo folder for an official PerceptCLIP checkpoint (local `.pth` or official Hub repo).
+
+    The repo is adapter-only, so the checkpoint's backbone must be its base's (`base_model`, else the config's
+    `base_model_name_or_path`): this is checked tensor by tensor before anything is written."""
+    if base_model is not None:
+        config = copy.deepcopy(config) if config is not None else PerceptCLIPConfig(task=task)
+        config.base_model_name_or_path = base_model
+    model = load_official_checkpoint(source, task, config=config, **hub_kwargs)
+    check_backbone_is_base(model)
+    origin = Path(source).name if Path(source).is_file() else f"[{source}](https://huggingface.co/{source})"
+    notes = (f"Converted from the official PerceptCLIP release `{origin}` (weights renamed, not retrained); "
+             "outputs match the official `clip_lora_model`.")
+    return build_repo_folder(model, out_dir, repo_id=repo_id, peft_adapter=peft_adapter, notes=notes)
+
+
+def check_backbone_is_base(model: PerceptCLIPPreTrainedModel, atol: float = 1e-6) -> None:
+    """Raise unless the model's non-LoRA backbone tensors equal those of its `base_model_name_or_path` (which are
+    then loaded into the model, as an adapter-only reload would)."""
+    own = {k: v.clone() for k, v in model.backbone.state_dict().items() if "lora_" not in k}
+    model.load_base_weights(model.config.base_model_name_or_path, revision=model.config.base_model_revision)
+    base = model.backbone.state_dict()
+    worst = max((own[k] - base[k]).abs().max().item() for k in own)
+    if worst > atol:
+        raise ValueError(
+            f"The checkpoint's backbone differs from its base {model.config.base_model_name_or_path!r} "
+            f"(max |Δ| = {worst:.3g}): an adapter-only repo would not reproduce it. Pass the right base model."
+        )
+
+
+__all__ = [
+    "build_repo_folder",
+    "check_backbone_is_base",
+    "check_repo_folder",
+    "convert_official",
+    "peft_adapter_state_dict",
+    "peft_lora_config",
+    "upload_repo_folder",
+    "write_peft_adapter",
+]

@@ -1,0 +1,293 @@
+"""Inference for people: score images with a trained PerceptCLIP model.
+
+    >>> from perceptclip_hf.inference import PerceptScorer
+    >>> scorer = PerceptScorer.from_pretrained("path/or/hub-id")
+    >>> scorer("photo.jpg")                      # {"score": 3.71}           (regression)
+    >>> scorer(["a.jpg", "b.png"])               # [{"label": "awe", "probabilities": {...}}, ...]
+
+Preprocessing follows the paper's test protocol (:mod:`perceptclip_hf.data.transforms`): image quality
+models average ``tta`` seeded random crops at native resolution (15 by default; ``tta=1`` is a native
+center crop), other tasks resize the short side and center-crop. All crops of a batch go through the
+model in one forward pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from datasets import Dataset
+from datasets import Image as ImageFeature
+
+from .data.errors import DatasetFormatError
+from .data.images import open_image
+from .data.transforms import (
+    ImageTransform,
+    IQATestTransform,
+    ResizeCenterCropTransform,
+    center_crop,
+    ensure_min_side,
+    resize_short_side,
+)
+from .modeling import PerceptCLIPPreTrainedModel, default_image_processor
+
+ImageInput = Image.Image | str | os.PathLike | np.ndarray
+OnError = Literal["raise", "record"]
+DEFAULT_IQA_CROPS = 15
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}
+
+
+class IQACenterCropTransform(ImageTransform):
+    """One center crop at native resolution (after the optional short-side resize): the deterministic
+    single-view counterpart of :class:`IQATestTransform`'s random crops."""
+
+    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None, **kw):
+        super().__init__(crop_size, **kw)
+        self.resize_short = resize_short
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        if self.resize_short:
+            image = resize_short_side(image, self.resize_short)
+        return self._tensor(center_crop(ensure_min_side(image, self.crop_size), self.crop_size))
+
+
+def transform_kwargs(model_config) -> dict[str, Any]:
+    """Crop size and normalisation of a model, from its inference image processor."""
+    processor = default_image_processor(model_config)
+    return dict(crop_size=processor.crop_size["height"], mean=processor.image_mean, std=processor.image_std)
+
+
+def center_view_transform(model_config) -> ResizeCenterCropTransform:
+    """Resize the short side to the model's input size and center-crop: the whole-image view."""
+    return ResizeCenterCropTransform(**transform_kwargs(model_config))
+
+
+def build_inference_transform(
+    model_config, tta: int | None = None, seed: int = 0, resize_short: int | None = None
+) -> ImageTransform:
+    """The test-time transform of a model: crop size and mean/std from its image processor; IQA models
+    (``task == "quality"``) get ``tta`` random crops (default 15; 1 = center crop), others resize + center crop."""
+    if model_config.task != "quality":
+        return center_view_transform(model_config)
+    common = transform_kwargs(model_config)
+    tta = DEFAULT_IQA_CROPS if tta is None else tta
+    if tta < 1:
+        raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")
+    if tta == 1:
+        return IQACenterCropTransform(resize_short=resize_short, **common)
+    return IQATestTransform(num_crops=tta, seed=seed, resize_short=resize_short, **common)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu'.")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Compute dtype: as given (``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch dtype), else bf16 on GPU, fp32 on CPU."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype.lower() not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(set(DTYPES))}.")
+    return DTYPES[dtype.lower()]
+
+
+def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa", **kwargs) -> PerceptCLIPPreTrainedModel:
+    """Load a saved PerceptCLIP model (local directory or Hub id) in eval mode."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(os.fspath(repo_or_dir), attn_implementation=attn_implementation, **kwargs)
+    if not isinstance(model, PerceptCLIPPreTrainedModel):
+        raise TypeError(f"{repo_or_dir} holds a {type(model).__name__}, not a PerceptCLIP model.")
+    return model.eval()
+
+
+class PerceptScorer:
+    """Scores images with a PerceptCLIP model: regression → ``{"score": float}``; classification →
+    ``{"label": str, "probabilities": {label: p}}``. Call it on one image (PIL, path, numpy array), a list of
+    them, or a ``datasets.Dataset`` with an ``image`` column."""
+
+    def __init__(
+        self,
+        model: PerceptCLIPPreTrainedModel,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        tta: int | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+        resize_short: int | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.eval().to(self.device)
+        self.config = model.config
+        self.batch_size = batch_size
+        self.transform = build_inference_transform(self.config, tta=tta, seed=seed, resize_short=resize_short)
+
+    @classmethod
+    def from_pretrained(cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None,
+                        **scorer_kwargs: Any) -> "PerceptScorer":
+        """Load a model and wrap it. `scorer_kwargs` are the constructor's (device, dtype, tta, seed, batch_size,
+        resize_short); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
+        return cls(load_model(repo_or_dir, **(load_kwargs or {})), **scorer_kwargs)
+
+    # ----- what the scores mean -------------------------------------------------------------------------------
+
+    @property
+    def is_classification(self) -> bool:
+        return self.config.is_classification
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in logit order (classification)."""
+        return [str(self.config.id2label[i]) for i in range(len(self.config.id2label))]
+
+    @property
+    def score_range(self) -> tuple[float, float] | None:
+        """``(low, high)`` of the training scores, when the model records it."""
+        return tuple(self.config.score_range) if self.config.score_range else None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.config.higher_is_better
+
+    @property
+    def num_crops(self) -> int:
+        return getattr(self.transform, "num_crops", 1)
+
+    # ----- preprocessing and forward --------------------------------------------------------------------------
+
+    def preprocess(self, image: Any, key: str | None = None) -> torch.Tensor:
+        """One image → ``(3, H, W)``, or ``(crops, 3, H, W)`` with TTA. ``key`` seeds the crops (default: pixels)."""
+        return self.transform.transform_image(open_image(as_image_source(image)), key)
+
+    @torch.inference_mode()
+    def predict_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of a batch ``(B, 3, H, W)`` or ``(B, crops, 3, H, W)`` (crops averaged), one forward pass."""
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
+                    else nullcontext())
+        with autocast:
+            logits = self.model(pixel_values.to(self.device)).logits
+        return logits.float().cpu()
+
+    def format(self, logits: torch.Tensor) -> dict[str, Any]:
+        """One image's logits → its result dict."""
+        if not self.is_classification:
+            scores = logits.tolist()
+            return {"score": scores[0]} if len(scores) == 1 else {"scores": scores}
+        if self.config.problem_type == "multi_label_classification":
+            probabilities = logits.sigmoid()
+        else:
+            probabilities = logits.softmax(dim=-1)
+        labels = self.labels
+        return {"label": labels[int(probabilities.argmax())],
+                "probabilities": {label: float(p) for label, p in zip(labels, probabilities)}}
+
+    # ----- public calls ---------------------------------------------------------------------------------------
+
+    def __call__(self, images: ImageInput | Iterable[ImageInput] | Dataset, on_error: OnError = "raise"):
+        """Results for ``images``: one dict for one image, else a list in input order."""
+        if is_single_image(images):
+            return next(self.iter_predictions([images], on_error=on_error))
+        return list(self.iter_predictions(images, on_error=on_error))
+
+    def iter_predictions(
+        self, images: Iterable[ImageInput] | Dataset, on_error: OnError = "raise"
+    ) -> Iterator[dict[str, Any]]:
+        """Yield one result per image, in order, batching ``batch_size`` images per forward pass.
+
+        ``on_error="record"`` yields ``{"error": message}`` for an unreadable image instead of raising."""
+        if on_error not in ("raise", "record"):
+            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}.")
+        if is_single_image(images):
+            images = [images]
+        batch: list[tuple[Any, str | None]] = []
+        for item in iter_sources(images):
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield from self._predict_batch(batch, on_error)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch, on_error)
+
+    def _predict_batch(self, batch: list[tuple[Any, str | None]], on_error: OnError) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(batch)
+        tensors, positions = [], []
+        for position, (source, key) in enumerate(batch):
+            try:
+                tensors.append(self.preprocess(source, key))
+                positions.append(position)
+            except Exception as err:
+                if on_error == "raise":
+                    raise
+                results[position] = {"error": error_message(err)}
+        if tensors:
+            logits = self.predict_logits(torch.stack(tensors))
+            for position, row in zip(positions, logits):
+                results[position] = self.format(row)
+        return results
+
+
+def error_message(err: Exception) -> str:
+    """A one-line reason; the data layer's errors already name the file."""
+    return str(err) if isinstance(err, DatasetFormatError) else f"{type(err).__name__}: {err}"
+
+
+def is_single_image(images: Any) -> bool:
+    return isinstance(images, (Image.Image, str, os.PathLike, bytes)) or (
+        isinstance(images, np.ndarray) and images.ndim in (2, 3)
+    )
+
+
+def as_image_source(image: Any) -> Any:
+    """What :func:`open_image` accepts: numpy arrays become PIL images (floats are read as ``[0, 1]``)."""
+    if not isinstance(image, np.ndarray):
+        return image
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(image)
+
+
+def iter_sources(images: Iterable[ImageInput] | Dataset) -> Iterator[tuple[Any, str | None]]:
+    """``(image source, crop key)`` pairs. A Dataset's ``image_name`` column keys its crops (as in training
+    evaluation); otherwise the pixels do. Dataset images are read undecoded so :func:`open_image` applies."""
+    if isinstance(images, Dataset):
+        if "image" not in images.column_names:
+            raise ValueError(f"The dataset has no 'image' column (columns: {images.column_names}).")
+        if isinstance(images.features["image"], ImageFeature) and images.features["image"].decode:
+            images = images.cast_column("image", ImageFeature(decode=False))
+        has_names = "image_name" in images.column_names
+        for row in images.select_columns(["image", "image_name"] if has_names else ["image"]):
+            yield row["image"], row.get("image_name")
+        return
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    for image in images:
+        yield image, None
+
+
+__all__ = [
+    "IQACenterCropTransform",
+    "PerceptScorer",
+    "build_inference_transform",
+    "center_view_transform",
+    "load_model",
+    "resolve_device",
+    "resolve_dtype",
+]

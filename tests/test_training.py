@@ -1,0 +1,185 @@
+"""Training: the train.py command line, recipes, resume, multi-dataset training, 2-process CPU launch."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from perceptclip_hf.cli_train import load_config, parse_args
+from perceptclip_hf.data import list_datasets
+from perceptclip_hf.protocol import validate_arguments
+from perceptclip_hf.training import (
+    DataArguments,
+    ModelArguments,
+    build_model,
+    prepare_splits,
+    resolve_task,
+    stage2_heads,
+    train_one,
+    training_arguments,
+)
+from tests.conftest import BLOCK_PACKAGE, REPO_ROOT, run_python
+from tests.test_data_fixtures import make_koniq
+
+QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from perceptclip_hf.data.synthetic import generate_synthetic_iqa
+
+    path = tmp_path_factory.mktemp("synthetic_iqa")
+    generate_synthetic_iqa(path)
+    return path
+
+
+def tiny_recipe(tmp_path: Path, synthetic_dir: Path, **overrides) -> Path:
+    """The quickstart recipe, shortened for tests."""
+    recipe = load_config(QUICKSTART)
+    recipe.update(data_dir=[str(synthetic_dir)], output_dir=str(tmp_path / "run"), num_train_epochs=2,
+                  max_train_samples=160, eval_crops=2, test_crops=3, disable_tqdm=True)
+    recipe.update(overrides)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def train_command(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "train.py"), "--config", str(config), *extra]
+
+
+def test_train_py_runs_evaluates_saves_and_the_model_loads_as_remote_code(tmp_path, synthetic_dir):
+    config = tiny_recipe(tmp_path, synthetic_dir)
+    result = subprocess.run(train_command(config), capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test on held-out content (median): SRCC" in result.stdout and "score" in result.stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"srcc", "plcc", "krcc"} <= set(results["aggregate"]) and results["metric_aggregation"] == "median"
+    assert results["splits"][0]["test"]["srcc"] == results["aggregate"]["srcc"]
+    assert (tmp_path / "run" / "results.md").read_text().count("|") > 10
+    model_dir = tmp_path / "run" / "split_0" / "model"
+    run_python(BLOCK_PACKAGE + f"""
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
+""")
+
+
+def test_command_line_overrides_the_recipe_and_unknown_keys_are_named(tmp_path, synthetic_dir):
+    config = tiny_recipe(tmp_path, synthetic_dir)
+    model_args, data_args, _, training_args = parse_args(["--config", str(config), "--learning_rate", "0.0003",
+                                                          "--splits", "0", "1"])
+    assert training_args.learning_rate == 3e-4 and data_args.splits == [0, 1]
+    assert model_args.adaptation == "full" and training_args.num_train_epochs == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [koniq10k]\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="bad.yaml.*learning_rat"):
+        load_config(bad)
+
+
+def test_every_registry_dataset_has_a_valid_recipe():
+    """Each config parses into the dataclasses and passes validation; every registry dataset is covered."""
+    covered = set()
+    for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
+        model_args, data_args, experiment, training_args = parse_args(["--config", str(path)])
+        task = validate_arguments(model_args, data_args, experiment)
+        covered.update(data_args.dataset, experiment.cross_eval_dataset)
+        if path.stem not in ("quickstart", "agiqa3k_cpu"):  # the paper's recipe
+            assert model_args.base_model_name_or_path == "openai/clip-vit-large-patch14"
+            assert (model_args.adaptation, model_args.lora_r, model_args.lora_alpha) == ("lora", 16, 8)
+            assert experiment.learning_rates == [5e-5, 1e-4, 5e-4, 1e-3]
+            assert (training_args.weight_decay, training_args.per_device_train_batch_size) == (1e-4, 32)
+            assert (training_args.num_train_epochs, experiment.early_stopping_patience) == (40, 12)
+            expected_loss = {"quality": "plcc", "memorability": "mse", "emotion": "cross_entropy"}[task.name]
+            assert model_args.loss == expected_loss
+    assert covered == set(list_datasets())
+
+
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, synthetic_dir):
+    config = tiny_recipe(tmp_path, synthetic_dir, num_train_epochs=5, save_total_limit=10, max_train_samples=320,
+                         output_dir=str(tmp_path / "whole"))
+    whole = subprocess.run(train_command(config, "--save_model", "false"), capture_output=True, text=True,
+                           cwd=REPO_ROOT, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(train_command(config, "--save_model", "false", "--output_dir", str(run_dir)),
+                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 400
+    checkpoint = None
+    while time.time() < deadline and process.poll() is None:
+        done = [c for c in run_dir.glob("split_0/lr_*/checkpoint-*") if (c / "trainer_state.json").exists()
+                and (c / "rng_state.pth").exists() and (c / "scheduler.pt").exists()]
+        if done:
+            checkpoint = done[0]
+            time.sleep(0.5)
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    process.wait()
+    assert checkpoint is not None and process.returncode == -signal.SIGKILL, "the run was not interrupted"
+    assert not (run_dir / "results.json").exists()
+
+    resumed = subprocess.run(train_command(config, "--save_model", "false", "--output_dir", str(run_dir),
+                                           "--resume", "true"), capture_output=True, text=True, cwd=REPO_ROOT,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads((tmp_path / "whole" / "results.json").read_text())["splits"][0]
+    got = json.loads((run_dir / "results.json").read_text())["splits"][0]
+    for part in ("validation", "test"):
+        for name, value in expected[part].items():
+            assert got[part][name] == pytest.approx(value, abs=1e-6), (part, name)
+
+
+def test_multi_dataset_training_has_one_head_per_dataset_and_stage2_keeps_the_encoder(tmp_path, synthetic_dir):
+    make_koniq(tmp_path / "koniq", n=40)
+    model_args = ModelArguments(**{k: v for k, v in load_config(QUICKSTART).items()
+                                   if k in ModelArguments.__dataclass_fields__})
+    data_args = DataArguments(dataset=["synthetic_iqa", "koniq10k"], data_dir=[str(synthetic_dir), str(tmp_path / "koniq")],
+                              max_train_samples=64, eval_crops=1, test_crops=2, resize_short=48)
+    task = resolve_task(data_args.dataset)
+    torch.manual_seed(0)
+    model = build_model(model_args, task)
+    assert set(model.heads) == {"synthetic_iqa", "koniq10k"}
+    data = prepare_splits(task, data_args, 0, model, seed=0)
+    heads_in_train = set(data["train"].with_format(None)["head"])
+    assert heads_in_train == {0, 1}
+    from transformers import TrainingArguments
+
+    base = TrainingArguments(output_dir=str(tmp_path / "multi"), num_train_epochs=1, per_device_train_batch_size=16,
+                             learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True)
+    args = training_arguments(base, tmp_path / "multi", task, 1e-3, multi=True)
+    _, validation, test = train_one(model, task, data, args, patience=3, resume=False)
+    assert {"synthetic_iqa_srcc", "koniq10k_srcc", "srcc"} <= set(test)
+    encoder = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    stage2_heads(model, task, data, args, epochs=1, output_dir=tmp_path / "multi")
+    assert all(torch.equal(encoder[k], v) for k, v in model.backbone.state_dict().items())
+    changed = [k for k, v in model.heads.state_dict().items() if not torch.equal(heads[k], v)]
+    assert any(k.startswith("synthetic_iqa.") for k in changed) and any(k.startswith("koniq10k.") for k in changed)
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate's launcher is not installed")
+def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
+    """DDP on CPU (gloo), the launch line from hf-notes; the global batch is kept equal (2 × 16 = 32)."""
+    config = tiny_recipe(tmp_path, synthetic_dir, num_train_epochs=3, max_train_samples=320)
+    one = subprocess.run(train_command(config, "--output_dir", str(tmp_path / "one"), "--save_model", "false"),
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO_ROOT / "train.py"), "--config", str(config),
+              "--output_dir", str(tmp_path / "two"), "--save_model", "false", "--per_device_train_batch_size", "16"]
+    two = subprocess.run(launch, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout and "1 process(es)" in one.stdout
+    srcc = [json.loads((tmp_path / name / "results.json").read_text())["aggregate"]["srcc"] for name in ("one", "two")]
+    assert abs(srcc[0] - srcc[1]) < 0.02, srcc
