@@ -196,6 +196,21 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         """LoRA: only LoRA + heads train; frozen: only heads; full: everything (paper sec. 7)."""
         for name, param in self.named_parameters():
             param.requires_grad = self.config.adaptation == "full" or any(m in name for m in ADAPTER_KEY_MARKERS)
+        self.backbone_frozen = self.config.adaptation == "frozen"
+
+    def freeze_backbone(self):
+        """Freeze the whole encoder, LoRA included (multi-dataset stage 2): no gradients, and kept in eval mode so
+        that no dropout or normalisation statistic of the encoder changes while the heads train."""
+        for param in self.backbone.parameters():
+            param.requires_grad = False
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "backbone_frozen", False):
+            self.backbone.eval()
+        return self
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):

@@ -278,7 +278,8 @@ def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validatio
 def stage2_heads(model, task: Task, data: dict[str, Dataset], base_args: TrainingArguments, epochs: float,
                  output_dir: Path) -> None:
     """Multi-dataset stage 2 (paper sec. 3.2): encoder frozen, each head tuned on its own dataset."""
-    for param in model.parameters():
+    model.freeze_backbone()
+    for param in model.heads.parameters():
         param.requires_grad = False
     for head_index, name in enumerate(task.datasets):
         head_params = list(model.heads[name].parameters())

@@ -267,7 +267,8 @@ def test_upload_sends_every_file_in_one_commit(published):
 def test_cli_upload_uses_the_hub_client_once(run, published, monkeypatch):
     api = FakeHfApi()
     monkeypatch.setattr(hub, "HfApi", lambda: api)
-    assert push_to_hub.main(["--model-dir", str(run / "model"), "--repo-id", "me/y", "--private"]) == 0
+    assert push_to_hub.main(["--model-dir", str(run / "model"), "--repo-id", "me/y", "--private",
+                             "--peft-adapter"]) == 0
     assert [call[0] for call in api.calls] == ["create_repo", "create_commit"]
     assert api.calls[0][2]["private"] is True
     files = api.calls[1][2]["files"]

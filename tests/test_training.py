@@ -171,7 +171,9 @@ def test_multi_dataset_training_has_one_head_per_dataset_and_stage2_keeps_the_en
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate's launcher is not installed")
 def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
     """DDP on CPU (gloo), the launch line from hf-notes; the global batch is kept equal (2 × 16 = 32)."""
-    config = tiny_recipe(tmp_path, synthetic_dir, num_train_epochs=3, max_train_samples=320)
+    # MSE (the mean of 2 × 16 per-sample gradients is the 32-batch gradient) and training to convergence: the two
+    # runs then differ only by data order and augmentation draws.
+    config = tiny_recipe(tmp_path, synthetic_dir, num_train_epochs=12, max_train_samples=None, loss="mse")
     one = subprocess.run(train_command(config, "--output_dir", str(tmp_path / "one"), "--save_model", "false"),
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -182,4 +184,5 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 process(es)" in two.stdout and "1 process(es)" in one.stdout
     srcc = [json.loads((tmp_path / name / "results.json").read_text())["aggregate"]["srcc"] for name in ("one", "two")]
+    print("SRCC one process, two processes:", srcc)
     assert abs(srcc[0] - srcc[1]) < 0.02, srcc
