@@ -9,3 +9,8 @@ from .modeling_perceptclip import (
     default_image_processor,
     plcc_loss,
 )
+
+__all__ = [
+    "EMOTION_LABELS", "TASK_PRESETS", "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression",
+    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "default_image_processor", "plcc_loss",
+]

@@ -4,19 +4,11 @@ Importing the package registers the PerceptCLIP classes with the transformers Au
 `AutoModel.from_pretrained(dir)` works without `trust_remote_code` when the package is installed.
 """
 
-from .modeling import (
-    EMOTION_LABELS,
-    TASK_PRESETS,
-    PerceptCLIPConfig,
-    PerceptCLIPForClassification,
-    PerceptCLIPForRegression,
-    PerceptCLIPOutput,
-    PerceptCLIPPreTrainedModel,
-    default_image_processor,
-    plcc_loss,
-)
 from .auto import register_auto_classes
+from .modeling import *  # noqa: F403 - the model classes, re-exported (`modeling.__all__`)
+from .modeling import __all__ as _model_names
 
 __version__ = "0.1.0"
+__all__ = [*_model_names, "register_auto_classes"]
 
 register_auto_classes()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,7 @@ from perceptclip_hf.data import (
     with_image_transform,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling helper module; tests/ is no package
-from test_data_fixtures import (  # noqa: E402
+from tests.test_data_fixtures import (
     KONIQ_HEADER,
     LIVE_COUNTS,
     make_emoset,

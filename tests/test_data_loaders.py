@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from datasets import ClassLabel, Value
@@ -31,8 +29,7 @@ from perceptclip_hf.data import (
     load_tid2013,
     open_image,
 )
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling helper module; tests/ is no package
-from test_data_fixtures import (  # noqa: E402
+from tests.test_data_fixtures import (
     LIVE_COUNTS,
     make_emoset,
     make_emotionroi,

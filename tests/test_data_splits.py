@@ -28,8 +28,7 @@ from perceptclip_hf.data import (
     splits_from_file,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling helper module; tests/ is no package
-from test_data_fixtures import AGIQA_DIR, make_emoset, make_emotionroi, make_koniq, make_lamem  # noqa: E402
+from tests.test_data_fixtures import AGIQA_DIR, make_emoset, make_emotionroi, make_koniq, make_lamem
 
 REPO = Path(__file__).resolve().parents[1]
 

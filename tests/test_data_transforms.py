@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +24,7 @@ from perceptclip_hf.data import (
     with_image_transform,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling helper module; tests/ is no package
-from test_data_fixtures import make_koniq, write_image  # noqa: E402
+from tests.test_data_fixtures import make_koniq, write_image
 
 
 @pytest.fixture
