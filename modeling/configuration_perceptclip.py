@@ -68,6 +68,9 @@ class PerceptCLIPConfig(PreTrainedConfig):
         loss (`str`, *optional*): `"mse"`, `"plcc"` or `"cross_entropy"`; defaults to the task's loss.
         score_range (`list[float]`, *optional*): `[low, high]` of the scores the model was trained on (documentation).
         higher_is_better (`bool`, *optional*, defaults to `True`): direction of the score (LIVE DMOS: `False`).
+        test_resize_short (`int`, *optional*):
+            IQA test protocol: the short side images are resized to before the random test crops, as in training
+            (384 for KonIQ/SPAQ/FLIVE/KADID/LIVE); `None` crops at native resolution (LIVEC, TID2013).
         initializer_range (`float`, *optional*, defaults to 0.02): std of the head's weight initialisation.
 
     Example:
@@ -103,6 +106,7 @@ class PerceptCLIPConfig(PreTrainedConfig):
     loss: str | None = None
     score_range: list[float] | None = None
     higher_is_better: bool = True
+    test_resize_short: int | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

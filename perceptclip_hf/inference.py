@@ -72,10 +72,12 @@ def build_inference_transform(
     model_config, tta: int | None = None, seed: int = 0, resize_short: int | None = None
 ) -> ImageTransform:
     """The test-time transform of a model: crop size and mean/std from its image processor; IQA models
-    (``task == "quality"``) get ``tta`` random crops (default 15; 1 = center crop), others resize + center crop."""
+    (``task == "quality"``) get ``tta`` random crops (default 15; 1 = center crop) after the short-side resize
+    they were trained with (``resize_short``, default ``config.test_resize_short``); others resize + center crop."""
     if model_config.task != "quality":
         return center_view_transform(model_config)
     common = transform_kwargs(model_config)
+    resize_short = resize_short or getattr(model_config, "test_resize_short", None)
     tta = DEFAULT_IQA_CROPS if tta is None else tta
     if tta < 1:
         raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")

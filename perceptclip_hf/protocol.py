@@ -46,7 +46,8 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
         for lr in learning_rates:
             run_dir = output_dir / f"split_{split}" / f"lr_{lr:g}"
             set_seed(base_args.seed)
-            model = build_model(model_args, task)
+            resize = data_args.resize_short or get_dataset_info(task.datasets[0]).test_resize_short
+            model = build_model(model_args, task, test_resize_short=resize if task.name == "quality" else None)
             data = prepare_splits(task, data_args, split, model, base_args.seed)
             args = training_arguments(base_args, run_dir, task, lr, multi)
             trainer, validation, test = train_one(model, task, data, args, experiment.early_stopping_patience,

@@ -115,7 +115,7 @@ def resolve_task(dataset_names: list[str]) -> Task:
     )
 
 
-def build_model(model_args: ModelArguments, task: Task):
+def build_model(model_args: ModelArguments, task: Task, test_resize_short: int | None = None):
     """A new model for `task`: pretrained backbone + LoRA (paper), or a random backbone when `vision_config`."""
     heads = {name: task.num_labels for name in task.datasets} if len(task.datasets) > 1 else None
     config_kwargs = dict(
@@ -123,7 +123,7 @@ def build_model(model_args: ModelArguments, task: Task):
         head_hidden_sizes=list(model_args.head_hidden_sizes), head_dropout=model_args.head_dropout,
         lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
         loss=model_args.loss, heads=heads, higher_is_better=task.higher_is_better,
-        score_range=list(task.score_range) if task.score_range else None,
+        score_range=list(task.score_range) if task.score_range else None, test_resize_short=test_resize_short,
     )
     if task.class_names:
         config_kwargs["id2label"] = dict(enumerate(task.class_names))

@@ -103,3 +103,16 @@ def test_bad_arguments_are_explained(quality_dir):
         PerceptScorer.from_pretrained(quality_dir, tta=0)
     with pytest.raises(ValueError, match="dtype"):
         PerceptScorer.from_pretrained(quality_dir, dtype="int8")
+
+
+def test_iqa_crops_follow_the_resize_the_model_was_trained_with(tiny_clip_base, tmp_path):
+    """`config.test_resize_short` (set by training from the dataset protocol) is the scorer's default resize."""
+    model = trained_like(tiny_clip_base, task="quality", test_resize_short=40)
+    model.save_pretrained(tmp_path / "m")
+    image = random_image(7, size=(90, 70))
+    default = PerceptScorer.from_pretrained(tmp_path / "m", tta=4)
+    assert default.transform.resize_short == 40
+    explicit = PerceptScorer.from_pretrained(tmp_path / "m", tta=4, resize_short=40)(image)["score"]
+    other_scale = PerceptScorer.from_pretrained(tmp_path / "m", tta=4, resize_short=90)(image)["score"]
+    assert default(image)["score"] == pytest.approx(explicit, abs=1e-6)
+    assert abs(other_scale - explicit) > 1e-6
