@@ -133,3 +133,19 @@ def test_dataset_image_column_works_with_bytes_and_decoded_images(tmp_path):
     via_helper = with_image_transform(ds, transform)[0]["pixel_values"]
     ds.set_transform(transform)  # images decoded by datasets first: still accepted
     assert torch.equal(ds[0]["pixel_values"], via_helper)
+
+
+def test_test_crops_equal_per_crop_pil_crops():
+    """The vectorised crops (one normalisation per image) equal cropping each box with PIL."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from perceptclip_hf.data.transforms import IQATestTransform, random_crop_box, stable_seed, to_normalized_tensor
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
+    transform = IQATestTransform(32, num_crops=5, seed=3)
+    generator = torch.Generator().manual_seed(stable_seed(3, "key"))
+    expected = torch.stack([to_normalized_tensor(image.crop(random_crop_box(image.size, 32, generator)),
+                                                 transform.mean, transform.std) for _ in range(5)])
+    assert torch.equal(transform.transform_image(image, "key"), expected)

@@ -51,11 +51,15 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def normalize_uint8(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(..., 3, H, W)`` uint8 → float32 in ``[0, 1]``, then ``(x - mean) / std`` per channel."""
+    tensor = pixels.float() / 255.0
+    return ((tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).contiguous()
+
+
 def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(3, H, W)`` float32 in ``[0, 1]``, then ``(x - mean) / std`` per channel."""
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return normalize_uint8(torch.from_numpy(np.array(image)).permute(2, 0, 1), mean, std)
 
 
 def _randint(high: int, generator: torch.Generator | None) -> int:
@@ -165,9 +169,10 @@ class IQATestTransform(ImageTransform):
         if key is None:
             key = hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()
         generator = torch.Generator().manual_seed(stable_seed(self.seed, key))
-        crops = [self._tensor(image.crop(random_crop_box(image.size, self.crop_size, generator)))
-                 for _ in range(self.num_crops)]
-        return torch.stack(crops)
+        pixels = torch.from_numpy(np.array(image))  # (H, W, 3) uint8: crops are views, normalised once
+        boxes = [random_crop_box(image.size, self.crop_size, generator) for _ in range(self.num_crops)]
+        crops = torch.stack([pixels[top:bottom, left:right] for left, top, right, bottom in boxes])
+        return normalize_uint8(crops.permute(0, 3, 1, 2), self.mean, self.std)
 
 
 class ResizeCenterCropTransform(ImageTransform):
