@@ -350,8 +350,8 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         labels (`torch.Tensor` of shape `(batch,)`, *optional*): scores (regression) or class ids (classification).
         head (`str` or `torch.LongTensor` of shape `(batch,)`, *optional*):
             Which head of a multi-dataset model to use: a name, or one head index per sample (order of
-            `config.head_sizes`; heads must then share their output size). Defaults to the first head. With
-            per-sample heads the loss is the mean of the per-head losses (paper sec. 3.2).
+            `config.head_sizes`). Defaults to the first head. With per-sample heads the loss is the mean of the
+            per-head losses (paper sec. 3.2), and a smaller head's missing logits are -inf.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         num_crops = pixel_values.shape[1] if pixel_values.dim() == 5 else None
@@ -377,9 +377,10 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         loss = None
         if labels is not None:
             if isinstance(head, torch.Tensor):
+                head_ids, sizes = head.reshape(-1).to(logits.device), list(self.config.head_sizes.values())
                 loss = torch.stack([
-                    task_loss(self.config.loss, logits[head.reshape(-1) == i], labels[head.reshape(-1) == i])
-                    for i in head.reshape(-1).unique().tolist()
+                    task_loss(self.config.loss, logits[head_ids == i, : sizes[i]], labels[head_ids == i])
+                    for i in head_ids.unique().tolist()
                 ]).mean()
             else:
                 loss = task_loss(self.config.loss, logits, labels)
@@ -393,15 +394,15 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _per_sample_heads(self, features, head_ids, head_names):
-        sizes = {self.config.head_sizes[n] for n in head_names}
-        if len(sizes) != 1:
-            raise ValueError(f"Per-sample heads need heads of one output size; got {self.config.head_sizes}.")
-        logits = features.new_zeros(features.shape[0], sizes.pop())
+        """Each row through its own head. Heads of different sizes (e.g. 8 and 6 emotions) fill the first
+        columns of each row; the rest is -inf (probability 0 after a softmax)."""
+        sizes = [self.config.head_sizes[n] for n in head_names]
+        logits = features.new_full((features.shape[0], max(sizes)), float("-inf"))
         for index in head_ids.unique().tolist():
             if not 0 <= index < len(head_names):
                 raise IndexError(f"Head index {index} out of range for heads {head_names}.")
             rows = head_ids == index
-            logits[rows] = self.heads[head_names[index]](features[rows]).to(logits.dtype)
+            logits[rows, : sizes[index]] = self.heads[head_names[index]](features[rows]).to(logits.dtype)
         return logits
 
 

@@ -84,13 +84,14 @@ class ExperimentArguments:
 
 @dataclass
 class Task:
-    """What a dataset (or a group of same-task datasets) implies for the model and the metrics."""
+    """What a dataset (or a group of same-task datasets, one head each) implies for the model and the metrics.
+    Per-dataset fields are in `datasets` order; `class_names` names the first head's classes."""
 
     name: str
     datasets: list[str]
-    num_labels: int
+    head_sizes: list[int]
+    head_positive_classes: list[tuple[int, ...] | None]
     class_names: tuple[str, ...] | None = None
-    positive_classes: tuple[int, ...] | None = None
     higher_is_better: bool = True
     score_range: tuple[float, float] | None = None
     aggregation: str = "median"
@@ -106,18 +107,19 @@ def resolve_task(dataset_names: list[str]) -> Task:
     if len(tasks) != 1:
         raise ValueError(f"Multi-dataset training needs datasets of one task; got {dict(zip(dataset_names, tasks))}.")
     info = infos[0]
-    class_names = info.class_names
-    positive = tuple(class_names.index(c) for c in info.positive_classes) if info.positive_classes else None
     return Task(
-        name=info.task, datasets=[i.name for i in infos], num_labels=len(class_names) if class_names else 1,
-        class_names=class_names, positive_classes=positive, higher_is_better=info.higher_is_better,
-        score_range=info.score_range, aggregation="median" if info.task == "quality" else "mean",
+        name=info.task, datasets=[i.name for i in infos],
+        head_sizes=[len(i.class_names) if i.class_names else 1 for i in infos],
+        head_positive_classes=[tuple(i.class_names.index(c) for c in i.positive_classes) if i.positive_classes
+                               else None for i in infos],
+        class_names=info.class_names, higher_is_better=info.higher_is_better, score_range=info.score_range,
+        aggregation="median" if info.task == "quality" else "mean",
     )
 
 
 def build_model(model_args: ModelArguments, task: Task, test_resize_short: int | None = None):
     """A new model for `task`: pretrained backbone + LoRA (paper), or a random backbone when `vision_config`."""
-    heads = {name: task.num_labels for name in task.datasets} if len(task.datasets) > 1 else None
+    heads = dict(zip(task.datasets, task.head_sizes)) if len(task.datasets) > 1 else None
     config_kwargs = dict(
         task=task.name, adaptation=model_args.adaptation, head_type=model_args.head_type,
         head_hidden_sizes=list(model_args.head_hidden_sizes), head_dropout=model_args.head_dropout,
@@ -218,9 +220,10 @@ def prepare_splits(task: Task, data_args: DataArguments, split: int, model, seed
 def make_compute_metrics(task: Task):
     """EvalPrediction → the paper's metrics; for multi-dataset sets, per-head metrics and their mean."""
 
-    def metrics_of(logits, labels):
-        if task.name == "emotion":
-            return classification_metrics(logits, labels.astype(np.int64), task.positive_classes)
+    def metrics_of(logits, labels, head: int = 0):
+        if task.name == "emotion":  # a smaller head's padding columns (-inf) are dropped
+            logits = logits[:, : task.head_sizes[head]]
+            return classification_metrics(logits, labels.astype(np.int64), task.head_positive_classes[head])
         return regression_metrics(logits.reshape(-1), labels.reshape(-1))
 
     def compute_metrics(eval_prediction):
@@ -228,7 +231,8 @@ def make_compute_metrics(task: Task):
         labels = eval_prediction.label_ids
         if isinstance(labels, (tuple, list)):  # (labels, head)
             labels, heads = np.asarray(labels[0]), np.asarray(labels[1]).reshape(-1)
-            per_head = {task.datasets[h]: metrics_of(logits[heads == h], labels[heads == h]) for h in np.unique(heads)}
+            per_head = {task.datasets[h]: metrics_of(logits[heads == h], labels[heads == h], h)
+                        for h in np.unique(heads)}
             merged = {f"{name}_{k}": v for name, m in per_head.items() for k, v in m.items()}
             merged.update(aggregate_splits(list(per_head.values()), how="mean"))
             return merged

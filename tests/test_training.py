@@ -186,3 +186,36 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
     srcc = [json.loads((tmp_path / name / "results.json").read_text())["aggregate"]["srcc"] for name in ("one", "two")]
     print("SRCC one process, two processes:", srcc)
     assert abs(srcc[0] - srcc[1]) < 0.02, srcc
+
+
+def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
+    """EmoSet (8 classes) + EmotionROI (6): per-sample routing pads the smaller head with -inf; each head's loss
+    and metrics see only its own classes (paper sec. 5.4, emotion model)."""
+    from tests.test_data_fixtures import make_emoset, make_emotionroi
+
+    from perceptclip_hf.training import make_compute_metrics
+
+    make_emoset(tmp_path / "emoset", per_class=3)
+    make_emotionroi(tmp_path / "roi", per_class=4)
+    model_args = ModelArguments(vision_config=load_config(QUICKSTART)["vision_config"], adaptation="full",
+                                head_hidden_sizes=[16])
+    task = resolve_task(["emoset", "emotionroi"])
+    assert task.head_sizes == [8, 6] and task.head_positive_classes == [(0, 1, 2, 3), (3, 5)]
+    model = build_model(model_args, task).eval()
+    data = prepare_splits(task, DataArguments(dataset=task.datasets, data_dir=[str(tmp_path / "emoset"),
+                                                                            str(tmp_path / "roi")]), 0, model, 0)
+    from transformers import default_data_collator
+
+    batch = default_data_collator([data["train"][i] for i in range(len(data["train"]))])
+    with torch.no_grad():
+        out = model(**batch)
+    roi = batch["head"] == 1
+    assert torch.isinf(out.logits[roi, 6:]).all() and torch.isfinite(out.logits[~roi]).all()
+    expected = torch.stack([torch.nn.functional.cross_entropy(out.logits[batch["head"] == 0], batch["labels"][~roi]),
+                            torch.nn.functional.cross_entropy(out.logits[roi, :6], batch["labels"][roi])]).mean()
+    assert torch.allclose(out.loss, expected)
+    from transformers import EvalPrediction
+
+    metrics = make_compute_metrics(task)(EvalPrediction(out.logits.numpy(), (batch["labels"].numpy(),
+                                                                                batch["head"].numpy())))
+    assert {"emoset_accuracy", "emotionroi_accuracy", "emotionroi_accuracy_2class", "accuracy"} <= set(metrics)
