@@ -23,10 +23,24 @@ RUN_MODEL_DIR = "model"
 RUN_RESULTS_FILE = "results.json"
 
 
+def run_model_dir(run_dir: Path) -> Path:
+    """The model of a training run: `<run>/model`, else (train.py's layout) the first reported split's
+    `<run>/split_<k>/model`."""
+    if (run_dir / RUN_MODEL_DIR).is_dir():
+        return run_dir / RUN_MODEL_DIR
+    results = json.loads((run_dir / RUN_RESULTS_FILE).read_text()) if (run_dir / RUN_RESULTS_FILE).exists() else {}
+    splits = [row["split"] for row in results.get("splits", [])]
+    candidate = run_dir / f"split_{splits[0]}" / RUN_MODEL_DIR if splits else None
+    if candidate is None or not candidate.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no model/ and no split_<k>/model/ of a train.py run (with results.json).")
+    return candidate
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", type=Path, help="training run: <run>/model/ and <run>/results.json")
+    source.add_argument("--run-dir", type=Path,
+                        help="training run: <run>/results.json and <run>/model/ (or train.py's <run>/split_<k>/model/)")
     source.add_argument("--model-dir", type=Path, help="any PerceptCLIP save_pretrained dir (card without results)")
     source.add_argument("--from-official", metavar="SRC", help="official .pth file or official Hub repo id")
     parser.add_argument("--task", choices=sorted(OFFICIAL_REPOS),
@@ -62,7 +76,7 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
         return convert_official(args.from_official, folder, args.task, config=config, repo_id=args.repo_id,
                                 peft_adapter=peft_adapter, base_model=args.base_model, token=args.token)
     if args.run_dir:
-        return build_repo_folder(args.run_dir / RUN_MODEL_DIR, folder, results=args.run_dir / RUN_RESULTS_FILE,
+        return build_repo_folder(run_model_dir(args.run_dir), folder, results=args.run_dir / RUN_RESULTS_FILE,
                                  repo_id=args.repo_id, peft_adapter=peft_adapter)
     return build_repo_folder(args.model_dir, folder, repo_id=args.repo_id, peft_adapter=peft_adapter)
 

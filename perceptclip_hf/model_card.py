@@ -124,9 +124,11 @@ def is_hub_model_id(name: str | None) -> bool:
 def architecture_rows(config: PerceptCLIPConfig) -> dict[str, str]:
     """The model's architecture and adaptation, for the card's training section."""
     vision = config.vision_config
+    shape = [f"{label} {getattr(vision, field)}" for label, field in (
+        ("hidden", "hidden_size"), ("widths", "hidden_sizes"), ("layers", "num_hidden_layers"), ("depths", "depths"),
+        ("patch", "patch_size"), ("input", "image_size")) if getattr(vision, field, None) is not None]
     rows = {
-        "backbone": f"`{vision.model_type}` (hidden {vision.hidden_size}, {vision.num_hidden_layers} layers, "
-                    f"patch {vision.patch_size}, {vision.image_size}px)",
+        "backbone": f"`{vision.model_type}` ({', '.join(shape)})",
         "adaptation": config.adaptation,
     }
     if config.adaptation == "lora":

@@ -71,7 +71,6 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
         split_results.append(row)
     results = {
         "dataset": task.datasets[0] if not multi else "+".join(task.datasets),
-        "datasets": task.datasets,
         "task": task.name,
         "metric_aggregation": task.aggregation,
         "splits": split_results,
@@ -83,6 +82,8 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
             **{k: v for k, v in asdict(model_args).items() if k != "base_model_name_or_path"},
         },
     }
+    if multi:  # each head's own metrics, in the single-dataset form
+        results["datasets"] = {name: per_dataset_results(name, split_results, task) for name in task.datasets}
     if experiment.cross_eval_dataset:
         results["cross_dataset"] = {
             name: aggregate_splits([r["cross_dataset"][name] for r in split_results], how=task.aggregation)
@@ -90,6 +91,15 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
         }
     write_results(results, output_dir)
     return results
+
+
+def per_dataset_results(name: str, split_results: list[dict], task) -> dict:
+    """One dataset's test metrics of a multi-dataset run (its head's `<name>_<metric>` entries)."""
+    prefix = name + "_"
+    splits = [{"split": row["split"], "test": {k[len(prefix):]: v for k, v in row["test"].items()
+                                              if k.startswith(prefix)}} for row in split_results]
+    return {"task": task.name, "metric_aggregation": task.aggregation, "splits": splits,
+            "aggregate": aggregate_splits([row["test"] for row in splits], how=task.aggregation)}
 
 
 def validate_arguments(model_args: ModelArguments, data_args: DataArguments, experiment: ExperimentArguments):

@@ -71,6 +71,15 @@ from transformers import AutoModel
 model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
 assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
 """)
+    # ... and the run publishes as it is (train.py's layout): the card carries its metrics.
+    publish = subprocess.run([sys.executable, "push_to_hub.py", "--run-dir", str(tmp_path / "run"), "--repo-id",
+                              "me/quickstart", "--dry-run", str(tmp_path / "hub")], capture_output=True, text=True,
+                             cwd=REPO_ROOT, timeout=300)
+    assert publish.returncode == 0, publish.stderr[-3000:]
+    from huggingface_hub import ModelCard
+
+    reported = {r.metric_type: r.metric_value for r in ModelCard.load(tmp_path / "hub" / "README.md").data.eval_results}
+    assert reported["srcc"] == pytest.approx(results["aggregate"]["srcc"])
 
 
 def test_command_line_overrides_the_recipe_and_unknown_keys_are_named(tmp_path, synthetic_dir):
@@ -219,3 +228,15 @@ def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
     metrics = make_compute_metrics(task)(EvalPrediction(out.logits.numpy(), (batch["labels"].numpy(),
                                                                                 batch["head"].numpy())))
     assert {"emoset_accuracy", "emotionroi_accuracy", "emotionroi_accuracy_2class", "accuracy"} <= set(metrics)
+
+
+def test_multi_dataset_results_hold_each_heads_metrics_and_their_median():
+    from perceptclip_hf.protocol import per_dataset_results
+
+    task = resolve_task(["koniq10k", "livec"])
+    splits = [{"split": k, "test": {"koniq10k_srcc": 0.9 + k / 100, "livec_srcc": 0.8 - k / 100, "srcc": 0.85}}
+              for k in range(3)]
+    koniq = per_dataset_results("koniq10k", splits, task)
+    assert koniq["splits"][2] == {"split": 2, "test": {"srcc": 0.92}}
+    assert koniq["aggregate"]["srcc"] == pytest.approx(0.91) and koniq["metric_aggregation"] == "median"
+    assert per_dataset_results("livec", splits, task)["aggregate"]["srcc"] == pytest.approx(0.79)
