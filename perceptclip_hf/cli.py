@@ -247,7 +247,8 @@ def run_predict(args: argparse.Namespace) -> int:
 # ----- evaluate ------------------------------------------------------------------------------------------------
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .data import benchmark_splits, get_dataset_info, load_benchmark
+    from .data import get_dataset_info
+    from .protocol import evaluate_benchmark
 
     try:
         info = get_dataset_info(args.dataset)
@@ -256,41 +257,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     scorer = load_scorer(args, resize_short=info.test_resize_short)
-    dataset = load_benchmark(info.name, args.data_dir)
-    splits = benchmark_splits(info.name, dataset, split=args.split_index, data_dir=args.data_dir)
-    if args.split not in splits:
-        raise UsageError(f"{info.name} split {args.split_index} has parts {list(splits)}, not {args.split!r}")
-    subset = splits[args.split]
-    results = list(progress(scorer.iter_predictions(subset), total=len(subset), desc="evaluate", unit="img"))
+    try:
+        metrics, num_images = evaluate_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
+                                                 progress=lambda it, total: progress(it, total=total,
+                                                                                     desc="evaluate", unit="img"))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     report = {"model": args.model, "dataset": info.name, "split_index": args.split_index, "split": args.split,
-              "num_images": len(subset), "metrics": benchmark_metrics(scorer, info, subset, results)}
+              "num_images": num_images, "metrics": metrics}
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
-
-
-def benchmark_metrics(scorer, info, subset, results: list[dict[str, Any]]) -> dict[str, float]:
-    """The paper's metrics of ``results`` against the subset's labels (perceptclip_hf.metrics)."""
-    import numpy as np
-
-    from .metrics import classification_metrics, regression_metrics
-
-    labels = subset["label"]
-    if not scorer.is_classification:
-        # A model predicting quality (higher better) on a DMOS set (lower better) is compared on the same direction.
-        sign = 1.0 if scorer.higher_is_better == info.higher_is_better else -1.0
-        return regression_metrics([sign * r["score"] for r in results], labels)
-    class_names = list(info.class_names or subset.features["label"].names)
-    model_labels = [label.lower() for label in scorer.labels]
-    missing = [name for name in class_names if name.lower() not in model_labels]
-    if missing:
-        raise UsageError(f"the model's labels {scorer.labels} lack the dataset's classes {missing}")
-    order = [model_labels.index(name.lower()) for name in class_names]
-    probabilities = np.array([[list(r["probabilities"].values())[i] for i in order] for r in results])
-    positive = [class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
-    return classification_metrics(probabilities, np.asarray(labels, dtype=np.int64), positive_classes=positive)
 
 
 # ----- explain -------------------------------------------------------------------------------------------------

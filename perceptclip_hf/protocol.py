@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import AutoModel, Trainer, TrainingArguments, set_seed
+import numpy as np
+from transformers import TrainingArguments, set_seed
 
-from .data import benchmark_splits, build_transform, get_dataset_info, load_benchmark
-from .data.transforms import with_image_transform
-from .metrics import aggregate_splits
+from .data import benchmark_splits, get_dataset_info, load_benchmark
+from .metrics import aggregate_splits, classification_metrics, regression_metrics
 from .training import (
     DataArguments,
     ExperimentArguments,
     ModelArguments,
     build_model,
     evaluate_parts,
-    make_compute_metrics,
-    normalisation,
     prepare_splits,
     resolve_task,
     stage2_heads,
@@ -46,8 +43,8 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
         for lr in learning_rates:
             run_dir = output_dir / f"split_{split}" / f"lr_{lr:g}"
             set_seed(base_args.seed)
-            resize = data_args.resize_short or get_dataset_info(task.datasets[0]).test_resize_short
-            model = build_model(model_args, task, test_resize_short=resize if task.name == "quality" else None)
+            resize = data_args.resize_short_for(task.datasets[0]) if task.name == "quality" else None
+            model = build_model(model_args, task, test_resize_short=resize)
             data = prepare_splits(task, data_args, split, model, base_args.seed)
             args = training_arguments(base_args, run_dir, task, lr, multi)
             trainer, validation, test = train_one(model, task, data, args, experiment.early_stopping_patience,
@@ -146,20 +143,41 @@ def write_results(results: dict, output_dir: Path) -> None:
     (output_dir / "results.md").write_text("\n".join(lines) + "\n")
 
 
+def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test",
+                       progress=None) -> tuple[dict, int]:
+    """The paper's metrics of a `PerceptScorer` on a benchmark part (`split=None`: the whole dataset, as THINGS in
+    the paper) and its number of images. IQA: the scorer's 15 test crops, PLCC after the 4-parameter logistic fit;
+    a model's score direction is matched to the dataset's (LIVE DMOS); emotion classes are matched by name."""
+    info = get_dataset_info(dataset)
+    ds = load_benchmark(info.name, data_dir)
+    if split is not None:
+        parts = benchmark_splits(info.name, ds, split, data_dir=data_dir)
+        if part not in parts:
+            raise ValueError(f"{info.name} split {split} has parts {list(parts)}, not {part!r}")
+        ds = parts[part]
+    predictions = scorer.iter_predictions(ds)
+    results = list(progress(predictions, total=len(ds)) if progress else predictions)
+    labels = ds["label"]
+    if not scorer.is_classification:
+        sign = 1.0 if scorer.higher_is_better == info.higher_is_better else -1.0
+        return regression_metrics([sign * r["score"] for r in results], labels), len(ds)
+    class_names = list(info.class_names or ds.features["label"].names)
+    model_labels = [label.lower() for label in scorer.labels]
+    missing = [name for name in class_names if name.lower() not in model_labels]
+    if missing:
+        raise ValueError(f"the model's labels {scorer.labels} lack the dataset's classes {missing}")
+    order = [model_labels.index(name.lower()) for name in class_names]
+    probabilities = np.array([[list(r["probabilities"].values())[i] for i in order] for r in results])
+    positive = [class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
+    metrics = classification_metrics(probabilities, np.asarray(labels, dtype=np.int64), positive_classes=positive)
+    return metrics, len(ds)
+
+
 def cross_dataset_evaluation(model_dir: str, dataset: str, data_dir: str, split: int | None = None,
-                             test_crops: int = 15, batch_size: int = 16, seed: int = 0) -> dict:
-    """Metrics of a trained model on another dataset's test set (e.g. train FLIVE, test KonIQ), PLCC after the
-    4-parameter logistic fit. `split=None` uses the whole dataset (as THINGS in the paper)."""
-    model = AutoModel.from_pretrained(model_dir).eval()
-    task = resolve_task([dataset])
-    ds = load_benchmark(dataset, data_dir)
-    test = ds if split is None else benchmark_splits(dataset, ds, split, data_dir=data_dir)["test"]
-    kwargs = normalisation(model)
-    if task.name == "quality":
-        kwargs.update(num_crops=test_crops, seed=seed, resize_short=get_dataset_info(dataset).test_resize_short)
-    test = with_image_transform(test, build_transform(task.name, False, **kwargs))
-    with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size,
-                                 remove_unused_columns=False, report_to=[])
-        trainer = Trainer(model=model, args=args, compute_metrics=make_compute_metrics(task))
-        return evaluate_parts(trainer, {"test": test}, parts=("test",))[0]
+                             seed: int = 0) -> dict:
+    """Metrics of a trained model on another dataset (e.g. train FLIVE, test KonIQ), PLCC after the 4-parameter
+    logistic fit, with the dataset's test-time resize."""
+    from .inference import PerceptScorer
+
+    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, resize_short=get_dataset_info(dataset).test_resize_short)
+    return evaluate_benchmark(scorer, dataset, data_dir, split)[0]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,12 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .data import benchmark_splits, build_transform, get_dataset_info, load_benchmark, repeat_dataset
 from .data.transforms import with_image_transform
+from .inference import transform_kwargs
 from .metrics import aggregate_splits, classification_metrics, regression_metrics
 from .modeling import (
     PerceptCLIPConfig,
     PerceptCLIPForClassification,
     PerceptCLIPForRegression,
-    default_image_processor,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,6 +64,10 @@ class DataArguments:
     resize_short: int | None = field(default=None, metadata={
         "help": "IQA: resize the short side before cropping (default: the dataset's protocol, e.g. 384 for KonIQ)."})
     max_train_samples: int | None = None
+
+    def resize_short_for(self, name: str) -> int | None:
+        """IQA short-side resize of dataset `name`: the override, else its protocol's."""
+        return self.resize_short or get_dataset_info(name).test_resize_short
 
 
 @dataclass
@@ -139,13 +142,6 @@ def build_model(model_args: ModelArguments, task: Task, test_resize_short: int |
     return model_class.from_backbone(model_args.base_model_name_or_path, **config_kwargs)
 
 
-def normalisation(model) -> dict:
-    """Crop size and mean/std of the model's backbone for the data transforms (its default image processor)."""
-    processor = default_image_processor(model.config)
-    return {"crop_size": processor.crop_size["height"], "mean": tuple(processor.image_mean),
-            "std": tuple(processor.image_std)}
-
-
 class PerHeadTransform:
     """A batch transform that routes each row to its dataset's transform and passes the `head` index through,
     so one shuffled multi-dataset stream feeds every head (proportional sampling, paper sec. 3.2)."""
@@ -175,7 +171,7 @@ SHARED_COLUMNS = ("image", "label", "image_name")
 def prepare_splits(task: Task, data_args: DataArguments, split: int, model, seed: int) -> dict[str, Dataset]:
     """Train / validation / test sets with the paper's transforms; several datasets are concatenated with a
     `head` column (their index) and each row keeps its own dataset's transform."""
-    base_kwargs = normalisation(model)
+    base_kwargs = transform_kwargs(model.config)
     if data_args.crop_size:
         base_kwargs["crop_size"] = data_args.crop_size
     multi = len(task.datasets) > 1
@@ -193,7 +189,7 @@ def prepare_splits(task: Task, data_args: DataArguments, split: int, model, seed
                 continue
             kwargs = dict(base_kwargs)
             if task.name == "quality":
-                kwargs["resize_short"] = data_args.resize_short or info.test_resize_short
+                kwargs["resize_short"] = data_args.resize_short_for(name)
                 if part != "train":
                     kwargs.update(num_crops=data_args.test_crops if part == "test" else data_args.eval_crops,
                                   seed=seed)

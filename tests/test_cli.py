@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from perceptclip_hf import PerceptCLIPForClassification, PerceptCLIPForRegression
+from perceptclip_hf import PerceptCLIPForRegression
 from perceptclip_hf.cli import main
 from perceptclip_hf.inference import center_view_transform
 from perceptclip_hf.interpretability import head_importance

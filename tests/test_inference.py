@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
-from PIL import Image
 
-from perceptclip_hf import PerceptCLIPForClassification, PerceptCLIPForRegression
 from perceptclip_hf.data import DatasetFormatError
 from perceptclip_hf.inference import PerceptScorer
 from tests.conftest import random_image, trained_like

@@ -240,3 +240,18 @@ def test_multi_dataset_results_hold_each_heads_metrics_and_their_median():
     assert koniq["splits"][2] == {"split": 2, "test": {"srcc": 0.92}}
     assert koniq["aggregate"]["srcc"] == pytest.approx(0.91) and koniq["metric_aggregation"] == "median"
     assert per_dataset_results("livec", splits, task)["aggregate"]["srcc"] == pytest.approx(0.79)
+
+
+def test_cross_dataset_evaluation_scores_the_other_datasets_test_split(quality_dir, tmp_path):
+    """A trained model on another benchmark's test split: SRCC of its 15-crop scores against that split's MOS."""
+    from scipy.stats import spearmanr
+
+    from perceptclip_hf.data import benchmark_splits, load_benchmark
+    from perceptclip_hf.inference import PerceptScorer
+    from perceptclip_hf.protocol import cross_dataset_evaluation
+
+    make_koniq(tmp_path / "koniq", n=30)
+    metrics = cross_dataset_evaluation(str(quality_dir), "koniq10k", str(tmp_path / "koniq"), split=0)
+    test = benchmark_splits("koniq10k", load_benchmark("koniq10k", tmp_path / "koniq"), 0)["test"]
+    scores = [r["score"] for r in PerceptScorer.from_pretrained(quality_dir, resize_short=384)(test)]
+    assert len(test) == 6 and metrics["srcc"] == pytest.approx(spearmanr(scores, test["label"])[0])
