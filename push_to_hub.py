@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Publish a PerceptCLIP model on the Hugging Face Hub (remote code, adapter-only safetensors, peft adapter, card).
+"""Publish a PerceptCLIP model on the Hugging Face Hub (the same command as `perceptclip push`).
 
     python push_to_hub.py --run-dir runs/koniq --repo-id me/perceptclip-koniq            # training run
     python push_to_hub.py --model-dir path/to/saved_model --repo-id me/model --private   # any saved model
@@ -7,93 +7,9 @@
     python push_to_hub.py --run-dir runs/koniq --repo-id me/x --dry-run out/             # write the folder only
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-from perceptclip_hf.hub import DEFAULT_COMMIT_MESSAGE, build_repo_folder, convert_official, upload_repo_folder
-from perceptclip_hf.modeling import PerceptCLIPConfig
-from perceptclip_hf.official import OFFICIAL_REPOS
-
-RUN_MODEL_DIR = "model"
-RUN_RESULTS_FILE = "results.json"
-
-
-def run_model_dir(run_dir: Path) -> Path:
-    """The model of a training run: `<run>/model`, else (train.py's layout) the first reported split's
-    `<run>/split_<k>/model`."""
-    if (run_dir / RUN_MODEL_DIR).is_dir():
-        return run_dir / RUN_MODEL_DIR
-    results = json.loads((run_dir / RUN_RESULTS_FILE).read_text()) if (run_dir / RUN_RESULTS_FILE).exists() else {}
-    splits = [row["split"] for row in results.get("splits", [])]
-    candidate = run_dir / f"split_{splits[0]}" / RUN_MODEL_DIR if splits else None
-    if candidate is None or not candidate.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no model/ and no split_<k>/model/ of a train.py run (with results.json).")
-    return candidate
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", type=Path,
-                        help="training run: <run>/results.json and <run>/model/ (or train.py's <run>/split_<k>/model/)")
-    source.add_argument("--model-dir", type=Path, help="any PerceptCLIP save_pretrained dir (card without results)")
-    source.add_argument("--from-official", metavar="SRC", help="official .pth file or official Hub repo id")
-    parser.add_argument("--task", choices=sorted(OFFICIAL_REPOS),
-                        help="task of --from-official (default: the official repo's)")
-    parser.add_argument("--config-json", type=Path,
-                        help="--from-official: JSON of PerceptCLIPConfig arguments (default: CLIP ViT-L/14)")
-    parser.add_argument("--base-model", help="--from-official: backbone the checkpoint was trained on")
-    parser.add_argument("--repo-id", required=True, help="target repo, e.g. me/perceptclip-koniq")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--revision", help="branch to commit to (created if missing)")
-    parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE)
-    parser.add_argument("--token", help="Hub token (default: the logged-in one / HF_TOKEN)")
-    parser.add_argument("--dry-run", metavar="DIR", type=Path, help="write the repo folder to DIR; upload nothing")
-    parser.add_argument("--peft-adapter", action="store_true",
-                        help="also write adapter/, a standard peft LoRA adapter of the backbone (+~9 MB for ViT-L/14)")
-    args = parser.parse_args(argv)
-    if args.from_official:
-        args.task = args.task or {repo: task for task, repo in OFFICIAL_REPOS.items()}.get(args.from_official)
-        if args.task is None:
-            parser.error("--from-official with a file needs --task")
-    elif args.task or args.config_json or args.base_model:
-        parser.error("--task, --config-json and --base-model apply to --from-official only")
-    return args
-
-
-def write_folder(args: argparse.Namespace, folder: Path) -> Path:
-    """Write the repo folder the arguments describe."""
-    peft_adapter = args.peft_adapter
-    if args.from_official:
-        config = None
-        if args.config_json:
-            config = PerceptCLIPConfig(**{**json.loads(args.config_json.read_text()), "task": args.task})
-        return convert_official(args.from_official, folder, args.task, config=config, repo_id=args.repo_id,
-                                peft_adapter=peft_adapter, base_model=args.base_model, token=args.token)
-    if args.run_dir:
-        return build_repo_folder(run_model_dir(args.run_dir), folder, results=args.run_dir / RUN_RESULTS_FILE,
-                                 repo_id=args.repo_id, peft_adapter=peft_adapter)
-    return build_repo_folder(args.model_dir, folder, repo_id=args.repo_id, peft_adapter=peft_adapter)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.dry_run:
-        folder = write_folder(args, args.dry_run)
-        print(f"Wrote {folder} (dry run: nothing uploaded).")
-        return 0
-    with tempfile.TemporaryDirectory(prefix="perceptclip-hub-") as tmp:
-        folder = write_folder(args, Path(tmp))
-        commit = upload_repo_folder(folder, args.repo_id, token=args.token, private=args.private,
-                                    revision=args.revision, commit_message=args.commit_message)
-    print(f"Uploaded to {args.repo_id}: {commit.commit_url}")
-    return 0
-
+from perceptclip_hf.cli.push import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
-from perceptclip_hf.data import IQATrainTransform, load_agiqa3k, preresize, with_image_transform
+from perceptclip_hf.data import load_agiqa3k
+from perceptclip_hf.preprocessing import IQATrainTransform, preresize, with_image_transform
 from throughput import emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 
 

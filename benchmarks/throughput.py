@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
-from perceptclip_hf.data.transforms import center_crop, random_crop_box, to_normalized_tensor
-from perceptclip_hf.inference import PerceptScorer, resolve_dtype, transform_kwargs
+from perceptclip_hf.preprocessing import center_crop, random_crop_box, to_normalized_tensor, transform_kwargs
+from perceptclip_hf.inference import PerceptScorer, resolve_dtype
 
 # CLIP vision towers (all at 224 px). "tiny" measures the pipeline overhead more than the model.
 SIZES = {

@@ -1,16 +1,22 @@
 """The PerceptCLIP remote code (shipped to the Hub beside the weights); installed as `perceptclip_hf.modeling`."""
 
-from .configuration_perceptclip import EMOTION_LABELS, TASK_PRESETS, PerceptCLIPConfig
+from .configuration_perceptclip import CHOICES, EMOTION_LABELS, TASK_PRESETS, PerceptCLIPConfig
+from .image_processing_perceptclip import default_image_processor
+from .loss_perceptclip import LOSSES, get_loss_fn, plcc_loss, task_loss
 from .modeling_perceptclip import (
+    ADAPTER_KEY_MARKERS,
+    LORA_KEY_MARKER,
     PerceptCLIPForClassification,
     PerceptCLIPForRegression,
     PerceptCLIPOutput,
     PerceptCLIPPreTrainedModel,
-    default_image_processor,
-    plcc_loss,
+    create_model,
+    lora_config,
 )
 
 __all__ = [
-    "EMOTION_LABELS", "TASK_PRESETS", "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression",
-    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "default_image_processor", "plcc_loss",
+    "ADAPTER_KEY_MARKERS", "CHOICES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES", "TASK_PRESETS",
+    "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression", "PerceptCLIPOutput",
+    "PerceptCLIPPreTrainedModel", "create_model", "default_image_processor", "get_loss_fn", "lora_config",
+    "plcc_loss", "task_loss",
 ]

@@ -20,16 +20,21 @@ VIT_L14_VISION_KWARGS = {
 # Official emotion label order (EmoSet `info.json` label2idx; PerceptCLIP_Emotions release).
 EMOTION_LABELS = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
 
-# Task presets: what each perceptual task means for the head, the loss and the score.
+# Task presets: what each built-in perceptual task means for the head, the loss and the score. The package's task
+# table (`perceptclip_hf.tasks`) builds on them and adds tasks with `register_task`; a config of a task that is not
+# here (a registered one, read by remote code) carries its `problem_type` and `loss` explicitly.
 TASK_PRESETS = {
     "quality": {"problem_type": "regression", "loss": "plcc", "labels": ("quality",)},
     "memorability": {"problem_type": "regression", "loss": "mse", "labels": ("memorability",), "score_range": [0.0, 1.0]},
     "emotion": {"problem_type": "single_label_classification", "loss": "cross_entropy", "labels": EMOTION_LABELS},
     "custom": {},
 }
-ADAPTATIONS = ("lora", "frozen", "full")
-HEAD_TYPES = ("mlp", "linear")
-LOSSES = ("mse", "plcc", "cross_entropy")
+# The allowed values of the architecture's choice fields: the one place they are validated.
+CHOICES = {
+    "adaptation": ("lora", "frozen", "full"),
+    "head_type": ("mlp", "linear"),
+    "loss": ("mse", "plcc", "cross_entropy"),
+}
 
 
 @strict
@@ -64,7 +69,8 @@ class PerceptCLIPConfig(PreTrainedConfig):
             it the model has one head, `"default"`, with `num_labels` outputs.
         task (`str`, *optional*, defaults to `"quality"`):
             `"quality"` (IQA regression, PLCC loss), `"memorability"` (regression, MSE), `"emotion"`
-            (8-way classification, cross-entropy) or `"custom"`. Fills `problem_type`, `loss` and labels when unset.
+            (8-way classification, cross-entropy), `"custom"`, or a task registered with
+            `perceptclip_hf.tasks.register_task`. Fills `problem_type`, `loss` and labels when unset.
         loss (`str`, *optional*): `"mse"`, `"plcc"` or `"cross_entropy"`; defaults to the task's loss.
         score_range (`list[float]`, *optional*): `[low, high]` of the scores the model was trained on (documentation).
         higher_is_better (`bool`, *optional*, defaults to `True`): direction of the score (LIVE DMOS: `False`).
@@ -110,9 +116,10 @@ class PerceptCLIPConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        if self.task not in TASK_PRESETS:
-            raise ValueError(f"PerceptCLIPConfig.task={self.task!r}: expected one of {sorted(TASK_PRESETS)}.")
-        preset = TASK_PRESETS[self.task]
+        if self.task not in TASK_PRESETS and self.problem_type is None:
+            raise ValueError(f"PerceptCLIPConfig.task={self.task!r}: expected one of {sorted(TASK_PRESETS)}, or give "
+                             "problem_type (and loss) for a task of your own (perceptclip_hf.tasks.register_task).")
+        preset = TASK_PRESETS.get(self.task, {})
         if self.problem_type is None:
             self.problem_type = preset.get("problem_type")
         if self.loss is None:
@@ -130,13 +137,13 @@ class PerceptCLIPConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: reject unknown choices with the allowed values."""
-        for field, value, allowed in (
-            ("adaptation", self.adaptation, ADAPTATIONS),
-            ("head_type", self.head_type, HEAD_TYPES),
-            ("loss", self.loss, LOSSES),
-        ):
+        for field, allowed in CHOICES.items():
+            value = getattr(self, field)
             if value not in allowed:
                 raise ValueError(f"PerceptCLIPConfig.{field}={value!r}: expected one of {list(allowed)}.")
+        if (self.loss == "cross_entropy") != self.is_classification:
+            raise ValueError(f"PerceptCLIPConfig.loss={self.loss!r} does not fit problem_type={self.problem_type!r} "
+                             f"(task {self.task!r}).")
         if self.heads is not None and (not self.heads or any(n < 1 for n in self.heads.values())):
             raise ValueError(f"PerceptCLIPConfig.heads={self.heads!r}: give at least one head, each with ≥ 1 output.")
 
@@ -154,6 +161,6 @@ class PerceptCLIPConfig(PreTrainedConfig):
         return next(iter(self.head_sizes))
 
 
-__all__ = ["PerceptCLIPConfig", "EMOTION_LABELS", "TASK_PRESETS", "VIT_L14_VISION_KWARGS"]
+__all__ = ["CHOICES", "EMOTION_LABELS", "PerceptCLIPConfig", "TASK_PRESETS", "VIT_L14_VISION_KWARGS"]
 
 PerceptCLIPConfig.register_for_auto_class()

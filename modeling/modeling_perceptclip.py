@@ -9,24 +9,32 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers import MODEL_MAPPING, AutoModel, CLIPImageProcessorPil, CLIPVisionModelWithProjection, PreTrainedModel, ViTModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, CLIPVisionModelWithProjection, PreTrainedModel, ViTModel
 from transformers import initialization as init
-from transformers.image_utils import (
-    IMAGENET_DEFAULT_MEAN,
-    IMAGENET_DEFAULT_STD,
-    IMAGENET_STANDARD_MEAN,
-    IMAGENET_STANDARD_STD,
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-)
-from transformers.image_utils import PILImageResampling
 from transformers.utils import ModelOutput
 
 from .configuration_perceptclip import PerceptCLIPConfig
+from .image_processing_perceptclip import default_image_processor
+from .loss_perceptclip import task_loss
 
 
 HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "proxies")
-ADAPTER_KEY_MARKERS = ("lora_", "heads.")
+# Parameter-name markers: LoRA matrices, and the adapter-only checkpoint (LoRA + task heads).
+LORA_KEY_MARKER = "lora_"
+ADAPTER_KEY_MARKERS = (LORA_KEY_MARKER, "heads.")
+
+
+def lora_config(config: PerceptCLIPConfig, **extra) -> LoraConfig:
+    """The peft `LoraConfig` of a PerceptCLIP backbone (r, alpha, dropout, q/k/v targets, no bias); `extra` adds
+    peft fields (e.g. `base_model_name_or_path`, `inference_mode` for an exported adapter)."""
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        bias="none",
+        **extra,
+    )
 
 
 @dataclass
@@ -50,52 +58,6 @@ class PerceptCLIPOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-def _flat_pair(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flatten `(B,)` / `(B, 1)` predictions and targets; targets cast to the predictions' dtype."""
-    predictions, targets = predictions.reshape(-1), targets.reshape(-1).to(predictions.dtype)
-    if predictions.numel() != targets.numel():
-        raise ValueError(f"{predictions.numel()} predictions for {targets.numel()} targets.")
-    return predictions, targets
-
-
-def plcc_loss(predictions: torch.Tensor, targets: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """`(1 - r) / 2` with `r` the Pearson correlation of the batch (paper sec. 4.1): 0 when perfectly correlated,
-    1 when anti-correlated. Population statistics, so duplicating a batch leaves it unchanged; constant predictions
-    give 0.5 with a finite gradient. A per-batch statistic: never divide it by a number of items."""
-    predictions, targets = _flat_pair(predictions, targets)
-    if predictions.numel() < 2:
-        raise ValueError(f"plcc_loss needs at least 2 items per batch, got {predictions.numel()}.")
-    pred_centered, target_centered = predictions - predictions.mean(), targets - targets.mean()
-    root_n = math.sqrt(predictions.numel())
-    covariance = (pred_centered * target_centered).mean()
-    # vector_norm has a zero (not nan) gradient at 0, unlike sqrt(mean(x ** 2)).
-    std_product = (torch.linalg.vector_norm(pred_centered) / root_n) * (
-        torch.linalg.vector_norm(target_centered) / root_n
-    )
-    return (1 - covariance / (std_product + eps)) / 2
-
-
-def mse_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error on `(B,)` / `(B, 1)` predictions (no silent broadcasting)."""
-    return nn.functional.mse_loss(*_flat_pair(predictions, targets))
-
-
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of `(B, C)` logits against integer labels `(B,)`."""
-    return nn.functional.cross_entropy(logits, labels.reshape(-1).long())
-
-
-LOSSES = {"plcc": plcc_loss, "mse": mse_loss, "cross_entropy": cross_entropy_loss}
-
-
-def task_loss(loss_name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The loss named by `config.loss` of a head's logits. A PLCC batch of one item (say, the last evaluation
-    batch) holds no correlation: it contributes a zero loss instead of failing."""
-    if loss_name == "plcc" and logits.shape[0] < 2:
-        return logits.sum() * 0.0
-    return LOSSES[loss_name](logits, labels)
 
 
 class PerceptCLIPHead(nn.Module):
@@ -134,27 +96,6 @@ def build_backbone(vision_config) -> PreTrainedModel:
     return backbone_class(vision_config, **kwargs)
 
 
-def default_image_processor(config: PerceptCLIPConfig) -> CLIPImageProcessorPil:
-    """Inference preprocessing: resize the short side to the backbone's input size, center crop, normalise.
-
-    Resampling is bilinear (antialiased by PIL when shrinking), as the official release's torchvision `Resize(224)`;
-    CLIP's own processor would use bicubic. Statistics are the backbone's own: CLIP's mean/std for CLIP, 0.5/0.5 for
-    ViT, ImageNet's for the others (DINOv2, CNNs)."""
-    size = getattr(config.vision_config, "image_size", None) or 224
-    size = size if isinstance(size, int) else size[0]
-    mean, std = {
-        "clip_vision_model": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
-        "vit": (IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD),
-    }.get(config.vision_config.model_type, (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
-    return CLIPImageProcessorPil(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        resample=PILImageResampling.BILINEAR,
-        image_mean=mean,
-        image_std=std,
-    )
-
-
 class PerceptCLIPPreTrainedModel(PreTrainedModel):
     """Shared machinery: the adapted backbone, the heads, adapter-only save/load and weight initialisation."""
 
@@ -172,14 +113,7 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         super().__init__(config)
         self.backbone = build_backbone(config.vision_config)
         if config.adaptation == "lora":
-            lora = LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=list(config.lora_target_modules),
-                bias="none",
-            )
-            inject_adapter_in_model(lora, self.backbone)
+            inject_adapter_in_model(lora_config(config), self.backbone)
         is_clip = config.vision_config.model_type == "clip_vision_model"
         vision = config.vision_config
         embed_dim = vision.projection_dim if is_clip else getattr(vision, "hidden_size", None) or vision.hidden_sizes[-1]
@@ -189,7 +123,7 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         self._set_trainable()
         if config.adapter_only:
             # The backbone comes from `base_model_name_or_path` after loading (`load_base_weights` checks it all).
-            self._keys_to_ignore_on_load_missing = [r"^backbone\.(?!.*lora_)"]
+            self._keys_to_ignore_on_load_missing = [rf"^backbone\.(?!.*{LORA_KEY_MARKER})"]
         self.post_init()
 
     def _set_trainable(self):
@@ -285,8 +219,6 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
     def from_backbone(cls, base_model_name_or_path: str, revision: str | None = None, **config_kwargs):
         """A new (untrained) PerceptCLIP model on a pretrained backbone, e.g.
         `PerceptCLIPForRegression.from_backbone("openai/clip-vit-large-patch14", task="quality")`."""
-        from transformers import AutoConfig
-
         backbone_config = AutoConfig.from_pretrained(base_model_name_or_path, revision=revision)
         if backbone_config.model_type == "clip":
             backbone_config = backbone_config.vision_config
@@ -296,7 +228,10 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
             base_model_revision=revision,
             **config_kwargs,
         )
-        model = cls(config)
+        model = create_model(config)
+        if not isinstance(model, cls):
+            raise ValueError(f"{cls.__name__}.from_backbone: the config describes a {type(model).__name__} "
+                             f"(problem_type={config.problem_type!r}).")
         model.load_base_weights(base_model_name_or_path, revision=revision)
         return model
 
@@ -315,7 +250,7 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
                 "`from_pretrained(model_dir, base_model_name_or_path='/path/to/clip-vit-large-patch14')`."
             ) from err
         base_state = base.state_dict()
-        own_state = {k: v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
+        own_state = {k: v for k, v in self.backbone.state_dict().items() if LORA_KEY_MARKER not in k}
         mapping = {k: k.replace(".base_layer.", ".") for k in own_state}
         missing = sorted(k for k, base_key in mapping.items() if base_key not in base_state)
         unused = sorted(set(base_state) - set(mapping.values()))
@@ -427,17 +362,26 @@ class PerceptCLIPForClassification(PerceptCLIPPreTrainedModel):
         super().__init__(config)
 
 
+def create_model(config: PerceptCLIPConfig) -> PerceptCLIPPreTrainedModel:
+    """The one model factory: the task class the config's `problem_type` calls for (classification or
+    regression), randomly initialised (untrained LoRA = the base backbone). `from_backbone` and `from_pretrained`
+    bring pretrained weights."""
+    model_class = PerceptCLIPForClassification if config.is_classification else PerceptCLIPForRegression
+    return model_class(config)
+
+
 # `save_pretrained` then copies these files next to the weights, for `trust_remote_code` users.
 PerceptCLIPForRegression.register_for_auto_class("AutoModel")
 PerceptCLIPForClassification.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "ADAPTER_KEY_MARKERS",
+    "LORA_KEY_MARKER",
     "PerceptCLIPForClassification",
     "PerceptCLIPForRegression",
     "PerceptCLIPHead",
     "PerceptCLIPOutput",
     "PerceptCLIPPreTrainedModel",
-    "LOSSES",
-    "default_image_processor",
-    "plcc_loss",
+    "create_model",
+    "lora_config",
 ]

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from . import modeling
 from .model_card import render_model_card
-from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor
+from .modeling import LORA_KEY_MARKER, PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor, lora_config
 from .official import load_official_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def load_lora_weights(folder: Path) -> dict[str, torch.Tensor]:
     tensors = {}
     for path in sorted(folder.glob("*.safetensors")):
         with safe_open(path, framework="pt") as handle:
-            tensors.update({key: handle.get_tensor(key) for key in handle.keys() if "lora_" in key})
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys() if LORA_KEY_MARKER in key})
     return tensors
 
 
@@ -120,16 +120,8 @@ def load_lora_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def peft_lora_config(config: PerceptCLIPConfig) -> LoraConfig:
     """The peft `LoraConfig` of our backbone's LoRA (same r, alpha, dropout, targets; bias none)."""
-    return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
-        bias="none",
-        base_model_name_or_path=config.base_model_name_or_path,
-        revision=config.base_model_revision,
-        inference_mode=True,
-    )
+    return lora_config(config, base_model_name_or_path=config.base_model_name_or_path,
+                       revision=config.base_model_revision, inference_mode=True)
 
 
 def to_peft_key(key: str) -> str:
@@ -141,7 +133,7 @@ def to_peft_key(key: str) -> str:
 
 def peft_adapter_state_dict(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The backbone's LoRA tensors of a PerceptCLIP state dict, under peft's adapter-file key names."""
-    lora = {to_peft_key(k): v for k, v in weights.items() if k.startswith(OUR_BACKBONE_PREFIX) and "lora_" in k}
+    lora = {to_peft_key(k): v for k, v in weights.items() if k.startswith(OUR_BACKBONE_PREFIX) and LORA_KEY_MARKER in k}
     if not lora:
         raise ValueError("No LoRA tensors under `backbone.` in the weights: nothing to export as a peft adapter.")
     return lora
@@ -247,7 +239,7 @@ def convert_official(
 def check_backbone_is_base(model: PerceptCLIPPreTrainedModel, atol: float = 1e-6) -> None:
     """Raise unless the model's non-LoRA backbone tensors equal those of its `base_model_name_or_path` (which are
     then loaded into the model, as an adapter-only reload would)."""
-    own = {k: v.clone() for k, v in model.backbone.state_dict().items() if "lora_" not in k}
+    own = {k: v.clone() for k, v in model.backbone.state_dict().items() if LORA_KEY_MARKER not in k}
     model.load_base_weights(model.config.base_model_name_or_path, revision=model.config.base_model_revision)
     base = model.backbone.state_dict()
     worst = max((own[k] - base[k]).abs().max().item() for k in own)

@@ -5,9 +5,9 @@
     >>> scorer("photo.jpg")                      # {"score": 3.71}           (regression)
     >>> scorer(["a.jpg", "b.png"])               # [{"label": "awe", "probabilities": {...}}, ...]
 
-Preprocessing follows the paper's test protocol (:mod:`perceptclip_hf.data.transforms`): image quality
-models average ``tta`` seeded random crops at native resolution (15 by default; ``tta=1`` is a native
-center crop), other tasks resize the short side and center-crop. All crops of a batch go through the
+Preprocessing follows the paper's test protocol (:mod:`perceptclip_hf.preprocessing`, the task's crop policy):
+image quality models average ``tta`` seeded random crops at native resolution (15 by default; ``tta=1`` is a
+native center crop), other tasks resize the short side and center-crop. All crops of a batch go through the
 model in one forward pass.
 """
 
@@ -26,64 +26,13 @@ from datasets import Image as ImageFeature
 
 from .data.errors import DatasetFormatError
 from .data.images import open_image
-from .data.transforms import (
-    ImageTransform,
-    IQATestTransform,
-    ResizeCenterCropTransform,
-    center_crop,
-    ensure_min_side,
-    resize_short_side,
-)
-from .modeling import PerceptCLIPPreTrainedModel, default_image_processor
+from .modeling import PerceptCLIPPreTrainedModel
+from .preprocessing import build_inference_transform
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
 OnError = Literal["raise", "record"]
-DEFAULT_IQA_CROPS = 15
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
-
-
-class IQACenterCropTransform(ImageTransform):
-    """One center crop at native resolution (after the optional short-side resize): the deterministic
-    single-view counterpart of :class:`IQATestTransform`'s random crops."""
-
-    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None, **kw):
-        super().__init__(crop_size, **kw)
-        self.resize_short = resize_short
-
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        if self.resize_short:
-            image = resize_short_side(image, self.resize_short)
-        return self._tensor(center_crop(ensure_min_side(image, self.crop_size), self.crop_size))
-
-
-def transform_kwargs(model_config) -> dict[str, Any]:
-    """Crop size and normalisation of a model, from its inference image processor."""
-    processor = default_image_processor(model_config)
-    return dict(crop_size=processor.crop_size["height"], mean=processor.image_mean, std=processor.image_std)
-
-
-def center_view_transform(model_config) -> ResizeCenterCropTransform:
-    """Resize the short side to the model's input size and center-crop: the whole-image view."""
-    return ResizeCenterCropTransform(**transform_kwargs(model_config))
-
-
-def build_inference_transform(
-    model_config, tta: int | None = None, seed: int = 0, resize_short: int | None = None
-) -> ImageTransform:
-    """The test-time transform of a model: crop size and mean/std from its image processor; IQA models
-    (``task == "quality"``) get ``tta`` random crops (default 15; 1 = center crop) after the short-side resize
-    they were trained with (``resize_short``, default ``config.test_resize_short``); others resize + center crop."""
-    if model_config.task != "quality":
-        return center_view_transform(model_config)
-    common = transform_kwargs(model_config)
-    resize_short = resize_short or getattr(model_config, "test_resize_short", None)
-    tta = DEFAULT_IQA_CROPS if tta is None else tta
-    if tta < 1:
-        raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")
-    if tta == 1:
-        return IQACenterCropTransform(resize_short=resize_short, **common)
-    return IQATestTransform(num_crops=tta, seed=seed, resize_short=resize_short, **common)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -285,10 +234,7 @@ def iter_sources(images: Iterable[ImageInput] | Dataset) -> Iterator[tuple[Any, 
 
 
 __all__ = [
-    "IQACenterCropTransform",
     "PerceptScorer",
-    "build_inference_transform",
-    "center_view_transform",
     "load_model",
     "resolve_device",
     "resolve_dtype",

@@ -5,6 +5,7 @@
 * :func:`cls_attention_maps`: the CLS token's attention over the patch grid, of the fine-tuned model or of
   the base backbone (LoRA disabled).
 * :func:`save_heatmaps`: PNG overlays of those maps for chosen heads, and of the fine-tuned − base difference.
+* :func:`explain`: all of it for a set of images (the ``perceptclip explain`` command), as a report dict.
 
 Mechanism: during a probe, the backbone's attention implementation is switched to :func:`probe_attention`,
 a registered ``AttentionInterface`` function computing eager attention that can mask heads and record the
@@ -14,6 +15,7 @@ the previous implementation (SDPA by default) is restored afterwards. Not thread
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.modeling_utils import AttentionInterface
 
-from .data.transforms import center_crop
+from .preprocessing import center_crop, center_view_transform
 
 PROBE_ATTENTION = "perceptclip_probe"
 JET = np.array([[0, 0, 0.5], [0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0.5, 0, 0]])  # blue → red
@@ -241,8 +243,53 @@ def save_heatmaps(
     return written
 
 
+IMPORTANCE_MEASURE = " when a head's CLS attention row is replaced by a uniform map"
+REPORT_FILE = "head_importance.json"
+
+
+def explain(model: nn.Module, images: Sequence[Image.Image], *, names: Sequence[str] | None = None, top_k: int = 4,
+            out_dir: str | Path | None = None, batch_size: int = 64, progress: bool = False,
+            metadata: dict | None = None) -> dict:
+    """Head importance over ``images`` (PIL, whole-image view: resize + center crop), the ranking, and with
+    ``out_dir`` the heatmaps of the ``top_k`` heads per image and ``head_importance.json``. Returns the report,
+    which starts with ``metadata`` (e.g. the model's name)."""
+    if not images:
+        raise ValueError("explain needs at least one image.")
+    names = list(names) if names is not None else [f"image_{i}" for i in range(len(images))]
+    transform = center_view_transform(model.config)
+    device = next(model.parameters()).device
+    pixel_values = torch.stack([transform.transform_image(image, None) for image in images]).to(device)
+    importance = head_importance(model, pixel_values, batch_size=max(batch_size, len(images)), progress=progress)
+    ranking = rank_heads(importance)
+    top_heads = [(layer, head) for layer, head, _ in ranking[:top_k]]
+    written: list[Path] = []
+    if out_dir is not None:
+        tuned = cls_attention_maps(model, pixel_values)
+        base = cls_attention_maps(model, pixel_values, base=True)
+        for index, (image, name) in enumerate(zip(images, names)):
+            stem = f"{index:03d}_{Path(name).stem}"
+            written += save_heatmaps(image, tuned[:, index], base[:, index], top_heads, out_dir, stem)
+    measure = ("mean |change of the baseline top-class probability|" if model.config.is_classification
+               else "mean |change of the score|")
+    report = {
+        **(metadata or {}),
+        "images": names,
+        "num_layers": importance.shape[0],
+        "num_heads": importance.shape[1],
+        "measure": measure + IMPORTANCE_MEASURE,
+        "importance": importance.tolist(),
+        "ranking": [{"layer": layer, "head": head, "importance": value} for layer, head, value in ranking],
+        "top_heads": [list(pair) for pair in top_heads],
+        "heatmaps": [path.name for path in written],
+    }
+    if out_dir is not None:
+        (Path(out_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 __all__ = [
     "ProbeState",
+    "explain",
     "adapters_disabled",
     "attention_probe",
     "cls_attention_maps",

@@ -1,7 +1,8 @@
 """Model cards of PerceptCLIP repos: Hub metadata, model-index eval results from a run's `results.json`, and prose
 from the Jinja templates in `model_cards/` (installed as `perceptclip_hf.model_cards`).
 
-A card's template is the task's file (`quality.md`, `memorability.md`, `emotion.md`, `custom.md`), then
+A card's template is the task's file (`TaskSpec.card_template`: `quality.md`, `memorability.md`, `emotion.md`,
+`custom.md`), then
 `multi_dataset.md` for multi-dataset runs, then `layout.md`: the first ones only `{% set %}` the task's prose, the
 layout arranges it around the shared sections (usage, results, training, citation).
 """
@@ -18,33 +19,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .metrics import aggregate_splits
 from .modeling import PerceptCLIPConfig
+from .tasks import TaskSpec, get_task, list_tasks, task_of_config
 
 TEMPLATES = files("perceptclip_hf.model_cards")
 LAYOUT_TEMPLATE = "layout.md"
 MULTI_DATASET_TEMPLATE = "multi_dataset.md"
 REPO_ID_PLACEHOLDER = "REPO_ID"
 
-TASK_TAGS = {
-    "quality": ["image-quality-assessment", "no-reference-iqa"],
-    "memorability": ["image-memorability"],
-    "emotion": ["visual-emotion-analysis", "emotion-recognition"],
-    "custom": [],
-}
-# model-index `task.type`: what the head predicts (PerceptCLIP runs in the image-classification pipeline).
-TASK_TYPES = {
-    "quality": "image-quality-assessment",
-    "memorability": "image-memorability",
-    "emotion": "image-classification",
-    "custom": "image-classification",
-}
-TASK_TITLES = {
-    "quality": "Image quality assessment",
-    "memorability": "Image memorability",
-    "emotion": "Visual emotion analysis",
-    "custom": "Perceptual prediction",
-}
-# IQA results are the median over splits (LoDa protocol); memorability and emotion the mean (paper).
-DEFAULT_AGGREGATION = {"quality": "median"}
 DATASET_NAMES = {
     "koniq10k": "KonIQ-10k", "livec": "LIVE Challenge", "spaq": "SPAQ", "flive": "FLIVE (PaQ-2-PiQ)",
     "live": "LIVE", "tid2013": "TID2013", "kadid10k": "KADID-10k", "agiqa3k": "AGIQA-3K", "lamem": "LaMem",
@@ -90,9 +71,14 @@ def parse_results(results: Mapping, default_task: str) -> list[DatasetResults]:
     return [dataset_results(results["dataset"], results, default_task)]
 
 
+def spec_of(task: str) -> TaskSpec:
+    """A results file's task: the registered spec, else the generic one."""
+    return get_task(task if task in list_tasks() else "custom")
+
+
 def dataset_results(name: str, entry: Mapping, default_task: str) -> DatasetResults:
     task = entry.get("task", default_task)
-    aggregation = entry.get("metric_aggregation", DEFAULT_AGGREGATION.get(task, "mean"))
+    aggregation = entry.get("metric_aggregation", spec_of(task).aggregation)
     splits = [(str(split.get("split", index)), dict(split["test"])) for index, split in
               enumerate(entry.get("splits", []))]
     aggregate = entry.get("aggregate") or aggregate_splits([m for _, m in splits], how=aggregation)
@@ -107,9 +93,10 @@ def eval_results(datasets: list[DatasetResults]) -> list[EvalResult]:
             name = METRIC_NAMES.get(metric, metric)
             if len(dataset.splits) > 1:
                 name = f"{name} ({dataset.aggregation} of {len(dataset.splits)} splits)"
+            spec = spec_of(dataset.task)
             entries.append(EvalResult(
-                task_type=TASK_TYPES.get(dataset.task, "image-classification"),
-                task_name=TASK_TITLES.get(dataset.task, dataset.task),
+                task_type=spec.card_task_type,
+                task_name=spec.title,
                 dataset_type=dataset.name, dataset_name=dataset.title, dataset_split="test",
                 metric_type=metric, metric_name=name, metric_value=value,
             ))
@@ -141,8 +128,8 @@ def architecture_rows(config: PerceptCLIPConfig) -> dict[str, str]:
     return rows
 
 
-def template_text(config: PerceptCLIPConfig, multi_dataset: bool) -> str:
-    names = [f"{config.task}.md", *([MULTI_DATASET_TEMPLATE] if multi_dataset else []), LAYOUT_TEMPLATE]
+def template_text(spec: TaskSpec, multi_dataset: bool) -> str:
+    names = [spec.card_template, *([MULTI_DATASET_TEMPLATE] if multi_dataset else []), LAYOUT_TEMPLATE]
     return "".join(TEMPLATES.joinpath(name).read_text(encoding="utf-8") for name in names)
 
 
@@ -155,6 +142,7 @@ def render_model_card(
 ) -> ModelCard:
     """The model card of a PerceptCLIP repo. `results`: a run's `results.json` content (model-index, tables and
     recipe); `notes`: an extra paragraph (provenance); `peft_adapter`: the repo has an `adapter/` folder."""
+    spec = task_of_config(config)
     datasets = parse_results(results, config.task) if results else []
     multi_dataset = len(datasets) > 1 or bool(config.heads and len(config.heads) > 1)
     base = config.base_model_name_or_path
@@ -167,13 +155,13 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         license="mit",
-        tags=["perceptclip", "clip", "lora", *TASK_TAGS.get(config.task, [])],
+        tags=["perceptclip", "clip", "lora", *spec.card_tags],
         metrics=sorted({m for d in datasets for m in d.metrics}) or None,
         eval_results=eval_results(datasets) or None,
     )
     return ModelCard.from_template(
         card_data,
-        template_str=template_text(config, multi_dataset),
+        template_str=template_text(spec, multi_dataset),
         repo_id=repo_id,
         model_name=model_name,
         config=config,
@@ -189,7 +177,7 @@ def render_model_card(
         architecture=architecture_rows(config),
         notes=notes,
         peft_adapter=peft_adapter,
-        task_title=TASK_TITLES.get(config.task, config.task),
+        task_title=spec.title,
     )
 
 

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from .modeling import PerceptCLIPConfig, PerceptCLIPForClassification, PerceptCLIPForRegression
+from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
 
 OFFICIAL_REPOS = {
     "quality": "PerceptCLIP/PerceptCLIP_IQA",
@@ -59,7 +59,7 @@ def load_official_checkpoint(
     task: str,
     config: PerceptCLIPConfig | None = None,
     **hub_kwargs,
-) -> PerceptCLIPForRegression | PerceptCLIPForClassification:
+) -> PerceptCLIPPreTrainedModel:
     """Build our model from an official checkpoint (`task` = quality | memorability | emotion).
 
     The file is read with `torch.load(weights_only=True)`: tensors only, no code runs. `config` overrides the
@@ -71,8 +71,7 @@ def load_official_checkpoint(
     if not isinstance(state_dict, dict):
         raise TypeError(f"{path}: expected a state dict, got {type(state_dict).__name__}.")
     config = config or PerceptCLIPConfig(task=task)
-    model_class = PerceptCLIPForClassification if config.is_classification else PerceptCLIPForRegression
-    model = model_class(config)
+    model = create_model(config)
     converted = convert_official_state_dict(state_dict, head=config.default_head)
     result = model.load_state_dict(converted, strict=False)
     if result.missing_keys or result.unexpected_keys:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from perceptclip_hf import PerceptCLIPForRegression
 from perceptclip_hf.cli import main
-from perceptclip_hf.inference import center_view_transform
+from perceptclip_hf.preprocessing import center_view_transform
 from perceptclip_hf.interpretability import head_importance
 from tests.test_data_fixtures import make_emoset, make_koniq
 from tests.conftest import random_image

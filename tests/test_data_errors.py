@@ -13,7 +13,6 @@ from datasets import Dataset
 
 from perceptclip_hf.data import (
     DatasetFormatError,
-    IQATestTransform,
     get_load_report,
     load_emoset,
     load_emotionroi,
@@ -26,8 +25,8 @@ from perceptclip_hf.data import (
     load_table,
     load_tid2013,
     splits_from_file,
-    with_image_transform,
 )
+from perceptclip_hf.preprocessing import IQATestTransform, with_image_transform
 
 from tests.test_data_fixtures import (
     KONIQ_HEADER,

@@ -88,9 +88,7 @@ def test_hold_out_rounds_half_up_and_keeps_order():
 
 
 _SUBPROCESS_SNIPPET = """
-import json, sys, types
-sys.modules["perceptclip_hf"] = types.ModuleType("perceptclip_hf")  # import only the data sub-package
-sys.modules["perceptclip_hf"].__path__ = [sys.argv[1]]
+import json, sys
 from perceptclip_hf.data import group_split_names, loda_split_indices
 print(json.dumps({"loda": loda_split_indices(1162, 3),
                   "refs": group_split_names([f"ref{i}" for i in range(40)] * 3, None, 2)}))

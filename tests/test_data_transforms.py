@@ -10,17 +10,15 @@ import torch
 from datasets import Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 
-from perceptclip_hf.data import (
-    CLIP_MEAN,
-    CLIP_STD,
+from transformers.image_utils import OPENAI_CLIP_MEAN as CLIP_MEAN
+from transformers.image_utils import OPENAI_CLIP_STD as CLIP_STD
+
+from perceptclip_hf.data import get_dataset_info, load_koniq10k, open_image, repeat_dataset
+from perceptclip_hf.preprocessing import (
     IQATestTransform,
     IQATrainTransform,
     build_transform,
-    get_dataset_info,
-    load_koniq10k,
-    open_image,
     preresize,
-    repeat_dataset,
     with_image_transform,
 )
 
@@ -141,7 +139,7 @@ def test_test_crops_equal_per_crop_pil_crops():
     import torch
     from PIL import Image
 
-    from perceptclip_hf.data.transforms import IQATestTransform, random_crop_box, stable_seed, to_normalized_tensor
+    from perceptclip_hf.preprocessing import IQATestTransform, random_crop_box, stable_seed, to_normalized_tensor
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
     transform = IQATestTransform(32, num_crops=5, seed=3)

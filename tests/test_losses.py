@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from perceptclip_hf.losses import get_loss_fn, plcc_loss
+from perceptclip_hf.modeling import get_loss_fn, plcc_loss
 
 
 def batch(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +52,7 @@ def test_plcc_loss_needs_two_items_and_matching_sizes():
 
 
 def test_task_loss_gives_zero_for_a_single_item_plcc_batch():
-    from perceptclip_hf.losses import task_loss
+    from perceptclip_hf.modeling import task_loss
 
     logits = torch.tensor([[0.7]], requires_grad=True)
     loss = task_loss("plcc", logits, torch.tensor([2.0]))

@@ -141,7 +141,7 @@ def test_heads_multi_dataset_named_and_per_sample(tiny_clip_base):
         mixed = model(pixels, head=head_ids, labels=labels)
     expected = torch.where(head_ids[:, None] == 0, by_name["koniq"], by_name["livec"])
     assert torch.allclose(mixed.logits, expected, atol=1e-6)
-    from perceptclip_hf.modeling.modeling_perceptclip import plcc_loss
+    from perceptclip_hf.modeling.loss_perceptclip import plcc_loss
 
     per_head = [plcc_loss(expected[head_ids == i], labels[head_ids == i]) for i in (0, 1)]
     assert torch.allclose(mixed.loss, torch.stack(per_head).mean())

@@ -13,19 +13,10 @@ import pytest
 import torch
 import yaml
 
-from perceptclip_hf.cli_train import load_config, parse_args
 from perceptclip_hf.data import list_datasets
-from perceptclip_hf.protocol import validate_arguments
-from perceptclip_hf.training import (
-    DataArguments,
-    ModelArguments,
-    build_model,
-    prepare_splits,
-    resolve_task,
-    stage2_heads,
-    train_one,
-    training_arguments,
-)
+from perceptclip_hf.experiment import validate_arguments
+from perceptclip_hf.recipe import DataArguments, ModelArguments, build_model, load_config, parse_args, resolve_task
+from perceptclip_hf.training import prepare_splits, stage2_heads, train_one, training_arguments
 from tests.conftest import BLOCK_PACKAGE, REPO_ROOT, run_python
 from tests.test_data_fixtures import make_koniq
 
@@ -231,7 +222,7 @@ def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
 
 
 def test_multi_dataset_results_hold_each_heads_metrics_and_their_median():
-    from perceptclip_hf.protocol import per_dataset_results
+    from perceptclip_hf.experiment import per_dataset_results
 
     task = resolve_task(["koniq10k", "livec"])
     splits = [{"split": k, "test": {"koniq10k_srcc": 0.9 + k / 100, "livec_srcc": 0.8 - k / 100, "srcc": 0.85}}
@@ -248,7 +239,7 @@ def test_cross_dataset_evaluation_scores_the_other_datasets_test_split(quality_d
 
     from perceptclip_hf.data import benchmark_splits, load_benchmark
     from perceptclip_hf.inference import PerceptScorer
-    from perceptclip_hf.protocol import cross_dataset_evaluation
+    from perceptclip_hf.evaluation import cross_dataset_evaluation
 
     make_koniq(tmp_path / "koniq", n=30)
     metrics = cross_dataset_evaluation(str(quality_dir), "koniq10k", str(tmp_path / "koniq"), split=0)

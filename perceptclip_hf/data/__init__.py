@@ -1,16 +1,17 @@
-"""Data layer: loaders for the paper's datasets (original layouts), splits, transforms.
+"""Data layer: loaders for the paper's datasets (original layouts) and their split protocols.
 
 Typical use::
 
-    from perceptclip_hf.data import load_benchmark, benchmark_splits, get_dataset_info, build_transform
+    from perceptclip_hf.data import load_benchmark, benchmark_splits, get_dataset_info
+    from perceptclip_hf.preprocessing import build_transform, with_image_transform
     ds = load_benchmark("koniq10k", "/data/koniq")
     splits = benchmark_splits("koniq10k", ds, split=0)          # train / validation / test
     info = get_dataset_info("koniq10k")
-    train = repeat_dataset(with_image_transform(splits["train"], build_transform("quality", True)),
-                           info.replicas)
+    train = repeat_dataset(with_image_transform(splits["train"], build_transform(info.task, True)), info.replicas)
+
+Image → tensor transforms live in :mod:`perceptclip_hf.preprocessing`.
 """
 
-from .cache import preresize
 from .custom import load_imagefolder, load_table
 from .emotion import EMOSET_CLASSES, EMOTIONROI_CLASSES, load_emoset, load_emotionroi
 from .epochs import repeat_dataset
@@ -19,7 +20,7 @@ from .images import open_image, to_rgb
 from .iqa_authentic import load_agiqa3k, load_flive, load_koniq10k, load_livec, load_spaq
 from .iqa_synthetic import load_kadid10k, load_live, load_tid2013
 from .memorability import load_lamem, load_things
-from .registry import DatasetInfo, benchmark_splits, get_dataset_info, list_datasets, load_benchmark
+from .registry import DatasetInfo, benchmark_splits, get_dataset_info, list_datasets, load_benchmark, register_dataset
 from .splits import (
     LODA_SEED,
     column_splits,
@@ -34,25 +35,12 @@ from .splits import (
     splits_from_file,
     splits_from_names,
 )
-from .transforms import (
-    CLIP_MEAN,
-    CLIP_STD,
-    EmotionTrainTransform,
-    IQATestTransform,
-    IQATrainTransform,
-    ResizeCenterCropTransform,
-    build_transform,
-    with_image_transform,
-)
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "EMOSET_CLASSES", "EMOTIONROI_CLASSES", "LODA_SEED", "DatasetFormatError",
-    "DatasetInfo", "EmotionTrainTransform", "IQATestTransform", "IQATrainTransform", "LoadReport",
-    "ResizeCenterCropTransform", "benchmark_splits", "build_transform", "column_splits", "fraction_splits",
-    "get_dataset_info", "get_load_report", "group_split_names", "grouped_splits", "hold_out", "lamem_splits",
+    "EMOSET_CLASSES", "EMOTIONROI_CLASSES", "LODA_SEED", "DatasetFormatError", "DatasetInfo", "LoadReport",
+    "benchmark_splits", "column_splits", "fraction_splits", "get_dataset_info", "get_load_report", "group_split_names", "grouped_splits", "hold_out", "lamem_splits",
     "list_datasets", "load_agiqa3k", "load_benchmark", "load_emoset", "load_emotionroi", "load_flive",
     "load_imagefolder", "load_kadid10k", "load_koniq10k", "load_lamem", "load_live", "load_livec",
     "load_spaq", "load_table", "load_things", "load_tid2013", "loda_permutation", "loda_split_indices",
-    "loda_splits", "open_image", "preresize", "repeat_dataset", "splits_from_file", "splits_from_names",
-    "to_rgb", "with_image_transform",
+    "loda_splits", "open_image", "register_dataset", "repeat_dataset", "splits_from_file", "splits_from_names", "to_rgb",
 ]

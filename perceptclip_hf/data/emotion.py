@@ -8,10 +8,11 @@ from typing import Sequence
 
 from datasets import Dataset
 
+from ..modeling import EMOTION_LABELS
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
 from .records import PathLike, Record, build_dataset, read_text_lines, require_file, scan_class_folders
 
-EMOSET_CLASSES = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
+EMOSET_CLASSES = EMOTION_LABELS  # EmoSet's label2idx order is the official models' label order
 EMOSET_POSITIVE = EMOSET_CLASSES[:4]
 EMOSET_SPLIT_FILES = {"train": "train.json", "validation": "val.json", "test": "test.json"}
 EMOTIONROI_CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")

@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 from . import emotion, iqa_authentic, iqa_synthetic, memorability, synthetic
 from .splits import LODA_SEED, column_splits, fraction_splits, grouped_splits, lamem_splits, loda_splits
 
-Task = Literal["quality", "memorability", "emotion"]
+Task = str  # a task of `perceptclip_hf.tasks` (quality, memorability, emotion, or a registered one)
 SplitProtocol = Literal["random", "reference", "group", "official", "lamem", "random_75_20_5", "test_only"]
 
 
@@ -77,6 +77,17 @@ _DATASETS: dict[str, DatasetInfo] = {
 
 
 _BY_KEY = {_key(name): info for name, info in _DATASETS.items()}
+
+
+def register_dataset(info: DatasetInfo, exist_ok: bool = False) -> DatasetInfo:
+    """Add a dataset to the registry (then `train`, `evaluate` and `list` know it by name), e.g.
+    `register_dataset(DatasetInfo("my_aesthetics", "aesthetics", my_loader, "random", (1, 10), num_splits=1))`.
+    `loader(data_dir)` returns a Dataset with `image` and `label` columns (see `load_table`)."""
+    key = _key(info.name)
+    if key in _BY_KEY and not exist_ok:
+        raise ValueError(f"dataset {info.name!r} is already registered; pass exist_ok=True to replace it.")
+    _DATASETS[info.name] = _BY_KEY[key] = info
+    return info
 
 
 def list_datasets(task: Task | None = None) -> list[str]:

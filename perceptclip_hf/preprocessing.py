@@ -1,4 +1,10 @@
-"""On-the-fly image transforms (PIL + torch, no torchvision) for ``Dataset.set_transform``.
+"""Preprocessing: every image → tensor policy, shared by training, evaluation and serving (PIL + torch, no
+torchvision).
+
+A task's crop policy (:mod:`.tasks`: ``TaskSpec.preprocessing``) picks the transforms; crop size and normalisation
+come from the model's image processor (:func:`transform_kwargs`). :func:`build_transform` gives the training and
+evaluation transforms, :func:`build_inference_transform` the serving one, :func:`center_view_transform` the
+whole-image view (interpretability), :func:`preresize` an optional pre-resized copy of a dataset.
 
 Each transform maps a batch ``{"image": [...], "label": [...], ...}`` to ``{"pixel_values": [...],
 "labels": [...]}`` (``labels`` only when the batch has labels): float32 tensors of shape
@@ -15,7 +21,9 @@ Training randomness comes from torch's global RNG (which ``DataLoader`` re-seeds
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -23,12 +31,14 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .images import open_image
+from .data.images import open_image
+from .modeling import default_image_processor
+from .tasks import TaskSpec, get_task, task_of_config
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESAMPLE = Image.Resampling.BILINEAR
+DEFAULT_IQA_CROPS = 15
 
 
 # ----------------------------------------------------------------------------- PIL / tensor helpers
@@ -110,7 +120,7 @@ class ImageTransform:
     """Base: opens images, applies :meth:`transform_image`, converts labels."""
 
     def __init__(
-        self, crop_size: int = 224, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+        self, crop_size: int = 224, mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
         image_column: str = "image", label_column: str = "label",
     ):
         self.crop_size, self.mean, self.std = crop_size, tuple(mean), tuple(std)
@@ -205,17 +215,64 @@ class EmotionTrainTransform(ImageTransform):
         return self._tensor(image)
 
 
-def build_transform(
-    task: Literal["quality", "memorability", "emotion"], train: bool, **kwargs: Any
+class IQACenterCropTransform(ImageTransform):
+    """One center crop at native resolution (after the optional short-side resize): the deterministic
+    single-view counterpart of :class:`IQATestTransform`'s random crops."""
+
+    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None, **kw):
+        super().__init__(crop_size, **kw)
+        self.resize_short = resize_short
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        if self.resize_short:
+            image = resize_short_side(image, self.resize_short)
+        return self._tensor(center_crop(ensure_min_side(image, self.crop_size), self.crop_size))
+
+
+# ----------------------------------------------------------------------------- policies
+# Crop policy (``TaskSpec.preprocessing``) → (training transform, evaluation transform).
+POLICIES: dict[str, tuple[type[ImageTransform], type[ImageTransform]]] = {
+    "iqa_random_crops": (IQATrainTransform, IQATestTransform),
+    "resize_center_crop": (ResizeCenterCropTransform, ResizeCenterCropTransform),
+    "random_resized_crop": (EmotionTrainTransform, ResizeCenterCropTransform),
+}
+
+
+def build_transform(task: str | TaskSpec, train: bool, **kwargs: Any) -> ImageTransform:
+    """The paper's training or evaluation transform of ``task`` (a name or spec); ``kwargs`` go to the transform:
+    crop_size, mean, std, seed and, for multi-crop (IQA) policies, resize_short and num_crops."""
+    spec = get_task(task) if isinstance(task, str) else task
+    return POLICIES[spec.preprocessing][0 if train else 1](**kwargs)
+
+
+def transform_kwargs(model_config) -> dict[str, Any]:
+    """Crop size and normalisation of a model, from its inference image processor."""
+    processor = default_image_processor(model_config)
+    return dict(crop_size=processor.crop_size["height"], mean=processor.image_mean, std=processor.image_std)
+
+
+def center_view_transform(model_config) -> ResizeCenterCropTransform:
+    """Resize the short side to the model's input size and center-crop: the whole-image view."""
+    return ResizeCenterCropTransform(**transform_kwargs(model_config))
+
+
+def build_inference_transform(
+    model_config, tta: int | None = None, seed: int = 0, resize_short: int | None = None
 ) -> ImageTransform:
-    """The paper's transform for ``task`` (``kwargs`` go to the transform: crop_size, mean, std, seed...)."""
-    if task == "quality":
-        return IQATrainTransform(**kwargs) if train else IQATestTransform(**kwargs)
-    if task == "emotion" and train:
-        return EmotionTrainTransform(**kwargs)
-    if task in ("memorability", "emotion"):
-        return ResizeCenterCropTransform(**kwargs)
-    raise ValueError(f"unknown task {task!r}; use 'quality', 'memorability' or 'emotion'")
+    """The test-time transform of a model: crop size and mean/std from its image processor. Tasks whose policy
+    averages random crops (IQA) get ``tta`` crops (default 15; 1 = center crop) after the short-side resize they
+    were trained with (``resize_short``, default ``config.test_resize_short``); others the evaluation transform."""
+    spec = task_of_config(model_config)
+    common = transform_kwargs(model_config)
+    if not spec.multi_crop_test:
+        return build_transform(spec, train=False, **common)
+    resize_short = resize_short or getattr(model_config, "test_resize_short", None)
+    tta = DEFAULT_IQA_CROPS if tta is None else tta
+    if tta < 1:
+        raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")
+    if tta == 1:
+        return IQACenterCropTransform(resize_short=resize_short, **common)
+    return build_transform(spec, train=False, num_crops=tta, seed=seed, resize_short=resize_short, **common)
 
 
 def with_image_transform(ds: Dataset, transform: ImageTransform) -> Dataset:
@@ -232,3 +289,28 @@ def _label_tensor(label: Any) -> torch.Tensor:
     if isinstance(label, (int, np.integer)):
         return torch.tensor(int(label), dtype=torch.long)
     return torch.tensor(float(label), dtype=torch.float32)
+
+
+def preresize(
+    ds: Dataset, short_side: int = 384, *, cache_dir: str | Path | None = None,
+    image_format: Literal["JPEG", "PNG"] = "JPEG", quality: int = 95, num_proc: int | None = None,
+) -> Dataset:
+    """``ds`` with ``image`` replaced by encoded bytes resized so the short side is ``short_side``: decode each big
+    image once. Bilinear (LoDa's ``Resize(384)``; smaller images are enlarged too), JPEG (``quality``) or lossless
+    PNG. With ``cache_dir`` the result is written once to an Arrow file named after the input's fingerprint."""
+    cache_file = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        name = f"preresize-{ds._fingerprint}-{short_side}-{image_format.lower()}-{quality}.arrow"
+        cache_file = str(Path(cache_dir) / name)
+
+    def encode(example: dict) -> dict:
+        image = resize_short_side(open_image(example["image"]), short_side)
+        buffer = io.BytesIO()
+        image.save(buffer, format=image_format, **({"quality": quality} if image_format == "JPEG" else {}))
+        return {"image": {"bytes": buffer.getvalue(), "path": None}}
+
+    source = ds.cast_column("image", ImageFeature(decode=False))
+    resized = source.map(encode, cache_file_name=cache_file, load_from_cache_file=True, num_proc=num_proc,
+                         desc=f"pre-resizing to {short_side}px")
+    return resized.cast_column("image", ImageFeature())

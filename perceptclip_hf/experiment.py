@@ -1,6 +1,11 @@
-"""The evaluation protocol: every split of a dataset (IQA 10, LaMem 5, EmotionROI 5, EmoSet 1), an optional
-learning-rate sweep chosen on validation, `results.json` + `results.md` with per-split values and the median (IQA)
-or mean (others); and cross-dataset evaluation of a trained model."""
+"""An experiment: every split of a dataset (IQA 10, LaMem 5, EmotionROI 5, EmoSet 1), an optional learning-rate
+sweep chosen on validation, `results.json` + `results.md` with per-split values and the task's median (IQA) or mean,
+and cross-dataset evaluation of each trained model. The only place that knows a run's folder layout:
+
+    <output_dir>/results.json, results.md
+    <output_dir>/split_<k>/lr_<lr>/          Trainer checkpoints of one learning rate
+    <output_dir>/split_<k>/model/            the selected model (save_pretrained)
+"""
 
 from __future__ import annotations
 
@@ -9,28 +14,55 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from transformers import TrainingArguments, set_seed
 
-from .data import benchmark_splits, get_dataset_info, load_benchmark
-from .metrics import aggregate_splits, classification_metrics, regression_metrics
-from .training import (
+from .data import get_dataset_info
+from .evaluation import cross_dataset_evaluation
+from .metrics import aggregate_splits
+from .modeling import PerceptCLIPConfig
+from .recipe import (
     DataArguments,
     ExperimentArguments,
-    ModelArguments,
     build_model,
-    evaluate_parts,
-    prepare_splits,
+    model_config_kwargs,
     resolve_task,
-    stage2_heads,
-    train_one,
-    training_arguments,
 )
+from .training import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
 
 logger = logging.getLogger(__name__)
 
+RESULTS_FILE = "results.json"
+RESULTS_TABLE = "results.md"
+MODEL_DIR = "model"
 
-def run_experiment(model_args: ModelArguments, data_args: DataArguments, experiment: ExperimentArguments,
+
+def split_dir(output_dir: str | Path, split: int) -> Path:
+    return Path(output_dir) / f"split_{split}"
+
+
+def lr_dir(output_dir: str | Path, split: int, learning_rate: float) -> Path:
+    return split_dir(output_dir, split) / f"lr_{learning_rate:g}"
+
+
+def split_model_dir(output_dir: str | Path, split: int) -> Path:
+    """The model selected on split `split`'s validation set."""
+    return split_dir(output_dir, split) / MODEL_DIR
+
+
+def run_model_dir(run_dir: str | Path) -> Path:
+    """The model of a run: `<run>/model`, else the first reported split's `<run>/split_<k>/model`."""
+    run_dir = Path(run_dir)
+    if (run_dir / MODEL_DIR).is_dir():
+        return run_dir / MODEL_DIR
+    results = json.loads((run_dir / RESULTS_FILE).read_text()) if (run_dir / RESULTS_FILE).exists() else {}
+    splits = [row["split"] for row in results.get("splits", [])]
+    candidate = split_model_dir(run_dir, splits[0]) if splits else None
+    if candidate is None or not candidate.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no model/ and no split_<k>/model/ of a train.py run (with results.json).")
+    return candidate
+
+
+def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentArguments,
                    base_args: TrainingArguments) -> dict:
     """Train and test on every requested split (and LR), write `results.json` / `results.md`, save models."""
     task = validate_arguments(model_args, data_args, experiment)
@@ -41,9 +73,9 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
     for split in data_args.splits:
         candidates = []
         for lr in learning_rates:
-            run_dir = output_dir / f"split_{split}" / f"lr_{lr:g}"
+            run_dir = lr_dir(output_dir, split, lr)
             set_seed(base_args.seed)
-            resize = data_args.resize_short_for(task.datasets[0]) if task.name == "quality" else None
+            resize = data_args.resize_short_for(task.datasets[0]) if task.spec.multi_crop_test else None
             model = build_model(model_args, task, test_resize_short=resize)
             data = prepare_splits(task, data_args, split, model, base_args.seed)
             args = training_arguments(base_args, run_dir, task, lr, multi)
@@ -55,7 +87,7 @@ def run_experiment(model_args: ModelArguments, data_args: DataArguments, experim
             candidates.append({"learning_rate": lr, "validation": validation, "test": test, "trainer": trainer})
             logger.info("split %s lr %g: validation %s test %s", split, lr, validation, test)
         best = max(candidates, key=lambda c: c["validation"].get(task.best_metric, float("-inf")))
-        model_dir = output_dir / f"split_{split}" / "model"
+        model_dir = split_model_dir(output_dir, split)
         if experiment.save_model or experiment.cross_eval_dataset:
             best["trainer"].save_model(str(model_dir))
         row = {"split": split, "learning_rate": best["learning_rate"], "validation": best["validation"],
@@ -99,7 +131,7 @@ def per_dataset_results(name: str, split_results: list[dict], task) -> dict:
             "aggregate": aggregate_splits([row["test"] for row in splits], how=task.aggregation)}
 
 
-def validate_arguments(model_args: ModelArguments, data_args: DataArguments, experiment: ExperimentArguments):
+def validate_arguments(model_args, data_args: DataArguments, experiment: ExperimentArguments):
     """Check a recipe before any work: known datasets of one task, one data_dir each, valid choices and splits.
     Returns the task."""
     if len(data_args.data_dir) != len(data_args.dataset):
@@ -116,22 +148,19 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, exp
         bad = [s for s in data_args.splits if not 0 <= s < info.num_splits]
         if bad:
             raise ValueError(f"splits {bad} out of range for {name} (0..{info.num_splits - 1}).")
-    choices = {"adaptation": ("lora", "frozen", "full"), "head_type": ("mlp", "linear"),
-               "loss": (None, "plcc", "mse", "cross_entropy")}
-    for name, allowed in choices.items():
-        if getattr(model_args, name) not in allowed:
-            raise ValueError(f"{name}={getattr(model_args, name)!r}: expected one of {list(allowed)}.")
     if model_args.vision_config is None and not model_args.base_model_name_or_path:
         raise ValueError("Give base_model_name_or_path (pretrained backbone) or vision_config (random backbone).")
-    if (model_args.loss == "cross_entropy") != (task.name == "emotion") and model_args.loss is not None:
-        raise ValueError(f"loss {model_args.loss!r} does not fit the {task.name} task.")
+    try:  # the config validates every model option (choices, loss against task)
+        PerceptCLIPConfig(**model_config_kwargs(model_args, task))
+    except Exception as err:  # strict-dataclass errors wrap the config's ValueError
+        raise ValueError(str(err).splitlines()[-1].strip()) from err
     return task
 
 
 def write_results(results: dict, output_dir: Path) -> None:
     """`results.json` and a markdown table of the per-split test metrics and their aggregate."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     names = list(results["aggregate"])
     lines = [f"# {results['dataset']} ({results['task']})", "",
              "| split | lr | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
@@ -140,44 +169,4 @@ def write_results(results: dict, output_dir: Path) -> None:
                      + " | ".join(f"{row['test'].get(n, float('nan')):.4f}" for n in names) + " |")
     lines.append(f"| **{results['metric_aggregation']}** | | "
                  + " | ".join(f"**{results['aggregate'][n]:.4f}**" for n in names) + " |")
-    (output_dir / "results.md").write_text("\n".join(lines) + "\n")
-
-
-def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test",
-                       progress=None) -> tuple[dict, int]:
-    """The paper's metrics of a `PerceptScorer` on a benchmark part (`split=None`: the whole dataset, as THINGS in
-    the paper) and its number of images. IQA: the scorer's 15 test crops, PLCC after the 4-parameter logistic fit;
-    a model's score direction is matched to the dataset's (LIVE DMOS); emotion classes are matched by name."""
-    info = get_dataset_info(dataset)
-    ds = load_benchmark(info.name, data_dir)
-    if split is not None:
-        parts = benchmark_splits(info.name, ds, split, data_dir=data_dir)
-        if part not in parts:
-            raise ValueError(f"{info.name} split {split} has parts {list(parts)}, not {part!r}")
-        ds = parts[part]
-    predictions = scorer.iter_predictions(ds)
-    results = list(progress(predictions, total=len(ds)) if progress else predictions)
-    labels = ds["label"]
-    if not scorer.is_classification:
-        sign = 1.0 if scorer.higher_is_better == info.higher_is_better else -1.0
-        return regression_metrics([sign * r["score"] for r in results], labels), len(ds)
-    class_names = list(info.class_names or ds.features["label"].names)
-    model_labels = [label.lower() for label in scorer.labels]
-    missing = [name for name in class_names if name.lower() not in model_labels]
-    if missing:
-        raise ValueError(f"the model's labels {scorer.labels} lack the dataset's classes {missing}")
-    order = [model_labels.index(name.lower()) for name in class_names]
-    probabilities = np.array([[list(r["probabilities"].values())[i] for i in order] for r in results])
-    positive = [class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
-    metrics = classification_metrics(probabilities, np.asarray(labels, dtype=np.int64), positive_classes=positive)
-    return metrics, len(ds)
-
-
-def cross_dataset_evaluation(model_dir: str, dataset: str, data_dir: str, split: int | None = None,
-                             seed: int = 0) -> dict:
-    """Metrics of a trained model on another dataset (e.g. train FLIVE, test KonIQ), PLCC after the 4-parameter
-    logistic fit, with the dataset's test-time resize."""
-    from .inference import PerceptScorer
-
-    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, resize_short=get_dataset_info(dataset).test_resize_short)
-    return evaluate_benchmark(scorer, dataset, data_dir, split)[0]
+    (output_dir / RESULTS_TABLE).write_text("\n".join(lines) + "\n")

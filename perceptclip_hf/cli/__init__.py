@@ -1,0 +1,59 @@
+"""The ``perceptclip`` command, one subcommand a module: predict, evaluate, explain, train, push, list. Each module
+has ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int`` (``PASSTHROUGH``
+modules parse their own arguments: ``args.argv``).
+
+    perceptclip predict photos/ extra/*.png --model ./perceptclip-koniq --output scores.csv
+    perceptclip predict photos/ --model ./perceptclip-koniq --output scores.csv --resume
+    perceptclip evaluate --model ./perceptclip-koniq --dataset koniq10k --data-dir /data/koniq --split-index 0
+    perceptclip explain face.jpg --model ./perceptclip-emotions --out explain/ --top-k 4
+    perceptclip train --config configs/koniq10k.yaml --data_dir /data/koniq10k      # = python train.py ...
+    perceptclip push --run-dir outputs/koniq --repo-id me/perceptclip-koniq         # = python push_to_hub.py ...
+    perceptclip list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import evaluate, explain, listing, predict, push, train
+from .common import PROG, UsageError
+
+SUBCOMMANDS = (predict, evaluate, explain, train, push, listing)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="PerceptCLIP: perceptual image scoring "
+                                     "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        passthrough = getattr(module, "PASSTHROUGH", False)
+        subparser = commands.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION,
+                                        add_help=not passthrough)
+        if not passthrough:
+            module.add_arguments(subparser)
+        subparser.set_defaults(handler=module.run, passthrough=passthrough)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and not args.passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    args.argv = passthrough
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # weight-loading bars; ours are tqdm
+    try:
+        return args.handler(args)
+    except UsageError as err:
+        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["UsageError", "build_parser", "main"]

@@ -1,0 +1,7 @@
+"""`python -m perceptclip_hf.cli`: the `perceptclip` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

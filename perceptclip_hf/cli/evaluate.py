@@ -1,0 +1,53 @@
+"""`perceptclip evaluate`: the paper's metrics of a model on a benchmark split (no Trainer involved)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from .common import UsageError, add_model_arguments, add_tta_arguments, load_scorer, progress
+
+
+NAME = "evaluate"
+HELP = "metrics on a benchmark's test split"
+DESCRIPTION = ("Predict a benchmark split (original dataset layout in --data-dir, see 'perceptclip list') and "
+               "print the paper's metrics as JSON: SRCC/PLCC (4PL)/KRCC/MSE for scores, accuracy/mAP/F1 "
+               "for emotions.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--dataset", "-d", required=True, help="benchmark name (see 'perceptclip list')")
+    parser.add_argument("--data-dir", required=True, help="folder of the dataset in its original layout")
+    parser.add_argument("--split-index", type=int, default=0, help="which of the benchmark's splits (default: 0)")
+    parser.add_argument("--split", default="test", help="part of the split to parser (default: test)")
+    parser.add_argument("--output", "-o", default=None, help="also write the metrics JSON to this file")
+    add_model_arguments(parser)
+    add_tta_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import get_dataset_info
+    from ..evaluation import evaluate_benchmark
+
+    try:
+        info = get_dataset_info(args.dataset)
+    except KeyError as err:
+        raise UsageError(str(err.args[0])) from None
+    if not os.path.isdir(args.data_dir):
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    scorer = load_scorer(args, resize_short=info.test_resize_short)
+    try:
+        metrics, num_images = evaluate_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
+                                                 progress=lambda it, total: progress(it, total=total,
+                                                                                     desc="evaluate", unit="img"))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    report = {"model": args.model, "dataset": info.name, "split_index": args.split_index, "split": args.split,
+              "num_images": num_images, "metrics": metrics}
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

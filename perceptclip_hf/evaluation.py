@@ -1,0 +1,51 @@
+"""Evaluation of a trained model on a benchmark: the paper's metrics of a `PerceptScorer` on a split, and
+cross-dataset evaluation (paper Table 2). Serving-side code: no Trainer is imported."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import benchmark_splits, get_dataset_info, load_benchmark
+from .inference import PerceptScorer
+from .metrics import classification_metrics, regression_metrics
+
+
+def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test",
+                       progress=None) -> tuple[dict, int]:
+    """The paper's metrics of a `PerceptScorer` on a benchmark part (`split=None`: the whole dataset, as THINGS in
+    the paper) and its number of images. IQA: the scorer's 15 test crops, PLCC after the 4-parameter logistic fit;
+    a model's score direction is matched to the dataset's (LIVE DMOS); emotion classes are matched by name."""
+    info = get_dataset_info(dataset)
+    ds = load_benchmark(info.name, data_dir)
+    if split is not None:
+        parts = benchmark_splits(info.name, ds, split, data_dir=data_dir)
+        if part not in parts:
+            raise ValueError(f"{info.name} split {split} has parts {list(parts)}, not {part!r}")
+        ds = parts[part]
+    predictions = scorer.iter_predictions(ds)
+    results = list(progress(predictions, total=len(ds)) if progress else predictions)
+    labels = ds["label"]
+    if not scorer.is_classification:
+        sign = 1.0 if scorer.higher_is_better == info.higher_is_better else -1.0
+        return regression_metrics([sign * r["score"] for r in results], labels), len(ds)
+    class_names = list(info.class_names or ds.features["label"].names)
+    model_labels = [label.lower() for label in scorer.labels]
+    missing = [name for name in class_names if name.lower() not in model_labels]
+    if missing:
+        raise ValueError(f"the model's labels {scorer.labels} lack the dataset's classes {missing}")
+    order = [model_labels.index(name.lower()) for name in class_names]
+    probabilities = np.array([[list(r["probabilities"].values())[i] for i in order] for r in results])
+    positive = [class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
+    metrics = classification_metrics(probabilities, np.asarray(labels, dtype=np.int64), positive_classes=positive)
+    return metrics, len(ds)
+
+
+def cross_dataset_evaluation(model_dir: str, dataset: str, data_dir: str, split: int | None = None,
+                             seed: int = 0) -> dict:
+    """Metrics of a trained model on another dataset (e.g. train FLIVE, test KonIQ), PLCC after the 4-parameter
+    logistic fit, with the dataset's test-time resize."""
+    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, resize_short=get_dataset_info(dataset).test_resize_short)
+    return evaluate_benchmark(scorer, dataset, data_dir, split)[0]
+
+
+__all__ = ["cross_dataset_evaluation", "evaluate_benchmark"]

@@ -1,0 +1,164 @@
+"""The layout as a contract: one task table (a new task needs one `register_task` call), evaluation without the
+training stack, one command line behind `train.py` / `push_to_hub.py`, small modules."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from perceptclip_hf.cli import main
+from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
+from perceptclip_hf.inference import PerceptScorer
+from perceptclip_hf.tasks import get_task, register_task
+from tests.conftest import BLOCK_PACKAGE, REPO_ROOT, run_python
+from tests.test_data_fixtures import make_koniq
+from tests.test_training import QUICKSTART, synthetic_dir, tiny_recipe  # noqa: F401 - `synthetic_dir` is a fixture
+
+TASK_LITERAL_COMPARISON = re.compile(
+    r"(task|task_name|task\.name|config\.task) *[!=]= *['\"](quality|memorability|emotion)['\"]")
+
+
+def perceptclip_command() -> list[str]:
+    """The installed console script, else the same entry point through the interpreter."""
+    script = shutil.which("perceptclip")
+    return [script] if script else [sys.executable, "-m", "perceptclip_hf.cli"]
+
+
+def test_only_the_task_table_names_the_tasks():
+    offenders = [f"{path.relative_to(REPO_ROOT)}:{number}" for path in sorted((REPO_ROOT / "perceptclip_hf").rglob("*.py"))
+                 if path.name != "tasks.py"
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if TASK_LITERAL_COMPARISON.search(line)]
+    assert offenders == []
+
+
+def test_no_python_module_over_400_lines():
+    sources = [*REPO_ROOT.glob("*.py"), *(REPO_ROOT / "perceptclip_hf").rglob("*.py"), *(REPO_ROOT / "modeling").glob("*.py")]
+    sizes = {str(path.relative_to(REPO_ROOT)): len(path.read_text().splitlines()) for path in sources}
+    assert len(sizes) > 30 and {name: n for name, n in sizes.items() if n > 400} == {}
+
+
+# ----- a new task: one register_task call ------------------------------------------------------------------------
+
+def write_aesthetics_fixture(folder: Path, count: int = 90) -> Path:
+    """Images whose 1-10 "aesthetics" score is their brightness (learnable by a tiny CNN), as a scores.csv table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(count):
+        level = index / (count - 1)
+        pixels = np.clip(level * 255 + rng.normal(0, 12, (40, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:03d}.png")
+        rows.append({"path": f"img{index:03d}.png", "score": round(1 + 9 * level, 4)})
+    with (folder / "scores.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def load_aesthetics(data_dir, **kwargs):
+    return load_table(Path(data_dir) / "scores.csv", name="aesthetics_fixture", **kwargs)
+
+
+def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_path, synthetic_dir):  # noqa: F811
+    spec = register_task("aesthetics", loss="mse", score_range=(1, 10), exist_ok=True)
+    assert get_task("aesthetics") is spec and not spec.multi_crop_test and spec.best_metric == "srcc"
+    data_dir = write_aesthetics_fixture(tmp_path / "aesthetics")
+    register_dataset(DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1.0, 10.0),
+                                 num_splits=1), exist_ok=True)
+
+    recipe = tiny_recipe(tmp_path, synthetic_dir, dataset=["aesthetics_fixture"], data_dir=[str(data_dir)],
+                         loss=None, num_train_epochs=8, max_train_samples=None, learning_rate=0.003)
+    assert main(["train", "--config", str(recipe)]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["task"] == "aesthetics" and results["metric_aggregation"] == "mean"
+    model_dir = tmp_path / "run" / "split_0" / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert (config["task"], config["loss"], config["problem_type"], config["score_range"]) == (
+        "aesthetics", "mse", "regression", [1.0, 10.0])
+
+    report = tmp_path / "evaluate.json"
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", "aesthetics_fixture", "--data-dir",
+                 str(data_dir), "--output", str(report)]) == 0
+    metrics = json.loads(report.read_text())["metrics"]
+    from scipy.stats import spearmanr
+
+    from perceptclip_hf.data import benchmark_splits
+
+    test = benchmark_splits("aesthetics_fixture", load_aesthetics(data_dir), 0)["test"]
+    scores = [r["score"] for r in PerceptScorer.from_pretrained(model_dir)(list(test["image_path"]))]
+    assert metrics["srcc"] == pytest.approx(spearmanr(scores, test["label"])[0])
+    assert metrics["srcc"] == pytest.approx(results["aggregate"]["srcc"], abs=1e-6)  # the Trainer saw the same
+    assert metrics["srcc"] > 0.5, metrics  # brightness is learnt: the task trained as a regression with MSE
+
+    scores_csv = tmp_path / "scores.csv"
+    assert main(["predict", str(data_dir), "--model", str(model_dir), "--output", str(scores_csv)]) == 0
+    with scores_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 90 and {(r["score_min"], r["score_max"]) for r in rows} == {("1.0", "10.0")}
+    # A user without the package (remote code only) loads the new task's model from its config alone.
+    run_python(BLOCK_PACKAGE + f"""
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+assert type(model).__name__ == "PerceptCLIPForRegression" and model.config.task == "aesthetics", model.config
+""")
+
+
+# ----- evaluation does not import the training stack -------------------------------------------------------------
+
+def test_evaluate_does_not_import_the_trainer(quality_dir, tmp_path):
+    make_koniq(tmp_path / "koniq", n=30)
+    out = run_python(f"""
+import sys
+from perceptclip_hf.cli import main
+rc = main(["evaluate", "--model", {str(quality_dir)!r}, "--dataset", "koniq10k", "--data-dir",
+           {str(tmp_path / "koniq")!r}, "--tta", "2", "--output", {str(tmp_path / "metrics.json")!r}])
+print("RC", rc, "TRAINER", "transformers.trainer" in sys.modules)
+""").stdout
+    assert "RC 0 TRAINER False" in out, out
+    assert "srcc" in json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+
+
+# ----- one command line behind the top-level scripts ------------------------------------------------------------
+
+def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, synthetic_dir):  # noqa: F811
+    runs = {}
+    for name, command in (("cli", [*perceptclip_command(), "train"]), ("script", [sys.executable, "train.py"])):
+        output_dir = tmp_path / name
+        result = subprocess.run([*command, "--config", str(QUICKSTART), "--data_dir", str(synthetic_dir),
+                                 "--output_dir", str(output_dir), "--disable_tqdm", "true"],
+                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = json.loads((output_dir / "results.json").read_text())
+    assert runs["cli"]["aggregate"] == runs["script"]["aggregate"]
+    assert [s["test"] for s in runs["cli"]["splits"]] == [s["test"] for s in runs["script"]["splits"]]
+    assert [s["validation"] for s in runs["cli"]["splits"]] == [s["validation"] for s in runs["script"]["splits"]]
+    print("quickstart test metrics (both commands):", runs["cli"]["aggregate"])
+
+
+def test_perceptclip_push_and_push_to_hub_py_write_the_same_folder(quality_dir, tmp_path):
+    folders = {}
+    for name, command in (("cli", [*perceptclip_command(), "push"]), ("script", [sys.executable, "push_to_hub.py"])):
+        folders[name] = tmp_path / name
+        result = subprocess.run([*command, "--model-dir", str(quality_dir), "--repo-id", "me/tiny", "--dry-run",
+                                 str(folders[name])], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    files = {name: {p.relative_to(f).as_posix(): p.read_bytes() for p in f.rglob("*") if p.is_file()}
+             for name, f in folders.items()}
+    assert len(files["cli"]) >= 6 and files["cli"] == files["script"]
+
+
+def test_train_and_push_help_list_their_options():
+    for command, option in (("train", "--learning_rates"), ("push", "--repo-id")):
+        result = subprocess.run([*perceptclip_command(), command, "--help"], capture_output=True, text=True,
+                                cwd=REPO_ROOT, timeout=120)
+        assert result.returncode == 0 and option in result.stdout and f"perceptclip {command}" in result.stdout
