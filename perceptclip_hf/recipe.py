@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import yaml
@@ -25,7 +25,7 @@ TASK_FILLED_OPTIONS = ("loss",)
 
 
 def _config_help(name: str) -> str:
-    """The first sentence of a field's entry in the config's docstring."""
+    """A field's entry in the config's docstring (its `Args:` section), on one line."""
     match = re.search(rf"^\s+{name} \(`[^`]*`[^)]*\)(?:\s*,\s*\*optional\*[^:]*)?:\s*(.+?)(?=\n\s+\w+ \(`|\n\n)",
                       PerceptCLIPConfig.__doc__, flags=re.M | re.S)
     return " ".join(match.group(1).split()) if match else ""
@@ -35,9 +35,10 @@ def _model_option(name: str, defaults: PerceptCLIPConfig) -> tuple[str, type, ob
     config_field = PerceptCLIPConfig.__dataclass_fields__[name]
     annotation = float if name == "lora_alpha" else config_field.type  # `int | float`: a float on the command line
     default = None if name in TASK_FILLED_OPTIONS else getattr(defaults, name)
-    value = field(default_factory=lambda v=default: list(v)) if isinstance(default, list) else field(default=default)
-    value.metadata = {"help": _config_help(name)}
-    return name, annotation, value
+    metadata = {"help": _config_help(name)}
+    if isinstance(default, list):
+        return name, annotation, field(default_factory=lambda v=default: list(v), metadata=metadata)
+    return name, annotation, field(default=default, metadata=metadata)
 
 
 def _model_arguments_class() -> type:

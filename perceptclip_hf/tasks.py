@@ -14,7 +14,7 @@ the remote code (`modeling.TASK_PRESETS`), so a saved model needs nothing from t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,7 +52,6 @@ class TaskSpec:
         best_metric: the metric (higher is better) that selects a model on validation.
         aggregation: how per-split test metrics are summarised: `"median"` (IQA, LoDa) or `"mean"`.
         title, card_tags, card_task_type, card_template: how model cards describe the task.
-        score_name: the name of a regression output in results (`"score"`).
     """
 
     name: str
@@ -68,8 +67,6 @@ class TaskSpec:
     card_tags: tuple[str, ...] = ()
     card_task_type: str = "image-classification"
     card_template: str = "custom.md"
-    score_name: str = "score"
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         classification = self.problem_type in CLASSIFICATION_PROBLEMS

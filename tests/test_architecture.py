@@ -162,3 +162,18 @@ def test_train_and_push_help_list_their_options():
         result = subprocess.run([*perceptclip_command(), command, "--help"], capture_output=True, text=True,
                                 cwd=REPO_ROOT, timeout=120)
         assert result.returncode == 0 and option in result.stdout and f"perceptclip {command}" in result.stdout
+
+
+def test_recipe_model_options_are_the_configs_fields_and_the_config_validates_them():
+    from perceptclip_hf.experiment import validate_arguments
+    from perceptclip_hf.modeling import PerceptCLIPConfig
+    from perceptclip_hf.recipe import MODEL_OPTIONS, DataArguments, ExperimentArguments, ModelArguments
+
+    defaults, arguments = PerceptCLIPConfig(), ModelArguments()
+    for name in MODEL_OPTIONS:
+        assert ModelArguments.__dataclass_fields__[name].metadata["help"], name
+        assert name == "loss" or getattr(arguments, name) == getattr(defaults, name), name
+    with pytest.raises(ValueError, match=r"PerceptCLIPConfig.adaptation='bogus'"):
+        validate_arguments(ModelArguments(adaptation="bogus"), DataArguments(), ExperimentArguments())
+    with pytest.raises(ValueError, match=r"loss='cross_entropy' does not fit"):
+        validate_arguments(ModelArguments(loss="cross_entropy"), DataArguments(), ExperimentArguments())
