@@ -65,16 +65,31 @@ def write_aesthetics_fixture(folder: Path, count: int = 90) -> Path:
     return folder
 
 
+@pytest.fixture
+def restored_registries():
+    """The task table, the config presets and the dataset registry as they were before the test."""
+    from perceptclip_hf import tasks
+    from perceptclip_hf.data import registry
+    from perceptclip_hf.modeling import TASK_PRESETS
+
+    saved = [(table, dict(table)) for table in (tasks._TASKS, TASK_PRESETS, registry._DATASETS, registry._BY_KEY)]
+    yield
+    for table, content in saved:
+        table.clear()
+        table.update(content)
+
+
 def load_aesthetics(data_dir, **kwargs):
     return load_table(Path(data_dir) / "scores.csv", name="aesthetics_fixture", **kwargs)
 
 
-def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_path, synthetic_dir):  # noqa: F811
-    spec = register_task("aesthetics", loss="mse", score_range=(1, 10), exist_ok=True)
+def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_path, synthetic_dir,  # noqa: F811
+                                                                        restored_registries):
+    spec = register_task("aesthetics", loss="mse", score_range=(1, 10))
     assert get_task("aesthetics") is spec and not spec.multi_crop_test and spec.best_metric == "srcc"
     data_dir = write_aesthetics_fixture(tmp_path / "aesthetics")
     register_dataset(DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1.0, 10.0),
-                                 num_splits=1), exist_ok=True)
+                                 num_splits=1))
 
     recipe = tiny_recipe(tmp_path, synthetic_dir, dataset=["aesthetics_fixture"], data_dir=[str(data_dir)],
                          loss=None, num_train_epochs=8, max_train_samples=None, learning_rate=0.003)
