@@ -4,6 +4,7 @@ multi-dataset stage 2 (paper sec. 3.1-3.2, A.1). The loop over splits and learni
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from datasets import Dataset, Value, concatenate_datasets
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data import benchmark_splits, get_dataset_info, load_benchmark, repeat_dataset
 from .metrics import aggregate_splits
@@ -19,6 +20,7 @@ from .preprocessing import build_transform, transform_kwargs, with_image_transfo
 from .recipe import DataArguments, TrainingTask
 
 logger = logging.getLogger(__name__)
+TRAINER_STATE_FILE = "trainer_state.json"
 
 
 class PerHeadTransform:
@@ -137,9 +139,25 @@ def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: Trainin
         compute_metrics=make_compute_metrics(task),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     return trainer, *evaluate_parts(trainer, data)
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint a run finished writing. The Trainer writes `trainer_state.json` last, so a run killed
+    while saving leaves a newer folder without it (or without weights): that one is skipped, with a warning."""
+    def step(path: Path) -> int:
+        suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+        return int(suffix) if suffix.isdigit() else -1
+
+    for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"), key=step, reverse=True):
+        try:
+            json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+            return str(checkpoint)
+        except (OSError, ValueError):
+            logger.warning("Not resuming from %s: an interrupted save left it incomplete.", checkpoint)
+    return None
 
 
 def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validation", "test")) -> list[dict]:

@@ -246,3 +246,23 @@ def test_cross_dataset_evaluation_scores_the_other_datasets_test_split(quality_d
     test = benchmark_splits("koniq10k", load_benchmark("koniq10k", tmp_path / "koniq"), 0)["test"]
     scores = [r["score"] for r in PerceptScorer.from_pretrained(quality_dir, resize_short=384)(test)]
     assert len(test) == 6 and metrics["srcc"] == pytest.approx(spearmanr(scores, test["label"])[0])
+
+
+def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
+    """A kill during a save leaves `checkpoint-N` without `trainer_state.json` (the Trainer writes it last): resuming
+    must take the newest complete one. (`get_last_checkpoint` would pick the broken folder: the resume test's flake.)"""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from perceptclip_hf.training import last_complete_checkpoint
+
+    for step, complete in ((5, True), (15, True), (30, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        if complete:
+            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-30")
+    with caplog.at_level("WARNING", logger="perceptclip_hf.training"):
+        assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-15")
+    assert "checkpoint-30" in caplog.text
+    assert last_complete_checkpoint(tmp_path / "missing") is None
