@@ -1,6 +1,13 @@
 """The PerceptCLIP remote code (shipped to the Hub beside the weights); installed as `perceptclip_hf.modeling`."""
 
-from .configuration_perceptclip import CHOICES, EMOTION_LABELS, TASK_PRESETS, PerceptCLIPConfig
+from .configuration_perceptclip import (
+    CHOICES,
+    CLASSIFICATION_PROBLEM_TYPES,
+    EMOTION_LABELS,
+    TASK_PRESETS,
+    PerceptCLIPConfig,
+    check_config,
+)
 from .image_processing_perceptclip import default_image_processor
 from .loss_perceptclip import LOSSES, get_loss_fn, plcc_loss, task_loss
 from .modeling_perceptclip import (
@@ -15,8 +22,8 @@ from .modeling_perceptclip import (
 )
 
 __all__ = [
-    "ADAPTER_KEY_MARKERS", "CHOICES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES", "TASK_PRESETS",
+    "ADAPTER_KEY_MARKERS", "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES", "TASK_PRESETS",
     "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression", "PerceptCLIPOutput",
-    "PerceptCLIPPreTrainedModel", "create_model", "default_image_processor", "get_loss_fn", "lora_config",
+    "PerceptCLIPPreTrainedModel", "check_config", "create_model", "default_image_processor", "get_loss_fn", "lora_config",
     "plcc_loss", "task_loss",
 ]

@@ -2,6 +2,7 @@
 """PerceptCLIP model configuration (remote code: imports only torch/transformers/peft and sibling files)."""
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -29,6 +30,7 @@ TASK_PRESETS = {
     "emotion": {"problem_type": "single_label_classification", "loss": "cross_entropy", "labels": EMOTION_LABELS},
     "custom": {},
 }
+CLASSIFICATION_PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 # The allowed values of the architecture's choice fields: the one place they are validated.
 CHOICES = {
     "adaptation": ("lora", "frozen", "full"),
@@ -149,7 +151,7 @@ class PerceptCLIPConfig(PreTrainedConfig):
 
     @property
     def is_classification(self) -> bool:
-        return self.problem_type in ("single_label_classification", "multi_label_classification")
+        return self.problem_type in CLASSIFICATION_PROBLEM_TYPES
 
     @property
     def head_sizes(self) -> dict[str, int]:
@@ -161,6 +163,15 @@ class PerceptCLIPConfig(PreTrainedConfig):
         return next(iter(self.head_sizes))
 
 
-__all__ = ["CHOICES", "EMOTION_LABELS", "PerceptCLIPConfig", "TASK_PRESETS", "VIT_L14_VISION_KWARGS"]
+def check_config(**kwargs) -> PerceptCLIPConfig:
+    """`PerceptCLIPConfig(**kwargs)`, with a validation failure raised as the config's own `ValueError` (the strict
+    dataclass wraps it): the check callers use before any work."""
+    try:
+        return PerceptCLIPConfig(**kwargs)
+    except StrictDataclassError as err:
+        raise (err.__cause__ if isinstance(err.__cause__, ValueError) else ValueError(str(err))) from None
+
+
+__all__ = ["CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "check_config", "EMOTION_LABELS", "PerceptCLIPConfig", "TASK_PRESETS", "VIT_L14_VISION_KWARGS"]
 
 PerceptCLIPConfig.register_for_auto_class()

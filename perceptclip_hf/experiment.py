@@ -4,6 +4,7 @@ and cross-dataset evaluation of each trained model. The only place that knows a 
 
     <output_dir>/results.json, results.md
     <output_dir>/split_<k>/lr_<lr>/          Trainer checkpoints of one learning rate
+    <output_dir>/split_<k>/lr_<lr>/stage2/<dataset>/   multi-dataset stage 2: each head's checkpoints
     <output_dir>/split_<k>/model/            the selected model (save_pretrained)
 """
 
@@ -19,7 +20,7 @@ from transformers import TrainingArguments, set_seed
 from .data import get_dataset_info
 from .evaluation import cross_dataset_evaluation
 from .metrics import aggregate_splits
-from .modeling import PerceptCLIPConfig
+from .modeling import check_config
 from .recipe import (
     DataArguments,
     ExperimentArguments,
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
 MODEL_DIR = "model"
+STAGE2_DIR = "stage2"
 
 
 def split_dir(output_dir: str | Path, split: int) -> Path:
@@ -82,7 +84,7 @@ def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentA
             trainer, validation, test = train_one(model, task, data, args, experiment.early_stopping_patience,
                                                   experiment.resume)
             if multi and experiment.stage2_epochs > 0:
-                stage2_heads(model, task, data, args, experiment.stage2_epochs, run_dir)
+                stage2_heads(model, task, data, args, experiment.stage2_epochs, run_dir / STAGE2_DIR)
                 validation, test = evaluate_parts(trainer, data)
             candidates.append({"learning_rate": lr, "validation": validation, "test": test, "trainer": trainer})
             logger.info("split %s lr %g: validation %s test %s", split, lr, validation, test)
@@ -150,10 +152,7 @@ def validate_arguments(model_args, data_args: DataArguments, experiment: Experim
             raise ValueError(f"splits {bad} out of range for {name} (0..{info.num_splits - 1}).")
     if model_args.vision_config is None and not model_args.base_model_name_or_path:
         raise ValueError("Give base_model_name_or_path (pretrained backbone) or vision_config (random backbone).")
-    try:  # the config validates every model option (choices, loss against task)
-        PerceptCLIPConfig(**model_config_kwargs(model_args, task))
-    except Exception as err:  # strict-dataclass errors wrap the config's ValueError
-        raise ValueError(str(err).splitlines()[-1].strip()) from err
+    check_config(**model_config_kwargs(model_args, task))
     return task
 
 

@@ -72,8 +72,8 @@ def parse_results(results: Mapping, default_task: str) -> list[DatasetResults]:
 
 
 def spec_of(task: str) -> TaskSpec:
-    """A results file's task: the registered spec, else the generic one."""
-    return get_task(task if task in list_tasks() else "custom")
+    """A results file's task: the registered spec, else a generic one of that name (as `task_of_config`)."""
+    return get_task(task) if task in list_tasks() else TaskSpec(name=task)
 
 
 def dataset_results(name: str, entry: Mapping, default_task: str) -> DatasetResults:

@@ -8,7 +8,7 @@ whole-image view (interpretability), :func:`preresize` an optional pre-resized c
 
 Each transform maps a batch ``{"image": [...], "label": [...], ...}`` to ``{"pixel_values": [...],
 "labels": [...]}`` (``labels`` only when the batch has labels): float32 tensors of shape
-``(3, crop_size, crop_size)`` normalised with CLIP's mean/std; ``IQATestTransform`` gives
+``(3, crop_size, crop_size)`` normalised with the model's mean/std (default CLIP's); ``IQATestTransform`` gives
 ``(num_crops, 3, crop_size, crop_size)`` per image. ``labels`` is float32 for scores, int64 for classes.
 
 Choices: every resize is PIL bilinear (antialiased), like the official ``Resize(224)`` inference; an

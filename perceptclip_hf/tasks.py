@@ -8,23 +8,27 @@ the remote code (`modeling.TASK_PRESETS`), so a saved model needs nothing from t
     >>> from perceptclip_hf.tasks import get_task, register_task
     >>> get_task("quality").preprocessing
     'iqa_random_crops'
-    >>> register_task("aesthetics", loss="mse", score_range=(1, 10))   # then train / evaluate / predict it
+    >>> spec = register_task("aesthetics", loss="mse", score_range=(1, 10))   # then train / evaluate / predict it
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .metrics import classification_metrics, regression_metrics
-from .modeling import CHOICES, TASK_PRESETS, PerceptCLIPConfig
+from .modeling import CLASSIFICATION_PROBLEM_TYPES, TASK_PRESETS, PerceptCLIPConfig, check_config
+
+logger = logging.getLogger(__name__)
 
 # Crop policies of :mod:`.preprocessing` (what a task's train / evaluation transforms are).
 PREPROCESSING_POLICIES = ("iqa_random_crops", "resize_center_crop", "random_resized_crop")
 AGGREGATIONS = ("median", "mean")
-CLASSIFICATION_PROBLEMS = ("single_label_classification", "multi_label_classification")
+# What training supports: scores (any loss but cross-entropy) and one class per image (cross-entropy).
+PROBLEM_TYPES = ("regression", "single_label_classification")
 
 
 def _regression_metrics(predictions: np.ndarray, labels: np.ndarray, positive_classes=None) -> dict[str, float]:
@@ -41,7 +45,8 @@ class TaskSpec:
 
     Args:
         name: the config's `task` value.
-        problem_type: `"regression"` or `"single_label_classification"` (the model class follows from it).
+        problem_type: `"regression"` or `"single_label_classification"` (the model class follows from it;
+            multi-label training is not supported).
         loss: `"plcc"`, `"mse"` or `"cross_entropy"`.
         labels: output names (class names in logit order; one name per regression output).
         score_range: `(low, high)` of the scores (documentation, cards, CSV columns).
@@ -69,17 +74,14 @@ class TaskSpec:
     card_template: str = "custom.md"
 
     def __post_init__(self):
-        classification = self.problem_type in CLASSIFICATION_PROBLEMS
-        if self.problem_type != "regression" and not classification:
-            raise ValueError(f"task {self.name!r}: problem_type={self.problem_type!r}; expected 'regression' or one "
-                             f"of {list(CLASSIFICATION_PROBLEMS)}.")
-        for field_name, value, allowed in (("loss", self.loss, CHOICES["loss"]),
+        for field_name, value, allowed in (("problem_type", self.problem_type, PROBLEM_TYPES),
                                            ("preprocessing", self.preprocessing, PREPROCESSING_POLICIES),
                                            ("aggregation", self.aggregation, AGGREGATIONS)):
             if value not in allowed:
                 raise ValueError(f"task {self.name!r}: {field_name}={value!r}; expected one of {list(allowed)}.")
-        if (self.loss == "cross_entropy") != classification:
-            raise ValueError(f"task {self.name!r}: loss {self.loss!r} does not fit problem_type {self.problem_type!r}.")
+        # The loss and its fit to the problem type: validated by the config, as for any model.
+        check_config(task=self.name, problem_type=self.problem_type, loss=self.loss)
+        classification = self.is_classification
         if classification and not self.labels:
             raise ValueError(f"task {self.name!r}: a classification task needs its class names (labels=...).")
         defaults = {
@@ -93,7 +95,7 @@ class TaskSpec:
 
     @property
     def is_classification(self) -> bool:
-        return self.problem_type in CLASSIFICATION_PROBLEMS
+        return self.problem_type in CLASSIFICATION_PROBLEM_TYPES
 
     @property
     def label_dtype(self) -> str:
@@ -146,7 +148,7 @@ def register_task(name: str, *, problem_type: str = "regression", loss: str | No
     config carries problem_type, loss and labels."""
     if name in _TASKS and not exist_ok:
         raise ValueError(f"task {name!r} is already registered; pass exist_ok=True to replace it.")
-    loss = loss or ("cross_entropy" if problem_type in CLASSIFICATION_PROBLEMS else "mse")
+    loss = loss or ("cross_entropy" if problem_type in CLASSIFICATION_PROBLEM_TYPES else "mse")
     spec = TaskSpec(name=name, problem_type=problem_type, loss=loss,
                     labels=tuple(labels) if labels else (name,) if problem_type == "regression" else None,
                     score_range=tuple(float(v) for v in score_range) if score_range else None, **spec_kwargs)
@@ -169,9 +171,13 @@ def list_tasks() -> list[str]:
 
 def task_of_config(config: PerceptCLIPConfig) -> TaskSpec:
     """The spec of a model's task: the registered one, else (a model of a task registered elsewhere) a spec built
-    from what its config records, with resize + center-crop preprocessing."""
+    from what its config records, with resize + center-crop preprocessing (a warning says so: register the task,
+    e.g. with `perceptclip --plugin`, to serve it with its own crop policy)."""
     if config.task in _TASKS:
         return _TASKS[config.task]
+    logger.warning("Task %r is not registered in this process: its model is served with resize + center crop. "
+                   "Register the task (register_task, or `perceptclip --plugin MODULE`) for its own preprocessing.",
+                   config.task)
     labels = tuple(str(config.id2label[i]) for i in sorted(config.id2label)) if config.id2label else None
     return TaskSpec(name=config.task, problem_type=config.problem_type, loss=config.loss, labels=labels,
                     score_range=tuple(config.score_range) if config.score_range else None)

@@ -146,7 +146,7 @@ def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: Trainin
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint a run finished writing. The Trainer writes `trainer_state.json` last, so a run killed
-    while saving leaves a newer folder without it (or without weights): that one is skipped, with a warning."""
+    while saving leaves a newer folder without it: that one is skipped, with a warning."""
     def step(path: Path) -> int:
         suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
         return int(suffix) if suffix.isdigit() else -1
@@ -172,7 +172,8 @@ def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validatio
 
 def stage2_heads(model, task: TrainingTask, data: dict[str, Dataset], base_args: TrainingArguments, epochs: float,
                  output_dir: Path) -> None:
-    """Multi-dataset stage 2 (paper sec. 3.2): encoder frozen, each head tuned on its own dataset."""
+    """Multi-dataset stage 2 (paper sec. 3.2): encoder frozen, each head tuned on its own dataset (checkpoints in
+    `output_dir/<dataset>`)."""
     model.freeze_backbone()
     for param in model.heads.parameters():
         param.requires_grad = False
@@ -181,7 +182,7 @@ def stage2_heads(model, task: TrainingTask, data: dict[str, Dataset], base_args:
         for param in head_params:
             param.requires_grad = True
         own = {part: _rows_of_head(ds, head_index) for part, ds in data.items()}
-        args = training_arguments(base_args, output_dir / f"stage2_{name}", task, base_args.learning_rate, True)
+        args = training_arguments(base_args, output_dir / name, task, base_args.learning_rate, True)
         args.num_train_epochs = epochs
         Trainer(model=model, args=args, train_dataset=own["train"], eval_dataset=own.get("validation"),
                 compute_metrics=make_compute_metrics(task)).train()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -158,18 +159,52 @@ def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, syntheti
     assert [s["test"] for s in runs["cli"]["splits"]] == [s["test"] for s in runs["script"]["splits"]]
     assert [s["validation"] for s in runs["cli"]["splits"]] == [s["validation"] for s in runs["script"]["splits"]]
     print("quickstart test metrics (both commands):", runs["cli"]["aggregate"])
+    # ... and both push commands publish that run (train.py's layout) as the same folder.
+    assert_push_commands_write_the_same_folder(tmp_path, "--run-dir", str(tmp_path / "cli"))
 
 
-def test_perceptclip_push_and_push_to_hub_py_write_the_same_folder(quality_dir, tmp_path):
+def assert_push_commands_write_the_same_folder(tmp_path: Path, *source: str) -> None:
     folders = {}
     for name, command in (("cli", [*perceptclip_command(), "push"]), ("script", [sys.executable, "push_to_hub.py"])):
-        folders[name] = tmp_path / name
-        result = subprocess.run([*command, "--model-dir", str(quality_dir), "--repo-id", "me/tiny", "--dry-run",
-                                 str(folders[name])], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        folders[name] = tmp_path / f"hub_{name}"
+        result = subprocess.run([*command, *source, "--repo-id", "me/tiny", "--dry-run", str(folders[name])],
+                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
     files = {name: {p.relative_to(f).as_posix(): p.read_bytes() for p in f.rglob("*") if p.is_file()}
              for name, f in folders.items()}
     assert len(files["cli"]) >= 6 and files["cli"] == files["script"]
+
+
+def test_perceptclip_push_and_push_to_hub_py_write_the_same_folder(quality_dir, tmp_path):
+    assert_push_commands_write_the_same_folder(tmp_path, "--model-dir", str(quality_dir))
+
+
+PLUGIN = """
+from pathlib import Path
+from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
+from perceptclip_hf.tasks import register_task
+
+def load_aesthetics(data_dir, **kwargs):
+    return load_table(Path(data_dir) / "scores.csv", name="my_aesthetics", **kwargs)
+
+register_task("aesthetics", loss="mse", score_range=(1, 10))
+register_dataset(DatasetInfo("my_aesthetics", "aesthetics", load_aesthetics, "random", (1.0, 10.0), num_splits=1))
+"""
+
+
+def test_a_plugin_module_brings_its_task_and_dataset_to_every_subcommand(tmp_path):
+    (tmp_path / "my_tasks.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    run = lambda *args: subprocess.run([*perceptclip_command(), *args], capture_output=True, text=True,  # noqa: E731
+                                       cwd=tmp_path, env=env, timeout=120)
+    listed = run("--plugin", "my_tasks", "list", "--task", "aesthetics")
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^my_aesthetics\s+aesthetics\s+random x1\s+1-10\s+higher is better", listed.stdout, re.M)
+    without = run("list", "--task", "aesthetics")
+    assert without.returncode == 2 and without.stderr.strip().splitlines()[-1].startswith(
+        "perceptclip list: error: --task aesthetics: unknown task")
+    missing = run("--plugin", "no_such_module", "list")
+    assert missing.returncode == 2 and "--plugin no_such_module" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_train_and_push_help_list_their_options():

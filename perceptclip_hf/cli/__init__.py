@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from . import evaluate, explain, listing, predict, push, train
-from .common import PROG, UsageError
+from .common import PROG, UsageError, load_plugins
 
 SUBCOMMANDS = (predict, evaluate, explain, train, push, listing)
 
@@ -26,6 +26,10 @@ SUBCOMMANDS = (predict, evaluate, explain, train, push, listing)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="PerceptCLIP: perceptual image scoring "
                                      "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (repeatable): a module of yours that registers tasks and datasets "
+                             "(perceptclip_hf.tasks.register_task, perceptclip_hf.data.register_dataset); installed "
+                             "packages can use the entry-point group 'perceptclip_hf.plugins' instead")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         passthrough = getattr(module, "PASSTHROUGH", False)
@@ -43,10 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if passthrough and not args.passthrough:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.argv = passthrough
-    from transformers.utils import logging as transformers_logging
+    if not args.passthrough:  # `train` / `push` run exactly as `train.py` / `push_to_hub.py`
+        from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # weight-loading bars; ours are tqdm
+        transformers_logging.disable_progress_bar()  # weight-loading bars; ours are tqdm
     try:
+        load_plugins(args.plugin)
         return args.handler(args)
     except UsageError as err:
         print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib
+import importlib.metadata
 import os
 import re
 import sys
@@ -11,11 +13,25 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 PROG = "perceptclip"
+# Installed packages may register tasks and datasets for the command line under this entry-point group.
+PLUGIN_GROUP = "perceptclip_hf.plugins"
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class UsageError(Exception):
     """Bad arguments: reported as ``perceptclip <command>: error: ...`` with exit status 2."""
+
+
+def load_plugins(modules: Sequence[str] = ()) -> None:
+    """Import the entry points of ``PLUGIN_GROUP`` and the ``--plugin`` modules: where a user's
+    ``register_task`` / ``register_dataset`` calls live, so every subcommand knows their tasks and datasets."""
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        entry_point.load()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            raise UsageError(f"--plugin {module}: {err}; put the module on PYTHONPATH (or install it)") from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:

@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dataset", "-d", required=True, help="benchmark name (see 'perceptclip list')")
     parser.add_argument("--data-dir", required=True, help="folder of the dataset in its original layout")
     parser.add_argument("--split-index", type=int, default=0, help="which of the benchmark's splits (default: 0)")
-    parser.add_argument("--split", default="test", help="part of the split to parser (default: test)")
+    parser.add_argument("--split", default="test", help="part of the split to evaluate (default: test)")
     parser.add_argument("--output", "-o", default=None, help="also write the metrics JSON to this file")
     add_model_arguments(parser)
     add_tta_arguments(parser)

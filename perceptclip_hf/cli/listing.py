@@ -1,10 +1,10 @@
-"""`perceptclip list`: the benchmark registry (and the registered tasks)."""
+"""`perceptclip list`: the benchmark registry."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..tasks import list_tasks
+from .common import UsageError
 
 
 NAME = "list"
@@ -13,11 +13,16 @@ DESCRIPTION = "List the benchmarks 'perceptclip evaluate' knows."
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", choices=list_tasks(), default=None, help="only this task's datasets")
+    parser.add_argument("--task", default=None, help="only this task's datasets (quality, memorability, emotion, "
+                                                     "or a registered task)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset_info, list_datasets
+    from ..tasks import list_tasks
+
+    if args.task is not None and args.task not in list_tasks():
+        raise UsageError(f"--task {args.task}: unknown task; registered tasks: {', '.join(list_tasks())}")
 
     rows = [("dataset", "task", "splits", "score range", "direction")]
     for name in list_datasets(args.task):

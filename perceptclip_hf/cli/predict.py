@@ -35,12 +35,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     add_model_arguments(parser)
     add_tta_arguments(parser)
-    parser.add_argument("--output", "-o", default=None,
-                         help="results file, .csv or .jsonl (default: CSV on stdout)")
+    parser.add_argument("--output", "-o", default=None, help="results file, .csv or .jsonl (default: CSV on stdout)")
     parser.add_argument("--resume", action="store_true",
-                         help="append to --output, skipping images already in it (after an interrupted run)")
+                        help="append to --output, skipping images already in it (after an interrupted run)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-
 
 
 def result_columns(scorer) -> list[str]:

@@ -8,8 +8,6 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..hub import DEFAULT_COMMIT_MESSAGE, build_repo_folder, convert_official, upload_repo_folder
-from ..modeling import PerceptCLIPConfig
 from ..official import OFFICIAL_REPOS
 
 PUSH_PROG = "perceptclip push"
@@ -34,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    from ..hub import DEFAULT_COMMIT_MESSAGE
+
     parser = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-dir", type=Path,
@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 def write_folder(args: argparse.Namespace, folder: Path) -> Path:
     """Write the repo folder the arguments describe."""
+    from ..hub import build_repo_folder, convert_official
+    from ..modeling import PerceptCLIPConfig
+
     peft_adapter = args.peft_adapter
     if args.from_official:
         config = None
@@ -81,6 +84,8 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..hub import upload_repo_folder
+
     args = parse_args(argv, prog)
     if args.dry_run:
         folder = write_folder(args, args.dry_run)

@@ -20,6 +20,7 @@ PASSTHROUGH = True  # every argument goes to the recipe's own parser (HfArgument
 def run(args: argparse.Namespace) -> int:
     return main(args.argv, prog=TRAIN_PROG)
 
+
 def summary(results: dict, output_dir: str) -> str:
     from ..experiment import RESULTS_FILE, RESULTS_TABLE
 
@@ -36,7 +37,9 @@ def summary(results: dict, output_dir: str) -> str:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..experiment import run_experiment, split_model_dir
     from ..recipe import parse_args
+    from .common import load_plugins
 
+    load_plugins()  # installed task / dataset plugins, as `perceptclip train` loads them
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_args, data_args, experiment, training_args = parse_args(argv, prog=prog)
     results = run_experiment(model_args, data_args, experiment, training_args)
