@@ -170,7 +170,7 @@ def model_config_kwargs(model_args, task: TrainingTask, test_resize_short: int |
     kwargs = {name: getattr(model_args, name) for name in MODEL_OPTIONS}
     kwargs.update(task=task.name, higher_is_better=task.higher_is_better, test_resize_short=test_resize_short,
                   heads=dict(zip(task.datasets, task.head_sizes)) if len(task.datasets) > 1 else None,
-                  score_range=list(task.score_range) if task.score_range else None)
+                  score_range=[float(v) for v in task.score_range] if task.score_range else None)
     if task.class_names:
         kwargs["id2label"] = dict(enumerate(task.class_names))
         kwargs["label2id"] = {c: i for i, c in enumerate(task.class_names)}

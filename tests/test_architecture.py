@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -89,8 +88,8 @@ def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_pat
     spec = register_task("aesthetics", loss="mse", score_range=(1, 10))
     assert get_task("aesthetics") is spec and not spec.multi_crop_test and spec.best_metric == "srcc"
     data_dir = write_aesthetics_fixture(tmp_path / "aesthetics")
-    register_dataset(DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1.0, 10.0),
-                                 num_splits=1))
+    register_dataset(DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1, 10),
+                                 num_splits=1))  # integer bounds, as a user writes them
 
     recipe = tiny_recipe(tmp_path, synthetic_dir, dataset=["aesthetics_fixture"], data_dir=[str(data_dir)],
                          loss=None, num_train_epochs=8, max_train_samples=None, learning_rate=0.003)
@@ -193,10 +192,9 @@ register_dataset(DatasetInfo("my_aesthetics", "aesthetics", load_aesthetics, "ra
 
 
 def test_a_plugin_module_brings_its_task_and_dataset_to_every_subcommand(tmp_path):
-    (tmp_path / "my_tasks.py").write_text(PLUGIN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "my_tasks.py").write_text(PLUGIN)  # in the working directory, as a user writes it
     run = lambda *args: subprocess.run([*perceptclip_command(), *args], capture_output=True, text=True,  # noqa: E731
-                                       cwd=tmp_path, env=env, timeout=120)
+                                       cwd=tmp_path, timeout=120)
     listed = run("--plugin", "my_tasks", "list", "--task", "aesthetics")
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"^my_aesthetics\s+aesthetics\s+random x1\s+1-10\s+higher is better", listed.stdout, re.M)

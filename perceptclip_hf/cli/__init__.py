@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="PerceptCLIP: perceptual image scoring "
                                      "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (repeatable): a module of yours that registers tasks and datasets "
+                        help="import MODULE first (repeatable; the working directory is searched too): a module of "
+                             "yours that registers tasks and datasets "
                              "(perceptclip_hf.tasks.register_task, perceptclip_hf.data.register_dataset); installed "
                              "packages can use the entry-point group 'perceptclip_hf.plugins' instead")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

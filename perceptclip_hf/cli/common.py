@@ -23,10 +23,13 @@ class UsageError(Exception):
 
 
 def load_plugins(modules: Sequence[str] = ()) -> None:
-    """Import the entry points of ``PLUGIN_GROUP`` and the ``--plugin`` modules: where a user's
-    ``register_task`` / ``register_dataset`` calls live, so every subcommand knows their tasks and datasets."""
+    """Import the entry points of ``PLUGIN_GROUP`` and the ``--plugin`` modules (found on ``sys.path`` and in the
+    working directory): where a user's ``register_task`` / ``register_dataset`` calls live, so every subcommand
+    knows their tasks and datasets."""
     for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
         entry_point.load()
+    if modules and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)
