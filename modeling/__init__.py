@@ -22,8 +22,8 @@ from .modeling_perceptclip import (
 )
 
 __all__ = [
-    "ADAPTER_KEY_MARKERS", "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES", "TASK_PRESETS",
-    "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression", "PerceptCLIPOutput",
-    "PerceptCLIPPreTrainedModel", "check_config", "create_model", "default_image_processor", "get_loss_fn", "lora_config",
-    "plcc_loss", "task_loss",
+    "ADAPTER_KEY_MARKERS", "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES",
+    "TASK_PRESETS", "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression",
+    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "check_config", "create_model", "default_image_processor",
+    "get_loss_fn", "lora_config", "plcc_loss", "task_loss",
 ]

@@ -172,6 +172,9 @@ def check_config(**kwargs) -> PerceptCLIPConfig:
         raise (err.__cause__ if isinstance(err.__cause__, ValueError) else ValueError(str(err))) from None
 
 
-__all__ = ["CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "check_config", "EMOTION_LABELS", "PerceptCLIPConfig", "TASK_PRESETS", "VIT_L14_VISION_KWARGS"]
+__all__ = [
+    "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "TASK_PRESETS", "VIT_L14_VISION_KWARGS", "PerceptCLIPConfig",
+    "check_config",
+]
 
 PerceptCLIPConfig.register_for_auto_class()

@@ -28,6 +28,7 @@ from .data.errors import DatasetFormatError
 from .data.images import open_image
 from .modeling import PerceptCLIPPreTrainedModel
 from .preprocessing import build_inference_transform
+from .tasks import task_of_config
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
 OnError = Literal["raise", "record"]
@@ -89,7 +90,8 @@ class PerceptScorer:
         self.model = model.eval().to(self.device)
         self.config = model.config
         self.batch_size = batch_size
-        self.transform = build_inference_transform(self.config, tta=tta, seed=seed, resize_short=resize_short)
+        self.transform = build_inference_transform(self.config, task_of_config(self.config), tta=tta, seed=seed,
+                                                   resize_short=resize_short)
 
     @classmethod
     def from_pretrained(cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None,

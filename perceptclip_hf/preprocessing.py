@@ -35,7 +35,6 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .data.images import open_image
 from .modeling import default_image_processor
-from .tasks import TaskSpec, get_task, task_of_config
 
 RESAMPLE = Image.Resampling.BILINEAR
 DEFAULT_IQA_CROPS = 15
@@ -238,11 +237,14 @@ POLICIES: dict[str, tuple[type[ImageTransform], type[ImageTransform]]] = {
 }
 
 
-def build_transform(task: str | TaskSpec, train: bool, **kwargs: Any) -> ImageTransform:
-    """The paper's training or evaluation transform of ``task`` (a name or spec); ``kwargs`` go to the transform:
-    crop_size, mean, std, seed and, for multi-crop (IQA) policies, resize_short and num_crops."""
-    spec = get_task(task) if isinstance(task, str) else task
-    return POLICIES[spec.preprocessing][0 if train else 1](**kwargs)
+def build_transform(task, train: bool, **kwargs: Any) -> ImageTransform:
+    """The paper's training or evaluation transform of ``task`` (a registered name or a ``TaskSpec``); ``kwargs``
+    go to the transform: crop_size, mean, std, seed and, for multi-crop (IQA) policies, resize_short and num_crops."""
+    if isinstance(task, str):
+        from .tasks import get_task  # the task table validates its policies against POLICIES: it imports this module
+
+        task = get_task(task)
+    return POLICIES[task.preprocessing][0 if train else 1](**kwargs)
 
 
 def transform_kwargs(model_config) -> dict[str, Any]:
@@ -257,12 +259,12 @@ def center_view_transform(model_config) -> ResizeCenterCropTransform:
 
 
 def build_inference_transform(
-    model_config, tta: int | None = None, seed: int = 0, resize_short: int | None = None
+    model_config, spec, tta: int | None = None, seed: int = 0, resize_short: int | None = None
 ) -> ImageTransform:
-    """The test-time transform of a model: crop size and mean/std from its image processor. Tasks whose policy
-    averages random crops (IQA) get ``tta`` crops (default 15; 1 = center crop) after the short-side resize they
-    were trained with (``resize_short``, default ``config.test_resize_short``); others the evaluation transform."""
-    spec = task_of_config(model_config)
+    """The test-time transform of a model of task ``spec`` (a ``TaskSpec``): crop size and mean/std from its image
+    processor. Tasks whose policy averages random crops (IQA) get ``tta`` crops (default 15; 1 = center crop) after
+    the short-side resize they were trained with (``resize_short``, default ``config.test_resize_short``); others
+    the evaluation transform."""
     common = transform_kwargs(model_config)
     if not spec.multi_crop_test:
         return build_transform(spec, train=False, **common)

@@ -21,11 +21,10 @@ import numpy as np
 
 from .metrics import classification_metrics, regression_metrics
 from .modeling import CLASSIFICATION_PROBLEM_TYPES, TASK_PRESETS, PerceptCLIPConfig, check_config
+from .preprocessing import POLICIES, IQATestTransform
 
 logger = logging.getLogger(__name__)
 
-# Crop policies of :mod:`.preprocessing` (what a task's train / evaluation transforms are).
-PREPROCESSING_POLICIES = ("iqa_random_crops", "resize_center_crop", "random_resized_crop")
 AGGREGATIONS = ("median", "mean")
 # What training supports: scores (any loss but cross-entropy) and one class per image (cross-entropy).
 PROBLEM_TYPES = ("regression", "single_label_classification")
@@ -75,7 +74,7 @@ class TaskSpec:
 
     def __post_init__(self):
         for field_name, value, allowed in (("problem_type", self.problem_type, PROBLEM_TYPES),
-                                           ("preprocessing", self.preprocessing, PREPROCESSING_POLICIES),
+                                           ("preprocessing", self.preprocessing, list(POLICIES)),
                                            ("aggregation", self.aggregation, AGGREGATIONS)):
             if value not in allowed:
                 raise ValueError(f"task {self.name!r}: {field_name}={value!r}; expected one of {list(allowed)}.")
@@ -105,7 +104,7 @@ class TaskSpec:
     @property
     def multi_crop_test(self) -> bool:
         """Whether test-time predictions average random crops at native resolution (the IQA protocol)."""
-        return self.preprocessing == "iqa_random_crops"
+        return issubclass(POLICIES[self.preprocessing][1], IQATestTransform)
 
     def config_preset(self) -> dict:
         """The minimal preset the remote config reads (`modeling.TASK_PRESETS`)."""
@@ -183,4 +182,4 @@ def task_of_config(config: PerceptCLIPConfig) -> TaskSpec:
                     score_range=tuple(config.score_range) if config.score_range else None)
 
 
-__all__ = ["PREPROCESSING_POLICIES", "TaskSpec", "get_task", "list_tasks", "register_task", "task_of_config"]
+__all__ = ["TaskSpec", "get_task", "list_tasks", "register_task", "task_of_config"]
