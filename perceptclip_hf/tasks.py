@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UnknownNameError
 from .metrics import classification_metrics, regression_metrics
 from .modeling import CLASSIFICATION_PROBLEM_TYPES, TASK_PRESETS, PerceptCLIPConfig, check_config
 from .preprocessing import POLICIES, IQATestTransform
@@ -161,7 +162,7 @@ def get_task(name: str) -> TaskSpec:
     try:
         return _TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; registered: {list_tasks()} (add one with register_task).") from None
+        raise UnknownNameError(f"unknown task {name!r}; registered: {list_tasks()} (add one with register_task).") from None
 
 
 def list_tasks() -> list[str]:

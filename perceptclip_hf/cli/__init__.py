@@ -14,10 +14,11 @@ modules parse their own arguments: ``args.argv``).
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from collections.abc import Sequence
 
 from . import evaluate, explain, listing, predict, push, train
+from ..errors import DEBUG_ENV, run_command
 from .common import PROG, UsageError, load_plugins
 
 SUBCOMMANDS = (predict, evaluate, explain, train, push, listing)
@@ -26,6 +27,8 @@ SUBCOMMANDS = (predict, evaluate, explain, train, push, listing)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="PerceptCLIP: perceptual image scoring "
                                      "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of expected errors too (same as {DEBUG_ENV}=1)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (repeatable; the working directory is searched too): a module of "
                              "yours that registers tasks and datasets "
@@ -52,15 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # weight-loading bars; ours are tqdm
-    try:
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # also for `train` / `push`, which report errors themselves
+
+    def command() -> int:
         load_plugins(args.plugin)
         return args.handler(args)
-    except UsageError as err:
-        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
-        return 130
+
+    return command() if args.passthrough else run_command(f"{PROG} {args.command}", command)
 
 
 __all__ = ["UsageError", "build_parser", "main"]

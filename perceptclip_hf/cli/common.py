@@ -12,13 +12,15 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..errors import UserError
+
 PROG = "perceptclip"
 # Installed packages may register tasks and datasets for the command line under this entry-point group.
 PLUGIN_GROUP = "perceptclip_hf.plugins"
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad arguments: reported as ``perceptclip <command>: error: ...`` with exit status 2."""
 
 

@@ -84,6 +84,13 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Publish; expected failures (missing run files, unreachable Hub) are one line and exit status 2."""
+    from ..errors import run_command
+
+    return run_command(prog or "push_to_hub.py", lambda: push(argv, prog))
+
+
+def push(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..hub import upload_repo_folder
 
     args = parse_args(argv, prog)

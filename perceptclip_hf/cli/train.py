@@ -35,6 +35,13 @@ def summary(results: dict, output_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Train; expected failures (bad recipe, missing data, unreachable backbone) are one line and exit status 2."""
+    from ..errors import run_command
+
+    return run_command(prog or "train.py", lambda: train(argv, prog))
+
+
+def train(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..experiment import run_experiment, split_model_dir
     from ..recipe import parse_args
     from .common import load_plugins

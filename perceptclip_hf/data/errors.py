@@ -8,13 +8,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
+from ..errors import UserError
+
 logger = logging.getLogger("perceptclip_hf.data")
 
 OnError = Literal["raise", "skip"]
 REPORT_PREFIX = "perceptclip_hf load report: "
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """A dataset file, column, row or image does not match the expected layout."""
 
 

@@ -9,6 +9,7 @@ from typing import Callable, Literal
 from datasets import Dataset, DatasetDict
 
 from . import emotion, iqa_authentic, iqa_synthetic, memorability, synthetic
+from ..errors import UnknownNameError
 from .splits import LODA_SEED, column_splits, fraction_splits, grouped_splits, lamem_splits, loda_splits
 
 Task = str  # a task of `perceptclip_hf.tasks` (quality, memorability, emotion, or a registered one)
@@ -100,7 +101,7 @@ def get_dataset_info(name: str) -> DatasetInfo:
     try:
         return _BY_KEY[_key(name)]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {list_datasets()}") from None
+        raise UnknownNameError(f"unknown dataset {name!r}; known: {list_datasets()} (add one with register_dataset)") from None
 
 
 def load_benchmark(name: str, data_dir: str | Path, **kwargs) -> Dataset:

@@ -1,0 +1,96 @@
+"""One error policy for every command (`perceptclip ...`, `train.py`, `push_to_hub.py`).
+
+Expected failures — bad input, a bad recipe, an unreachable Hub, a corrupt file — are :class:`UserError`: the
+command prints one line (``<prog>: error: <message>``) naming the file / field / id, the cause and the fix, and
+exits with status 2. ``perceptclip --debug`` or ``PERCEPTCLIP_DEBUG=1`` shows their traceback instead. Any other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+DEBUG_ENV = "PERCEPTCLIP_DEBUG"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """An expected failure the user can fix; the message is the whole report (file/field/id, cause, fix)."""
+
+    def __str__(self) -> str:  # a KeyError subclass would otherwise print its message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigurationError(UserError, ValueError):
+    """A recipe or option that cannot work (unknown key, invalid value, a run that cannot learn)."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A task or dataset name that is not registered."""
+
+
+class ModelLoadError(UserError, OSError):
+    """A model or backbone that cannot be loaded: unreachable Hub id, missing or corrupt weights."""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def run_command(prog: str, function: Callable[[], int]) -> int:
+    """``function()``'s exit status; a :class:`UserError` becomes one line on stderr and status 2."""
+    try:
+        return function()
+    except UserError as err:
+        if debug_enabled():
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+OFFLINE_MARKERS = ("couldn't connect", "could not connect", "offline", "connection", "max retries",
+                   "name resolution", "cannot find the requested files in the disk cache")
+
+
+@contextmanager
+def loading_model(model: str, option: str = "--model") -> Iterator[None]:
+    """Turn the ways loading ``model`` (a folder or Hub id) fails into one :class:`ModelLoadError` line naming it,
+    the cause and the fix. The checkpoint's own errors (safetensors, config) are reported with the folder."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:  # transformers / huggingface_hub / safetensors raise many types for the same causes
+        cause = " ".join(str(err).split()) or type(err).__name__
+        if os.path.isdir(model):
+            kind = type(err).__name__
+            if kind == "SafetensorError" or "safetensors" in cause.lower() or "deserializ" in cause.lower():
+                raise ModelLoadError(f"{option} {model}: its weights file is corrupt or truncated ({cause[:200]}); "
+                                     "save or download the model again") from err
+            if isinstance(err, (OSError, ValueError, TypeError, KeyError, RuntimeError)):
+                raise ModelLoadError(f"{option} {model}: cannot load it ({kind}: {cause[:300]})") from err
+            raise
+        if isinstance(err, OSError) or kind_of_hub_error(err):
+            if any(marker in cause.lower() for marker in OFFLINE_MARKERS):
+                raise ModelLoadError(
+                    f"{option} {model}: cannot reach the Hugging Face Hub and there is no cached copy; on a machine "
+                    f"with Hub access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR"
+                ) from err
+            raise ModelLoadError(f"{option} {model}: not a local folder, and the Hub could not provide it "
+                                 f"({cause[:300]}); check the id or pass a local folder") from err
+        raise
+
+
+def kind_of_hub_error(err: Exception) -> bool:
+    return type(err).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3"))
+
+
+__all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "UnknownNameError", "UserError", "debug_enabled",
+           "loading_model", "run_command"]
