@@ -60,22 +60,23 @@ OFFLINE_MARKERS = ("couldn't connect", "could not connect", "offline", "connecti
 
 
 @contextmanager
-def loading_model(model: str, option: str = "--model") -> Iterator[None]:
+def loading_model(model: str, option: str = "--model", also_check: tuple[str, ...] = ()) -> Iterator[None]:
     """Turn the ways loading ``model`` (a folder or Hub id) fails into one :class:`ModelLoadError` line naming it,
-    the cause and the fix. The checkpoint's own errors (safetensors, config) are reported with the folder."""
+    the cause and the fix: a corrupt weights file (in ``model`` or the ``also_check`` folders, e.g. its base
+    backbone) is named, an unreachable Hub id gets the local-copy recipe."""
     try:
         yield
     except UserError:
         raise
     except Exception as err:  # transformers / huggingface_hub / safetensors raise many types for the same causes
-        cause = " ".join(str(err).split()) or type(err).__name__
+        cause = " ".join(str(err).split())[:300] or type(err).__name__
+        corrupt = next(iter(corrupt_weights([model, *also_check])), None)
+        if corrupt:
+            raise ModelLoadError(f"{option} {model}: {corrupt[0]} is corrupt or truncated ({corrupt[1]}); save or "
+                                 "download it again") from err
         if os.path.isdir(model):
-            kind = type(err).__name__
-            if kind == "SafetensorError" or "safetensors" in cause.lower() or "deserializ" in cause.lower():
-                raise ModelLoadError(f"{option} {model}: its weights file is corrupt or truncated ({cause[:200]}); "
-                                     "save or download the model again") from err
-            if isinstance(err, (OSError, ValueError, TypeError, KeyError, RuntimeError)):
-                raise ModelLoadError(f"{option} {model}: cannot load it ({kind}: {cause[:300]})") from err
+            if isinstance(err, (OSError, ValueError, TypeError, KeyError)):
+                raise ModelLoadError(f"{option} {model}: cannot load it ({type(err).__name__}: {cause})") from err
             raise
         if isinstance(err, OSError) or kind_of_hub_error(err):
             if any(marker in cause.lower() for marker in OFFLINE_MARKERS):
@@ -84,8 +85,25 @@ def loading_model(model: str, option: str = "--model") -> Iterator[None]:
                     f"with Hub access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR"
                 ) from err
             raise ModelLoadError(f"{option} {model}: not a local folder, and the Hub could not provide it "
-                                 f"({cause[:300]}); check the id or pass a local folder") from err
+                                 f"({cause}); check the id or pass a local folder") from err
         raise
+
+
+def corrupt_weights(folders) -> Iterator[tuple[str, str]]:
+    """``(file, reason)`` for each ``*.safetensors`` file in ``folders`` whose header cannot be read."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    for folder in folders:
+        if not folder or not os.path.isdir(folder):
+            continue
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except Exception as err:  # SafetensorError, OSError
+                yield str(path), " ".join(str(err).split())[:200]
 
 
 def kind_of_hub_error(err: Exception) -> bool:

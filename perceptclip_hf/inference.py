@@ -13,6 +13,8 @@ model in one forward pass.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -25,6 +27,7 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 
 from .data.errors import DatasetFormatError
+from .errors import ModelLoadError, loading_model
 from .data.images import open_image
 from .modeling import PerceptCLIPPreTrainedModel
 from .preprocessing import build_inference_transform
@@ -61,10 +64,22 @@ def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa"
     """Load a saved PerceptCLIP model (local directory or Hub id) in eval mode."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(os.fspath(repo_or_dir), attn_implementation=attn_implementation, **kwargs)
+    model_id = os.fspath(repo_or_dir)
+    base = kwargs.get("base_model_name_or_path") or base_model_of(model_id)
+    with loading_model(model_id, also_check=(base,) if base else ()):
+        model = AutoModel.from_pretrained(model_id, attn_implementation=attn_implementation, **kwargs)
     if not isinstance(model, PerceptCLIPPreTrainedModel):
-        raise TypeError(f"{repo_or_dir} holds a {type(model).__name__}, not a PerceptCLIP model.")
+        raise ModelLoadError(f"{model_id} holds a {type(model).__name__}, not a PerceptCLIP model.")
     return model.eval()
+
+
+def base_model_of(model_dir: str) -> str | None:
+    """The backbone a saved adapter-only model loads its frozen weights from (``None`` if not recorded)."""
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        return None
 
 
 class PerceptScorer:
@@ -123,6 +138,17 @@ class PerceptScorer:
     @property
     def num_crops(self) -> int:
         return getattr(self.transform, "num_crops", 1)
+
+    def fingerprint(self) -> str:
+        """A short hash of what the model computes with: its trained tensors (LoRA and heads, or every weight of a
+        fully fine-tuned model) and the backbone it loads. Equal fingerprints ⇒ equal scores, wherever the model
+        folder lives."""
+        digest = hashlib.sha256(str(self.config.base_model_name_or_path).encode())
+        state = self.model.state_dict() if self.config.adaptation == "full" else self.model.adapter_state_dict()
+        for name in sorted(state):
+            digest.update(name.encode())
+            digest.update(state[name].detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     # ----- preprocessing and forward --------------------------------------------------------------------------
 
@@ -209,11 +235,40 @@ def is_single_image(images: Any) -> bool:
 
 
 def as_image_source(image: Any) -> Any:
-    """What :func:`open_image` accepts: numpy arrays become PIL images (floats are read as ``[0, 1]``)."""
+    """What :func:`open_image` accepts. Numpy arrays are ``(H, W)``, ``(H, W, 1|3|4)``: ``uint8`` and other integer
+    arrays hold 0–255, ``uint16`` 0–65535, float and bool arrays 0–1; anything else is a ``ValueError`` naming the
+    array's dtype, shape and range (never a silently white or black image)."""
     if not isinstance(image, np.ndarray):
         return image
+    if image.ndim == 3 and image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
+        raise ValueError(f"array of shape {image.shape} looks channel-first; pass (H, W, C): "
+                         "array.transpose(1, 2, 0)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+        raise ValueError(f"array of shape {image.shape}: expected (H, W) or (H, W, 1|3|4)")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.size == 0:
+        raise ValueError(f"array of shape {image.shape} is empty")
+    low, high = (image.min(), image.max()) if image.dtype != bool else (0, 1)
+    if image.dtype == np.uint16:
+        image = image.astype(np.float64) / 65535.0
+    elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
+        if low < 0 or high > 255:
+            raise ValueError(f"{image.dtype} array with values {low}..{high}: integer images must hold 0..255 "
+                             "(uint16: 0..65535)")
+        image = image.astype(np.uint8)
+    elif image.dtype == bool:
+        image = image.astype(np.float64)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError(f"{image.dtype} array contains NaN or infinity")
+        if low < 0 or high > 1:
+            raise ValueError(f"{image.dtype} array with values {low:g}..{high:g}: float images must hold 0..1 "
+                             "(divide 0..255 values by 255, or pass them as uint8)")
+    elif image.dtype != np.uint8:
+        raise ValueError(f"array of dtype {image.dtype} is not an image; use uint8 (0..255) or float (0..1)")
     if image.dtype != np.uint8:
-        image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        image = (image * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(image)
 
 

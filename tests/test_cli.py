@@ -140,7 +140,7 @@ def test_predict_emotion_jsonl_has_label_and_probabilities(emotion_dir, tmp_path
     (["predict", "{images}/missing.png", "--model", "{model}"], "no such file or directory"),
     (["predict", "{images}", "--model", "{empty}"], "no config.json"),
     (["predict", "{images}", "--model", "/no/such/model"], "no such model directory"),
-    (["predict", "{images}", "--model", "{model}", "--resume"], "--resume needs --output"),
+    (["predict", "{images}", "--model", "{model}", "--resume"], "need --output"),
     (["predict", "{images}", "--model", "{model}", "-o", "{images}/done.csv"], "exists"),
     (["predict", "{images}", "--model", "{model}", "-o", "out.txt"], ".csv or .jsonl"),
     (["evaluate", "--model", "{model}", "--dataset", "imagenet", "--data-dir", "{images}"], "unknown dataset"),

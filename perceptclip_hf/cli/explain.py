@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.images import open_image
     from ..interpretability import REPORT_FILE, explain
 
-    paths = collect_images(args.images)
+    found = collect_images(args.images)
+    paths = found.images
     if not paths:
         raise UsageError(f"no images found in {' '.join(args.images)}")
     scorer = load_scorer(args, dtype="fp32")
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     report = explain(scorer.model, images, names=names, top_k=args.top_k, out_dir=args.out,
                      batch_size=args.batch_size, progress=True, metadata={"model": args.model})
     top = ", ".join(f"L{layer}H{head}" for layer, head in report["top_heads"])
-    echo(f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable; top heads {top}; "
+    not_scored = f", {len(found.not_scored)} not images or duplicates ({found.reasons()})" if found.not_scored else ""
+    echo(f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable{not_scored}; top heads {top}; "
          f"{len(report['heatmaps'])} heatmaps and {REPORT_FILE} in {Path(args.out)}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from typing import Any
@@ -20,13 +19,14 @@ from .common import (
     progress,
 )
 
-OUTPUT_FORMATS = (".csv", ".jsonl")
-
 
 NAME = "predict"
 HELP = "score images (files, folders, globs)"
-DESCRIPTION = ("Score images with a trained model. Folders are searched recursively for image files. "
-               "Unreadable images become rows with an 'error' column and are counted in the final summary. "
+DESCRIPTION = ("Score images with a trained model. Folders are searched recursively (symlinked folders once; images "
+               "by extension or content); what is found but not scored is listed with its reason. Unreadable images "
+               "become rows with an 'error' column and are counted in the final summary. Paths are stored absolute; "
+               "<output>.meta.json records the model, the settings and each run, and makes --resume / --overwrite "
+               "refuse files this command did not write. "
                "Regression models write score, score_min, score_max, higher_is_better; emotion models the top "
                "label and one prob_<label> column per class.")
 
@@ -37,8 +37,12 @@ def add_arguments(parser) -> None:
     add_tta_arguments(parser)
     parser.add_argument("--output", "-o", default=None, help="results file, .csv or .jsonl (default: CSV on stdout)")
     parser.add_argument("--resume", action="store_true",
-                        help="append to --output, skipping images already in it (after an interrupted run)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+                        help="continue --output (written by this command with the same model and settings), "
+                             "skipping the images already in it")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="with --resume: score again the images whose rows hold an error")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output (only one this command wrote)")
 
 
 def result_columns(scorer) -> list[str]:
@@ -50,97 +54,121 @@ def result_columns(scorer) -> list[str]:
 
 def result_row(scorer, path: str, result: dict[str, Any]) -> dict[str, Any]:
     """One output row: the path, the prediction (or error) and, for scores, their range and direction."""
-    row = {"path": path, **result}
+    row = {"path": os.path.abspath(path), **result}
     if "error" not in result and not scorer.is_classification:
         low, high = scorer.score_range or (None, None)
         row.update(score_min=low, score_max=high, higher_is_better=scorer.higher_is_better)
     return row
 
 
-class ResultWriter:
-    """Appends rows to a ``.csv`` or ``.jsonl`` file (or CSV on stdout), flushing after each row."""
+class StdoutRows:
+    """CSV rows on stdout, flushed per batch (no record: nothing to resume)."""
 
-    def __init__(self, path: str | None, columns: list[str], append: bool):
-        self.path, self.columns = path, columns
-        self.is_jsonl = bool(path) and path.lower().endswith(".jsonl")
-        self.handle = open(path, "a" if append else "w", newline="", encoding="utf-8") if path else sys.stdout
-        self.csv = None if self.is_jsonl else csv.DictWriter(self.handle, fieldnames=columns, extrasaction="ignore",
-                                                            lineterminator="\n")
-        if self.csv is not None and not (append and os.path.getsize(path) > 0):
-            self.csv.writeheader()
+    def __init__(self, columns: list[str]):
+        self.writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        self.writer.writeheader()
 
-    def write(self, row: dict[str, Any]) -> None:
-        if self.is_jsonl:
-            self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            probabilities = row.pop("probabilities", {})
-            self.csv.writerow({**row, **{f"prob_{label}": p for label, p in probabilities.items()}})
-        self.handle.flush()
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.writer.writerows(rows)
+        sys.stdout.flush()
 
-    def close(self) -> None:
-        if self.handle is not sys.stdout:
-            self.handle.close()
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        sys.stdout.flush()
 
 
-def drop_partial_last_line(path: str) -> None:
-    """Cut a last line left unfinished by an interrupted run (no final newline)."""
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+def flat(row: dict[str, Any], jsonl: bool) -> dict[str, Any]:
+    """CSV rows spread the probabilities over ``prob_<label>`` columns; JSONL rows keep the mapping."""
+    if jsonl or "probabilities" not in row:
+        return row
+    probabilities = row.pop("probabilities")
+    return {**row, **{f"prob_{label}": p for label, p in probabilities.items()}}
 
 
-def done_paths(path: str, columns: list[str]) -> set[str]:
-    """Absolute paths of the images already in a previous output file (checked to have our columns)."""
-    drop_partial_last_line(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        if path.lower().endswith(".jsonl"):
-            rows = [json.loads(line) for line in handle if line.strip()]
-        else:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames and reader.fieldnames != columns:
-                raise UsageError(f"--resume: {path} has columns {reader.fieldnames}, but this model writes "
-                                 f"{columns}; use another --output")
-            rows = list(reader)
-    return {os.path.abspath(row["path"]) for row in rows if row.get("path")}
+def score_file(args: argparse.Namespace, columns: list[str] | None = None, scorer=None):
+    """The output file of the arguments; without a scorer only its location and owner can be checked."""
+    from ..score_files import ScoreFile
+
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    if scorer is None:
+        return ScoreFile(args.output, [], {}, mode=mode)
+    identity = {"model_fingerprint": scorer.fingerprint(), "task": scorer.config.task,
+                "base_model": scorer.config.base_model_name_or_path,
+                "settings": {"crops": scorer.num_crops, "seed": args.seed if scorer.num_crops > 1 else None}}
+    recorded = {"model": os.path.abspath(args.model) if os.path.isdir(args.model) else args.model,
+                "device": str(scorer.device), "dtype": str(scorer.dtype).replace("torch.", ""),
+                "batch_size": args.batch_size, "version": package_version()}
+    return ScoreFile(args.output, columns, identity, recorded, mode=mode, retry_errors=args.retry_errors)
 
 
-def check_output_argument(args: argparse.Namespace) -> None:
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("perceptclip-hf")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the model loads: options and the output's location and owner."""
     if args.output is None:
-        if args.resume:
-            raise UsageError("--resume needs --output (the file of the interrupted run)")
+        if args.resume or args.overwrite or args.retry_errors:
+            raise UsageError("--resume, --overwrite and --retry-errors need --output (a .csv or .jsonl file)")
         return
-    if not args.output.lower().endswith(OUTPUT_FORMATS):
-        raise UsageError(f"--output {args.output}: use a .csv or .jsonl file")
-    if os.path.exists(args.output) and not (args.resume or args.overwrite):
-        raise UsageError(f"--output {args.output} exists; pass --resume to continue it or --overwrite to replace it")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    if args.retry_errors and not args.resume:
+        raise UsageError("--retry-errors continues a file: pass --resume too")
+    score_file(args).check()
+
+
+def report_not_scored(found, shown: int = 20) -> None:
+    for path, reason in found.not_scored[:shown]:
+        echo(f"not scored: {path}: {reason}")
+    if len(found.not_scored) > shown:
+        echo(f"not scored: ... and {len(found.not_scored) - shown} more (all listed in the output's .meta.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    check_output_argument(args)
+    check_arguments(args)
     check_model_argument(args.model)
-    images = collect_images(args.paths)
-    if not images:
-        raise UsageError(f"no images found in {' '.join(args.paths)} (extensions: jpg, jpeg, png, bmp, tif, tiff, "
-                         "webp, gif)")
+    found = collect_images(args.paths)
+    report_not_scored(found)
+    if not found.images:
+        raise UsageError(f"no images found in {' '.join(args.paths)}"
+                         + (f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
+                            if found.not_scored else ""))
     scorer = load_scorer(args)
     columns = result_columns(scorer)
-    append = bool(args.resume and args.output and os.path.exists(args.output))
-    done = done_paths(args.output, columns) if append else set()
-    todo = [path for path in images if os.path.abspath(path) not in done]
-    skipped = len(images) - len(todo)
-    writer = ResultWriter(args.output, columns, append)
-    failed = 0
+    jsonl = bool(args.output) and args.output.lower().endswith(".jsonl")
+    output = score_file(args, columns, scorer) if args.output else StdoutRows(columns)
+    previous = output.open() if args.output else None
+    already = (previous.done | previous.failed) if previous else set()
+    todo = [path for path in found.images if os.path.realpath(path) not in already]
+    skipped = len(found.images) - len(todo)
+    failed_before = len({os.path.realpath(p) for p in found.images} & previous.failed) if previous else 0
+    counts = {"scored": 0, "failed": 0}
     try:
+        rows: list[dict[str, Any]] = []
         results = scorer.iter_predictions(todo, on_error="record")
         for path, result in zip(todo, progress(results, total=len(todo), desc="predict", unit="img")):
+            counts["failed" if "error" in result else "scored"] += 1
             if "error" in result:
-                failed += 1
-                echo(f"error: {path}: {result['error']}")
-            writer.write(result_row(scorer, path, result))
+                echo(f"error: {result['error']}" if path in result["error"] else f"error: {path}: {result['error']}")
+            rows.append(flat(result_row(scorer, path, result), jsonl))
+            if len(rows) == args.batch_size:
+                output.write(rows)
+                rows = []
+        output.write(rows)
     finally:
-        writer.close()
-    already = f" (already in {args.output})" if args.output else ""
-    echo(f"summary: {len(todo) - failed} scored, {failed} failed, {skipped} skipped{already}; {len(images)} images; "
-         f"results in {args.output or 'stdout'}")
+        output.close({**counts, "skipped": skipped, "completed": counts["scored"] + counts["failed"] == len(todo),
+                      "not_scored": [f"{path}: {reason}" for path, reason in found.not_scored]})
+    where = args.output or "stdout"
+    parts = [f"summary: {counts['scored']} scored, {counts['failed']} failed, {skipped} skipped"]
+    if skipped:
+        parts.append(f" (already in {where}" + (f"; {failed_before} of them failed before: --retry-errors re-scores "
+                                                "them" if failed_before else "") + ")")
+    if found.not_scored:
+        parts.append(f"; {len(found.not_scored)} not scored ({found.reasons()})")
+    echo("".join(parts) + f"; {len(found.images)} images; results in {where}")
     return 0

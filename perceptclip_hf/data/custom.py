@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Literal, Sequence
@@ -10,10 +11,12 @@ from datasets import Dataset
 
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
 from .records import (
+    Duplicates,
     PathLike,
     Record,
     build_dataset,
     read_csv_table,
+    read_text,
     records_from_rows,
     require_file,
     scan_class_folders,
@@ -31,13 +34,15 @@ def load_table(
     name: str = "custom",
     on_error: OnError = "raise",
     verify_images: bool = False,
+    duplicates: Duplicates = "error",
 ) -> Dataset:
-    """A ``.csv``, ``.json`` (list of objects or object of lists) or ``.jsonl`` table of images and labels.
+    """A UTF-8 table of images and labels: ``.csv``, ``.tsv``, ``.json`` (objects or lists) or ``.jsonl``.
 
     Image paths are relative to ``image_root`` (default: the table's folder). ``label_column`` defaults
     to ``score`` (regression) or ``label`` (classification). ``task="classification"``
     makes ``label`` a ``ClassLabel``: values are class names (``class_names`` defaults to the sorted
-    distinct values) or integer indices into ``class_names``.
+    distinct values) or integer indices into ``class_names``. An image listed twice is an error unless
+    ``duplicates`` is ``"first"`` or ``"mean"`` (see :func:`.records.merge_duplicates`).
     """
     path = require_file(path, "table file")
     if label_column is None:
@@ -49,7 +54,7 @@ def load_table(
         records = records_from_rows(rows, errors, image_dir=image_dir, name_column=image_column,
                                     label_column=label_column)
         return build_dataset(records, name=name, root=image_dir, errors=errors, verify_images=verify_images,
-                             num_source_rows=len(rows))
+                             num_source_rows=len(rows), duplicates=duplicates)
     if task != "classification":
         raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
     if class_names is None:
@@ -58,7 +63,7 @@ def load_table(
     records = records_from_rows(rows, errors, image_dir=image_dir, name_column=image_column,
                                 label_column=label_column, parse_label=lambda v, where: _class_index(v, names, where))
     return build_dataset(records, name=name, root=image_dir, errors=errors, class_names=names,
-                         verify_images=verify_images, num_source_rows=len(rows))
+                         verify_images=verify_images, num_source_rows=len(rows), duplicates=duplicates)
 
 
 def load_imagefolder(
@@ -68,13 +73,18 @@ def load_imagefolder(
     name: str = "imagefolder",
     on_error: OnError = "raise",
     verify_images: bool = False,
+    duplicates: Duplicates = "error",
 ) -> Dataset:
-    """``data_dir/<class>/<image>``: classes are the sorted sub-folders, or ``class_names`` (checked)."""
-    names, samples = scan_class_folders(data_dir, class_names)
+    """``data_dir/<class>/[<sub>/...]<image>``: classes are the sorted sub-folders, or ``class_names`` (checked).
+
+    Images are found as :func:`.files.walk_images` does (content sniffed, symlinked folders followed once);
+    the other files found, and empty class folders, are listed in the load report's ``not_loaded``.
+    """
     errors = RowErrors(LoadReport(name), on_error)
+    names, samples = scan_class_folders(data_dir, class_names, report=errors.report)
     records = [Record(str(path), label, str(path), i) for i, (label, path) in enumerate(samples)]
     return build_dataset(records, name=name, root=data_dir, errors=errors, class_names=names,
-                         verify_images=verify_images)
+                         verify_images=verify_images, duplicates=duplicates)
 
 
 def _class_index(value, class_names: list[str], where: str) -> int:
@@ -92,12 +102,11 @@ def _read_table(path: Path, required: list[str]) -> list[tuple[str, dict]]:
         return read_csv_table(path, required, delimiter="\t" if suffix == ".tsv" else ",")
     if suffix == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if line.strip():
-                    rows.append((f"{path}: line {line_no}", _json_value(line, path, f"line {line_no}")))
+        for line_no, line in enumerate(io.StringIO(read_text(path, "table file"), newline=None), start=1):
+            if line.strip():
+                rows.append((f"{path}: line {line_no}", _json_value(line, path, f"line {line_no}")))
     elif suffix == ".json":
-        content = _json_value(path.read_text(encoding="utf-8"), path, "content")
+        content = _json_value(read_text(path, "table file"), path, "content")
         if isinstance(content, dict):
             columns = {key: list(values) for key, values in content.items()}
             length = len(next(iter(columns.values()), []))

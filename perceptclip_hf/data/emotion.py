@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from ..modeling import EMOTION_LABELS
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
-from .records import PathLike, Record, build_dataset, read_text_lines, require_file, scan_class_folders
+from .records import PathLike, Record, build_dataset, read_text, read_text_lines, scan_class_folders
 
 EMOSET_CLASSES = EMOTION_LABELS  # EmoSet's label2idx order is the official models' label order
 EMOSET_POSITIVE = EMOSET_CLASSES[:4]
@@ -21,10 +21,8 @@ EMOTIONROI_SPLIT_FILES = {"train": "training.txt", "test": "testing.txt"}
 
 
 def load_json(path: PathLike):
-    path = require_file(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DatasetFormatError(f"{path}: invalid JSON ({err})") from err
 
@@ -81,14 +79,15 @@ def load_emoset(
 
 
 def load_emotionroi(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
-    """EmotionROI: ``images/<emotion>/*.jpg`` (6 classes: anger, disgust, fear, joy, sadness, surprise).
+    """EmotionROI: ``images/<emotion>/*.jpg`` (6 classes: anger, disgust, fear, joy, sadness, surprise; images
+    are found as by :func:`.custom.load_imagefolder`).
 
     ``split`` is ``train``/``test`` from ``training_testing_split/{training,testing}.txt`` when present
     (``""`` for unlisted images); the paper's protocol is 5 random 75/20/5 splits (:func:`..splits.random_splits`).
     """
     root = Path(data_dir)
-    class_names, samples = scan_class_folders(root / "images", EMOTIONROI_CLASSES)
     errors = RowErrors(LoadReport("emotionroi"), on_error)
+    class_names, samples = scan_class_folders(root / "images", EMOTIONROI_CLASSES, report=errors.report)
     official = _emotionroi_official_split(root, {p.relative_to(root / "images").as_posix() for _, p in samples}, errors)
     records = []
     for sample_id, (label, path) in enumerate(samples):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterator, Literal
 
 from ..errors import UserError
@@ -22,27 +22,34 @@ class DatasetFormatError(UserError, ValueError):
 
 @dataclass
 class LoadReport:
-    """What a loader read and what it skipped (``on_error="skip"``); stored in ``ds.info.description``."""
+    """What a loader read and what it left out; stored in ``ds.info.description``.
+
+    ``skipped``: bad rows (``on_error="skip"``). ``not_loaded``: ``"<path>: <reason>"`` for files found in an image
+    folder but not loaded, and for empty class folders. ``duplicates``: images listed more than once, with what
+    was kept (``duplicates="first"`` / ``"mean"``).
+    """
 
     dataset: str
     num_source_rows: int = 0
     skipped: list[str] = field(default_factory=list)
+    not_loaded: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
 
     @property
     def num_skipped(self) -> int:
         return len(self.skipped)
 
     def to_description(self) -> str:
-        return REPORT_PREFIX + json.dumps(
-            {"dataset": self.dataset, "num_source_rows": self.num_source_rows, "skipped": self.skipped}
-        )
+        return REPORT_PREFIX + json.dumps(asdict(self))
 
     @classmethod
     def from_description(cls, description: str | None) -> "LoadReport | None":
+        """The report in ``description``; lists absent from older reports are empty."""
         if not description or not description.startswith(REPORT_PREFIX):
             return None
         data = json.loads(description[len(REPORT_PREFIX):])
-        return cls(data["dataset"], data["num_source_rows"], list(data["skipped"]))
+        return cls(data["dataset"], data["num_source_rows"], list(data["skipped"]),
+                   list(data.get("not_loaded", [])), list(data.get("duplicates", [])))
 
 
 def get_load_report(dataset) -> LoadReport | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from datasets import Dataset
 
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
+from .files import walk_images
 from .records import (
-    IMAGE_EXTENSIONS,
     PathLike,
     Record,
     build_dataset,
@@ -115,14 +116,6 @@ def _single_csv(root: Path) -> Path:
 
 def _images_by_file_name(root: Path) -> dict[str, str]:
     """File name -> path of every image under ``root``; names found twice map to nothing (ambiguous)."""
-    index: dict[str, str] = {}
-    duplicates: set[str] = set()
-    for folder, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                if name in index:
-                    duplicates.add(name)
-                index[name] = os.path.join(folder, name)
-    for name in duplicates:
-        del index[name]
-    return index
+    images = walk_images(root).images
+    counts = Counter(os.path.basename(path) for path in images)
+    return {os.path.basename(path): path for path in images if counts[os.path.basename(path)] == 1}

@@ -29,6 +29,7 @@ from datasets import Dataset, DatasetDict
 
 from .errors import DatasetFormatError, get_load_report
 from .memorability import LAMEM_SPLIT_NAMES, lamem_split_file, read_lamem_split
+from .records import read_text
 
 logger = logging.getLogger("perceptclip_hf.data")
 T = TypeVar("T")
@@ -176,7 +177,7 @@ def splits_from_file(ds: Dataset, path: str | Path, *, column: str = "image_name
     if not path.is_file():
         raise DatasetFormatError(f"{path}: split file not found")
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(read_text(path, "split file"))
     except json.JSONDecodeError as err:
         raise DatasetFormatError(f"{path}: invalid JSON ({err})") from err
     if not isinstance(content, dict) or not content:

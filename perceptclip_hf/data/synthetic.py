@@ -93,7 +93,7 @@ def generate_synthetic_iqa(out_dir: str | Path, num_scenes: int = 60, image_size
     out_dir = Path(out_dir)
     labels = out_dir / "labels.csv"
     expected_rows = num_scenes * (1 + len(DISTORTIONS) * len(LEVELS))
-    if labels.exists() and sum(1 for _ in labels.open()) == expected_rows + 1:
+    if labels.exists() and labels.read_bytes().count(b"\n") == expected_rows + 1:
         return labels
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -110,7 +110,7 @@ def generate_synthetic_iqa(out_dir: str | Path, num_scenes: int = 60, image_size
             image.save(out_dir / path)
             rows.append({"path": path, "score": quality_score(distortion, level), "group": group,
                          "distortion": distortion or "pristine", "level": level})
-    with labels.open("w", newline="") as handle:
+    with labels.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

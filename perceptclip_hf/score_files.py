@@ -1,0 +1,248 @@
+"""Score files: the ``.csv`` / ``.jsonl`` results of scoring images, safe to resume and never foreign.
+
+Every score file has a record beside it, ``<file>.meta.json``: who wrote it, the model (id and fingerprint), the
+settings that change scores (crops, seed, resize), its columns and a summary of each run. A file without that
+record, or with a record of another model or other settings, is never touched: resuming or overwriting it is an
+error naming the file and the difference, and the file stays byte-identical. Rows are appended a batch at a time
+(one write, then flush), so an interrupted run leaves at most one partial last line — its own — which a resume
+cuts before appending. Paths are stored absolute, so a resume from another folder skips what is done.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+FORMATS = (".csv", ".jsonl")
+META_SUFFIX = ".meta.json"
+WRITER = "perceptclip predict"
+FORMAT_VERSION = 1
+
+
+class ScoreFileError(UserError):
+    """A score file that cannot be written or continued (foreign, other model, damaged, bad location)."""
+
+
+def meta_path(path: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(path)}{META_SUFFIX}")
+
+
+def check_location(path: str | os.PathLike) -> None:
+    """Fail before any work on an output that cannot be written: unknown format, missing or read-only folder."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise ScoreFileError(f"--output {path}: use a .csv or .jsonl file")
+    if path.is_dir():
+        raise ScoreFileError(f"--output {path} is a folder; name a .csv or .jsonl file inside it")
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise ScoreFileError(f"--output {path}: {folder} is a file, not a folder; choose another --output")
+    if not folder.is_dir():
+        raise ScoreFileError(f"--output {path}: folder {folder} does not exist; create it first (mkdir -p {folder})")
+    probe = folder / f".{path.name}.probe"  # os.access says yes to root on read-only file systems: try it
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise ScoreFileError(f"--output {path}: cannot write in folder {folder} ({err.strerror}); choose another "
+                             "--output") from None
+    for existing in (path, meta_path(path)):
+        if existing.exists() and not os.access(existing, os.W_OK):
+            raise ScoreFileError(f"--output {path}: {existing} is read-only; choose another --output")
+
+
+@dataclass
+class Previous:
+    """What an earlier run of the same model and settings left in a score file."""
+
+    done: set[str] = field(default_factory=set)  # real paths of images with a result
+    failed: set[str] = field(default_factory=set)  # real paths of images whose row holds an error
+    rows: int = 0
+    partial_line: bool = False
+
+
+class ScoreFile:
+    """A score file opened for writing: ``mode`` is ``"new"`` (the file must not exist), ``"overwrite"`` (replace a
+    file this command wrote) or ``"resume"`` (continue it; ``retry_errors`` re-scores its failed rows).
+
+    ``identity`` holds what must match to continue a file (model, fingerprint, task, settings); ``recorded`` what is
+    only noted (device, dtype, batch size). Call :meth:`open` to validate and read the previous rows, then
+    :meth:`write` per batch and :meth:`close` with the run's summary."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str], identity: dict[str, Any],
+                 recorded: dict[str, Any] | None = None, mode: str = "new", retry_errors: bool = False):
+        if mode not in ("new", "overwrite", "resume"):
+            raise ValueError(f"mode must be 'new', 'overwrite' or 'resume', got {mode!r}")
+        self.path, self.columns, self.mode, self.retry_errors = Path(path), list(columns), mode, retry_errors
+        self.identity = {"writer": WRITER, "format_version": FORMAT_VERSION, "columns": self.columns, **identity}
+        self.recorded = recorded or {}
+        self.is_jsonl = self.path.suffix.lower() == ".jsonl"
+        self.handle = None
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    # ----- before anything is written -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Validate the location and, for an existing file, that this command wrote it (reads only; before the
+        model is loaded). :meth:`open` also checks that the same model and settings wrote it."""
+        check_location(self.path)
+        if not self.path.exists():
+            return
+        if self.mode == "new":
+            raise ScoreFileError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to "
+                                 "replace it")
+        self._check_owner()
+
+    def _check_owner(self) -> None:
+        record = read_record(self.path)
+        if record is None or record.get("writer") != WRITER:
+            raise ScoreFileError(
+                f"--output {self.path}: not written by {WRITER} (no {meta_path(self.path).name} beside it); it is "
+                "left untouched: choose another --output")
+
+    def _check_identity(self) -> None:
+        record = read_record(self.path) or {}
+        differences = [f"{key} {record.get(key)!r} → {value!r}" for key, value in self.identity.items()
+                       if record.get(key) != value]
+        if differences:
+            raise ScoreFileError(f"--resume {self.path}: it was written with another model or settings "
+                                 f"({'; '.join(differences)}); use the same ones, or another --output")
+
+    def open(self) -> Previous:
+        """Check, read what a previous run left (resume), then open for appending; returns the previous rows."""
+        self.check()
+        previous = Previous()
+        resuming = self.mode == "resume" and self.path.exists()
+        if resuming:
+            self._check_identity()
+            previous, keep = self._read_previous()
+            self._repair(previous, keep)
+        self._write_record(runs=(read_record(self.path) or {}).get("runs", []) if resuming else [])
+        self.handle = open(self.path, "a" if resuming else "w", newline="", encoding="utf-8")
+        if not resuming and not self.is_jsonl:
+            self.handle.write(self._header())
+            self.handle.flush()
+        return previous
+
+    def _read_previous(self) -> tuple[Previous, list[dict[str, Any]] | None]:
+        """Parse the file, raising (without touching it) on anything this command would not have written. Returns
+        the previous rows' summary and, with ``retry_errors``, the rows to keep."""
+        data = self.path.read_bytes()
+        previous = Previous(partial_line=bool(data) and not data.endswith(b"\n"))
+        if previous.partial_line:
+            data = data[: data.rfind(b"\n") + 1]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data[: err.start].count(b"\n") + 1
+            raise self._damaged(line, f"is not UTF-8 (byte {data[err.start]:#04x})") from None
+        rows = self._parse_jsonl(text) if self.is_jsonl else self._parse_csv(text)
+        for row in rows:
+            (previous.failed if row.get("error") else previous.done).add(os.path.realpath(row["path"]))
+        previous.rows = len(rows)
+        if not (self.retry_errors and previous.failed):
+            return previous, None
+        previous.rows -= sum(bool(row.get("error")) for row in rows)
+        previous.failed = set()
+        return previous, [row for row in rows if not row.get("error")]
+
+    def _parse_jsonl(self, text: str) -> list[dict[str, Any]]:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or not row.get("path"):
+                raise self._damaged(number, "is not a result row (invalid JSON or no 'path')")
+            rows.append(row)
+        return rows
+
+    def _parse_csv(self, text: str) -> list[dict[str, Any]]:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        if header != self.columns:
+            raise ScoreFileError(f"--resume {self.path}: columns {header}, but this model writes {self.columns}; "
+                                 "use another --output")
+        rows = []
+        for values in reader:
+            if len(values) != len(self.columns) or not values[0]:
+                raise self._damaged(reader.line_num, f"has {len(values)} field(s), expected {len(self.columns)}")
+            rows.append(dict(zip(self.columns, values)))
+        return rows
+
+    def _damaged(self, line: int, problem: str) -> ScoreFileError:
+        return ScoreFileError(f"--resume {self.path}: line {line} {problem}; the file was edited or damaged: fix or "
+                              "remove that line, or use another --output (the file is left untouched)")
+
+    def _repair(self, previous: Previous, keep: list[dict[str, Any]] | None) -> None:
+        """Our own file only: rewrite it without the rows to retry (atomically), or cut the partial last line."""
+        if keep is not None:
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            header = "" if self.is_jsonl else self._header()
+            temporary.write_text(header + self._serialize(keep), encoding="utf-8", newline="")
+            os.replace(temporary, self.path)
+        elif previous.partial_line:
+            with open(self.path, "rb+") as handle:
+                data = handle.read()
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    # ----- writing -------------------------------------------------------------------------------------------
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append rows in one write, then flush."""
+        self.handle.write(self._serialize(rows))
+        self.handle.flush()
+
+    def _header(self) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(self.columns)
+        return buffer.getvalue()
+
+    def _serialize(self, rows: Iterable[dict[str, Any]]) -> str:
+        if self.is_jsonl:
+            return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n").writerows(rows)
+        return buffer.getvalue()
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Close the file and add this run's summary to the record."""
+        if self.handle is None:
+            return
+        self.handle.close()
+        self.handle = None
+        record = read_record(self.path) or {}
+        self._write_record(runs=record.get("runs", []) + [{"started": self.started, **self.recorded,
+                                                           **(summary or {})}])
+
+    def _write_record(self, runs: list[dict[str, Any]]) -> None:
+        record = {**self.identity, "file": self.path.name, "runs": runs}
+        target = meta_path(self.path)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, target)
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``.meta.json`` record of a score file, or ``None`` if there is none (or it is not ours)."""
+    try:
+        record = json.loads(meta_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+__all__ = ["FORMATS", "META_SUFFIX", "Previous", "ScoreFile", "ScoreFileError", "check_location", "meta_path",
+           "read_record"]
