@@ -33,6 +33,10 @@ class UnknownNameError(UserError, KeyError):
     """A task or dataset name that is not registered."""
 
 
+class OutputError(UserError, OSError):
+    """An output that cannot be written, or a file this command did not write (left untouched)."""
+
+
 class ModelLoadError(UserError, OSError):
     """A model or backbone that cannot be loaded: unreachable Hub id, missing or corrupt weights."""
 
@@ -56,7 +60,14 @@ def run_command(prog: str, function: Callable[[], int]) -> int:
 
 
 OFFLINE_MARKERS = ("couldn't connect", "could not connect", "offline", "connection", "max retries",
-                   "name resolution", "cannot find the requested files in the disk cache")
+                   "name resolution", "name or service not known", "timed out",
+                   "cannot find the requested files in the disk cache")
+
+
+def is_offline_error(err: Exception) -> bool:
+    """Whether ``err`` says the Hub could not be reached (no network, DNS, timeout, offline mode)."""
+    name, text = type(err).__name__, str(err).lower()
+    return "Connect" in name or "Timeout" in name or any(marker in text for marker in OFFLINE_MARKERS)
 
 
 @contextmanager
@@ -79,7 +90,7 @@ def loading_model(model: str, option: str = "--model", also_check: tuple[str, ..
                 raise ModelLoadError(f"{option} {model}: cannot load it ({type(err).__name__}: {cause})") from err
             raise
         if isinstance(err, OSError) or kind_of_hub_error(err):
-            if any(marker in cause.lower() for marker in OFFLINE_MARKERS):
+            if is_offline_error(err):
                 raise ModelLoadError(
                     f"{option} {model}: cannot reach the Hugging Face Hub and there is no cached copy; on a machine "
                     f"with Hub access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR"
@@ -110,5 +121,5 @@ def kind_of_hub_error(err: Exception) -> bool:
     return type(err).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3"))
 
 
-__all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "UnknownNameError", "UserError", "debug_enabled",
+__all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError", "debug_enabled",
            "loading_model", "run_command"]

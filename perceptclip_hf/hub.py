@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import modeling
+from .errors import ModelLoadError, OutputError
 from .model_card import render_model_card
 from .modeling import LORA_KEY_MARKER, PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor, lora_config
 from .official import load_official_checkpoint
@@ -66,7 +67,8 @@ def build_repo_folder(
     `notes`: an extra paragraph for the card (provenance)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty: the repo folder must hold only what will be uploaded.")
+        raise OutputError(f"{out_dir} is not empty: the repo folder must hold only what will be uploaded; choose a new or "
+                          "empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model_dir_or_model, PerceptCLIPPreTrainedModel):
         model_dir_or_model.save_pretrained(out_dir)
@@ -91,10 +93,10 @@ def copy_saved_model(model_dir: Path, out_dir: Path) -> None:
     """Copy a `save_pretrained` dir's config, safetensors weights and image processor; write the remote code
     from this package (a stale copy in `model_dir` is replaced, with a warning)."""
     if not (model_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir}: no {CONFIG_FILE}; expected a PerceptCLIP `save_pretrained` dir.")
+        raise ModelLoadError(f"{model_dir}: no {CONFIG_FILE}; expected a PerceptCLIP `save_pretrained` dir.")
     weights = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob(WEIGHTS_INDEX_FILE))
     if not weights:
-        raise FileNotFoundError(f"{model_dir}: no safetensors weights (pickled checkpoints are not published).")
+        raise ModelLoadError(f"{model_dir}: no safetensors weights (pickled checkpoints are not published).")
     for path in [model_dir / CONFIG_FILE, *weights, model_dir / PREPROCESSOR_FILE]:
         if path.is_file():
             shutil.copyfile(path, out_dir / path.name)
@@ -157,7 +159,7 @@ def check_repo_folder(folder: str | Path) -> list[Path]:
     required = {CONFIG_FILE, PREPROCESSOR_FILE, CARD_FILE, *REMOTE_CODE_SOURCES}
     missing = sorted(required - {p.as_posix() for p in files})
     if missing or not list(folder.glob("*.safetensors")):
-        raise FileNotFoundError(f"{folder}: missing {missing or [WEIGHTS_FILE]}.")
+        raise ModelLoadError(f"{folder}: missing {missing or [WEIGHTS_FILE]}.")
     for relative in files:
         path = folder / relative
         if relative.suffix == ".safetensors":

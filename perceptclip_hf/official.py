@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from .errors import ModelLoadError
 from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
 
 OFFICIAL_REPOS = {
@@ -43,15 +44,18 @@ def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str =
 
 
 def resolve_official_checkpoint(source: str, **hub_kwargs) -> str:
-    """A local `.pth` path, or the single `.pth` file of an official Hub repo (downloaded)."""
+    """A local `.pth` path, or the single `.pth` file of a local copy of an official repo or of the repo itself
+    (downloaded)."""
     if os.path.isfile(source):
         return source
-    from huggingface_hub import HfApi, hf_hub_download
-
-    files = [f for f in HfApi().list_repo_files(source, **hub_kwargs) if f.endswith((".pth", ".pt", ".bin"))]
+    local = os.path.isdir(source)
+    if not local:
+        from huggingface_hub import HfApi, hf_hub_download
+    files = sorted(os.listdir(source)) if local else HfApi().list_repo_files(source, **hub_kwargs)
+    files = [f for f in files if f.endswith((".pth", ".pt", ".bin"))]
     if len(files) != 1:
-        raise FileNotFoundError(f"{source}: expected exactly one .pth checkpoint in the repo, found {files}.")
-    return hf_hub_download(source, files[0], **hub_kwargs)
+        raise ModelLoadError(f"{source}: expected exactly one .pth checkpoint in the repo, found {files}.")
+    return os.path.join(source, files[0]) if local else hf_hub_download(source, files[0], **hub_kwargs)
 
 
 def load_official_checkpoint(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import OutputError
 
 FORMATS = (".csv", ".jsonl")
 META_SUFFIX = ".meta.json"
@@ -28,26 +28,31 @@ WRITER = "perceptclip predict"
 FORMAT_VERSION = 1
 
 
-class ScoreFileError(UserError):
-    """A score file that cannot be written or continued (foreign, other model, damaged, bad location)."""
-
-
 def meta_path(path: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(path)}{META_SUFFIX}")
 
 
 def check_location(path: str | os.PathLike) -> None:
-    """Fail before any work on an output that cannot be written: unknown format, missing or read-only folder."""
+    """Fail before any work on a score file that cannot be written: unknown format, missing or read-only folder."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise ScoreFileError(f"--output {path}: use a .csv or .jsonl file")
+        raise OutputError(f"--output {path}: use a .csv or .jsonl file")
+    check_writable(path)
+    for existing in (path, meta_path(path)):
+        if existing.exists() and not os.access(existing, os.W_OK):
+            raise OutputError(f"--output {path}: {existing} is read-only; choose another --output")
+
+
+def check_writable(path: str | os.PathLike, option: str = "--output") -> None:
+    """``path`` can be created: not a folder, in an existing folder where this process can write."""
+    path = Path(path)
     if path.is_dir():
-        raise ScoreFileError(f"--output {path} is a folder; name a .csv or .jsonl file inside it")
+        raise OutputError(f"{option} {path} is a folder; name a file inside it")
     folder = path.parent
     if folder.exists() and not folder.is_dir():
-        raise ScoreFileError(f"--output {path}: {folder} is a file, not a folder; choose another --output")
+        raise OutputError(f"{option} {path}: {folder} is a file, not a folder; choose another {option}")
     if not folder.is_dir():
-        raise ScoreFileError(f"--output {path}: folder {folder} does not exist; create it first (mkdir -p {folder})")
+        raise OutputError(f"{option} {path}: folder {folder} does not exist; create it first (mkdir -p {folder})")
     probe = folder / f".{path.name}.probe"  # os.access says yes to root on read-only file systems: try it
     try:
         probe.touch(exist_ok=False)
@@ -55,11 +60,21 @@ def check_location(path: str | os.PathLike) -> None:
     except FileExistsError:
         pass
     except OSError as err:
-        raise ScoreFileError(f"--output {path}: cannot write in folder {folder} ({err.strerror}); choose another "
-                             "--output") from None
-    for existing in (path, meta_path(path)):
-        if existing.exists() and not os.access(existing, os.W_OK):
-            raise ScoreFileError(f"--output {path}: {existing} is read-only; choose another --output")
+        raise OutputError(f"{option} {path}: cannot write in folder {folder} ({err.strerror}); choose another "
+                          f"{option}") from None
+
+
+def check_own_json(path: str | os.PathLike, writer: str, option: str = "--output") -> None:
+    """An existing ``path`` may be replaced only if it is a JSON report of ``writer`` (its ``"writer"`` field)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8")).get("writer")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    if owner != writer:
+        raise OutputError(f"{option} {path}: not written by {writer}; it is left untouched: choose another {option}")
 
 
 @dataclass
@@ -100,14 +115,14 @@ class ScoreFile:
         if not self.path.exists():
             return
         if self.mode == "new":
-            raise ScoreFileError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to "
+            raise OutputError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to "
                                  "replace it")
         self._check_owner()
 
     def _check_owner(self) -> None:
         record = read_record(self.path)
         if record is None or record.get("writer") != WRITER:
-            raise ScoreFileError(
+            raise OutputError(
                 f"--output {self.path}: not written by {WRITER} (no {meta_path(self.path).name} beside it); it is "
                 "left untouched: choose another --output")
 
@@ -116,7 +131,7 @@ class ScoreFile:
         differences = [f"{key} {record.get(key)!r} → {value!r}" for key, value in self.identity.items()
                        if record.get(key) != value]
         if differences:
-            raise ScoreFileError(f"--resume {self.path}: it was written with another model or settings "
+            raise OutputError(f"--resume {self.path}: it was written with another model or settings "
                                  f"({'; '.join(differences)}); use the same ones, or another --output")
 
     def open(self) -> Previous:
@@ -173,7 +188,7 @@ class ScoreFile:
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, [])
         if header != self.columns:
-            raise ScoreFileError(f"--resume {self.path}: columns {header}, but this model writes {self.columns}; "
+            raise OutputError(f"--resume {self.path}: columns {header}, but this model writes {self.columns}; "
                                  "use another --output")
         rows = []
         for values in reader:
@@ -182,8 +197,8 @@ class ScoreFile:
             rows.append(dict(zip(self.columns, values)))
         return rows
 
-    def _damaged(self, line: int, problem: str) -> ScoreFileError:
-        return ScoreFileError(f"--resume {self.path}: line {line} {problem}; the file was edited or damaged: fix or "
+    def _damaged(self, line: int, problem: str) -> OutputError:
+        return OutputError(f"--resume {self.path}: line {line} {problem}; the file was edited or damaged: fix or "
                               "remove that line, or use another --output (the file is left untouched)")
 
     def _repair(self, previous: Previous, keep: list[dict[str, Any]] | None) -> None:
@@ -244,5 +259,5 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-__all__ = ["FORMATS", "META_SUFFIX", "Previous", "ScoreFile", "ScoreFileError", "check_location", "meta_path",
-           "read_record"]
+__all__ = ["FORMATS", "META_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json",
+           "check_writable", "meta_path", "read_record"]

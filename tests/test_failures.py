@@ -137,6 +137,32 @@ def test_output_location_fails_before_the_model_is_loaded(output_name, fragment,
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_evaluate_explain_and_push_leave_the_users_files_alone(photos, quality_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"my": "numbers"}')
+    (mine / "head_importance.json").write_text("my notes")
+    (mine / "README.md").write_text("my readme")
+    before = {path: sha256(path) for path in mine.iterdir()}
+    assert_clean_failure(perceptclip("evaluate", "--model", quality_dir, "--dataset", "koniq10k", "--data-dir", photos,
+                                     "--output", mine / "metrics.json", cwd=tmp_path),
+                         str(mine / "metrics.json"), "not written by perceptclip evaluate")
+    assert_clean_failure(perceptclip("explain", photos, "--model", quality_dir, "--out", mine, cwd=tmp_path),
+                         "--out", "not written by perceptclip explain")
+    assert_clean_failure(perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/x", "--dry-run", mine,
+                                     cwd=tmp_path), str(mine), "not empty")
+    assert {path: sha256(path) for path in mine.iterdir()} == before
+
+
+def test_explain_continues_its_own_folder(photos, quality_dir, tmp_path):
+    out = tmp_path / "explained"
+    for _ in range(2):
+        result = perceptclip("explain", photos / "im0.png", "--model", quality_dir, "--out", out, "--top-k", "1",
+                             cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert json.loads((out / "head_importance.json").read_text())["writer"] == "perceptclip explain"
+
+
 # ----------------------------------------------------------------------------- what gets scored
 def test_folders_links_unknown_extensions_and_duplicates_are_scored_once_or_counted(photos, quality_dir, tmp_path):
     library = tmp_path / "library"
@@ -195,6 +221,16 @@ def test_an_unreachable_hub_id_names_the_id_and_the_local_copy_fix(photos, tmp_p
     result = perceptclip("predict", photos, "--model", "someone/perceptclip-missing", cwd=tmp_path,
                          env={"HF_HUB_OFFLINE": "1"})
     assert_clean_failure(result, "someone/perceptclip-missing", "hf download someone/perceptclip-missing")
+
+
+def test_push_without_the_hub_names_the_repo_and_the_offline_route(quality_dir, tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1"}
+    upload = perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path,
+                         env=offline)
+    assert_clean_failure(upload, "--repo-id me/perceptclip-x", "--dry-run DIR")
+    official = perceptclip("push", "--from-official", "PerceptCLIP/PerceptCLIP_IQA", "--repo-id", "me/x", "--dry-run",
+                           tmp_path / "repo", cwd=tmp_path, env=offline)
+    assert_clean_failure(official, "PerceptCLIP/PerceptCLIP_IQA", "hf download PerceptCLIP/PerceptCLIP_IQA")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])

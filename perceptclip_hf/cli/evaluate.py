@@ -17,12 +17,15 @@ DESCRIPTION = ("Predict a benchmark split (original dataset layout in --data-dir
                "for emotions.")
 
 
+WRITER = "perceptclip evaluate"
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", "-d", required=True, help="benchmark name (see 'perceptclip list')")
     parser.add_argument("--data-dir", required=True, help="folder of the dataset in its original layout")
     parser.add_argument("--split-index", type=int, default=0, help="which of the benchmark's splits (default: 0)")
     parser.add_argument("--split", default="test", help="part of the split to evaluate (default: test)")
-    parser.add_argument("--output", "-o", default=None, help="also write the metrics JSON to this file")
+    parser.add_argument("--output", "-o", default=None, help="also write the metrics JSON to this file (replaces only a report of this command)")
     add_model_arguments(parser)
     add_tta_arguments(parser)
 
@@ -30,6 +33,7 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset_info
     from ..evaluation import evaluate_benchmark
+    from ..score_files import check_own_json, check_writable
 
     try:
         info = get_dataset_info(args.dataset)
@@ -37,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err.args[0])) from None
     if not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    if args.output:
+        check_writable(args.output)
+        check_own_json(args.output, WRITER)
     scorer = load_scorer(args, resize_short=info.test_resize_short)
     try:
         metrics, num_images = evaluate_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                                                                      desc="evaluate", unit="img"))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    report = {"model": args.model, "dataset": info.name, "split_index": args.split_index, "split": args.split,
+    report = {"writer": WRITER, "model": args.model, "dataset": info.name, "split_index": args.split_index, "split": args.split,
               "num_images": num_images, "metrics": metrics}
     text = json.dumps(report, indent=2)
     if args.output:

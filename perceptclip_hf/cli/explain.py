@@ -17,6 +17,28 @@ DESCRIPTION = ("Rank attention heads by how much the prediction changes when a h
                "..._diff.png to --out.")
 
 
+WRITER = "perceptclip explain"
+
+
+def check_out_folder(out: Path, report_file: str) -> None:
+    """``--out`` is new, empty or an earlier output of this command (its report names it): created here, before the
+    model loads; a folder holding other files is left untouched."""
+    from ..errors import OutputError
+    from ..score_files import check_own_json
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; name a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / report_file).exists():
+            raise OutputError(f"--out {out} holds files not written by {WRITER}; they are left untouched: choose a "
+                              "new or empty folder")
+        check_own_json(out / report_file, WRITER, "--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot create it ({err.strerror}); choose another folder") from None
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     parser.add_argument("--out", required=True, help="output folder")
@@ -28,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.images import open_image
     from ..interpretability import REPORT_FILE, explain
 
+    check_out_folder(Path(args.out), REPORT_FILE)
     found = collect_images(args.images)
     paths = found.images
     if not paths:
@@ -43,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise UsageError("none of the images could be read")
     report = explain(scorer.model, images, names=names, top_k=args.top_k, out_dir=args.out,
-                     batch_size=args.batch_size, progress=True, metadata={"model": args.model})
+                     batch_size=args.batch_size, progress=True, metadata={"writer": WRITER, "model": args.model})
     top = ", ".join(f"L{layer}H{head}" for layer, head in report["top_heads"])
     not_scored = f", {len(found.not_scored)} not images or duplicates ({found.reasons()})" if found.not_scored else ""
     echo(f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable{not_scored}; top heads {top}; "

@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 def write_folder(args: argparse.Namespace, folder: Path) -> Path:
     """Write the repo folder the arguments describe."""
+    from ..errors import loading_model
     from ..hub import build_repo_folder, convert_official
     from ..modeling import PerceptCLIPConfig
 
@@ -73,8 +74,9 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
         config = None
         if args.config_json:
             config = PerceptCLIPConfig(**{**json.loads(args.config_json.read_text()), "task": args.task})
-        return convert_official(args.from_official, folder, args.task, config=config, repo_id=args.repo_id,
-                                peft_adapter=peft_adapter, base_model=args.base_model, token=args.token)
+        with loading_model(args.from_official, "--from-official"):
+            return convert_official(args.from_official, folder, args.task, config=config, repo_id=args.repo_id,
+                                    peft_adapter=peft_adapter, base_model=args.base_model, token=args.token)
     if args.run_dir:
         from ..experiment import RESULTS_FILE, run_model_dir  # the run layout (imports the training stack)
 
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def push(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..errors import OutputError, kind_of_hub_error
     from ..hub import upload_repo_folder
 
     args = parse_args(argv, prog)
@@ -100,7 +103,14 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="perceptclip-hub-") as tmp:
         folder = write_folder(args, Path(tmp))
-        commit = upload_repo_folder(folder, args.repo_id, token=args.token, private=args.private,
-                                    revision=args.revision, commit_message=args.commit_message)
+        try:
+            commit = upload_repo_folder(folder, args.repo_id, token=args.token, private=args.private,
+                                        revision=args.revision, commit_message=args.commit_message)
+        except Exception as err:  # huggingface_hub's HTTP, auth and connection errors
+            if not (isinstance(err, (OSError, ValueError)) or kind_of_hub_error(err)):
+                raise
+            raise OutputError(f"--repo-id {args.repo_id}: upload failed ({' '.join(str(err).split())[:300]}); check "
+                              "the token and the connection, or write the folder with --dry-run DIR and upload it "
+                              "later (`hf upload REPO DIR`)") from err
     print(f"Uploaded to {args.repo_id}: {commit.commit_url}")
     return 0
