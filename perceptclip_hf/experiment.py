@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+import os
+import re
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from transformers import TrainingArguments, set_seed
 
 from .data import get_dataset_info
+from .errors import ConfigurationError
 from .evaluation import cross_dataset_evaluation
 from .metrics import aggregate_splits
 from .modeling import check_config
 from .recipe import (
     DataArguments,
     ExperimentArguments,
+    ModelArguments,
     build_model,
     model_config_kwargs,
     resolve_task,
+    vision_config_of,
 )
 from .training import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
 
@@ -67,7 +72,7 @@ def run_model_dir(run_dir: str | Path) -> Path:
 def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentArguments,
                    base_args: TrainingArguments) -> dict:
     """Train and test on every requested split (and LR), write `results.json` / `results.md`, save models."""
-    task = validate_arguments(model_args, data_args, experiment)
+    task = validate_arguments(model_args, data_args, experiment, base_args)
     output_dir = Path(base_args.output_dir)
     learning_rates = experiment.learning_rates or [base_args.learning_rate]
     multi = len(task.datasets) > 1
@@ -133,27 +138,98 @@ def per_dataset_results(name: str, split_results: list[dict], task) -> dict:
             "aggregate": aggregate_splits([row["test"] for row in splits], how=task.aggregation)}
 
 
-def validate_arguments(model_args, data_args: DataArguments, experiment: ExperimentArguments):
-    """Check a recipe before any work: known datasets of one task, one data_dir each, valid choices and splits.
-    Returns the task."""
+def validate_arguments(model_args, data_args: DataArguments, experiment: ExperimentArguments,
+                       training_args: TrainingArguments | None = None):
+    """Check a recipe before any work (one place): known datasets of one task, one data_dir each, splits in range,
+    valid model options, and with `training_args` a run that can learn and write its output. A problem is a
+    :class:`ConfigurationError` naming the option(s). Returns the task."""
     if len(data_args.data_dir) != len(data_args.dataset):
-        raise ValueError(f"Give one data_dir per dataset: {len(data_args.dataset)} datasets "
-                         f"{data_args.dataset}, {len(data_args.data_dir)} data_dir {data_args.data_dir}.")
+        raise ConfigurationError(f"--data_dir: give one folder per --dataset: {len(data_args.dataset)} dataset(s) "
+                                 f"{data_args.dataset}, {len(data_args.data_dir)} data_dir {data_args.data_dir}")
     if len(experiment.cross_eval_data_dir) != len(experiment.cross_eval_dataset):
-        raise ValueError("Give one cross_eval_data_dir per cross_eval_dataset.")
+        raise ConfigurationError("--cross_eval_data_dir: give one folder per --cross_eval_dataset "
+                                 f"{experiment.cross_eval_dataset}, got {experiment.cross_eval_data_dir}")
     task = resolve_task(data_args.dataset)
     for name in experiment.cross_eval_dataset:
         if get_dataset_info(name).task != task.name:
-            raise ValueError(f"cross_eval_dataset {name!r} is not a {task.name} dataset.")
+            raise ConfigurationError(f"--cross_eval_dataset {name}: not a {task.name} dataset, as --dataset is")
+    if not data_args.splits:
+        raise ConfigurationError("--splits: give at least one split index, e.g. --splits 0")
     for name in task.datasets:
         info = get_dataset_info(name)
         bad = [s for s in data_args.splits if not 0 <= s < info.num_splits]
         if bad:
-            raise ValueError(f"splits {bad} out of range for {name} (0..{info.num_splits - 1}).")
+            raise ConfigurationError(f"--splits {bad}: out of range for {name}, whose splits are "
+                                     f"0..{info.num_splits - 1}")
+    if not 0 < data_args.validation_fraction < 1:
+        raise ConfigurationError(f"--validation_fraction {data_args.validation_fraction}: the share of the "
+                                 "training content held out for model selection must be between 0 and 1 (e.g. 0.1)")
     if model_args.vision_config is None and not model_args.base_model_name_or_path:
-        raise ValueError("Give base_model_name_or_path (pretrained backbone) or vision_config (random backbone).")
-    check_config(**model_config_kwargs(model_args, task))
+        raise ConfigurationError("Give --base_model_name_or_path (pretrained backbone) or --vision_config "
+                                 "(random backbone).")
+    config = check_model_options(model_args, task)
+    if training_args is not None:
+        check_run(config.loss, data_args, experiment, training_args)
     return task
+
+
+def check_model_options(model_args, task):
+    """The model config the options describe; the config's ValueError becomes a ConfigurationError naming the
+    option (`--adaptation: PerceptCLIPConfig.adaptation='x': expected one of [...]`)."""
+    vision = vision_config_of(model_args)
+    try:
+        return check_config(vision_config=vision, **model_config_kwargs(model_args, task))
+    except ValueError as err:
+        cause = " ".join(str(err).split())
+        named = re.search(r"PerceptCLIPConfig\.(\w+)|field '(\w+)'", cause)
+        name = next((n for n in (named.groups() if named else ()) if n), None)
+        option = (f"--{name}" if name in {f.name for f in fields(ModelArguments)} else
+                  "--vision_config" if vision is not None else "model options")
+        raise ConfigurationError(f"{option}: {cause if len(cause) < 300 else cause[:300] + '…'}") from None
+
+
+def check_run(loss: str, data_args: DataArguments, experiment: ExperimentArguments,
+              training_args: TrainingArguments) -> None:
+    """Refuse a run that cannot learn (no positive learning rate, no steps, a PLCC batch of one image) or that
+    cannot write its `output_dir`."""
+    name, rates = (("learning_rates", experiment.learning_rates) if experiment.learning_rates
+                   else ("learning_rate", [training_args.learning_rate]))
+    if any(rate <= 0 for rate in rates):
+        raise ConfigurationError(f"--{name} {' '.join(f'{r:g}' for r in rates)}: every learning rate must be > 0 "
+                                 "(0 leaves the model untrained, < 0 climbs the loss); e.g. 1e-4")
+    if training_args.num_train_epochs <= 0 and training_args.max_steps <= 0:
+        raise ConfigurationError(f"--num_train_epochs {training_args.num_train_epochs:g} with --max_steps "
+                                 f"{training_args.max_steps}: trains nothing; give --num_train_epochs > 0 "
+                                 "(or --max_steps > 0)")
+    batch = training_args.per_device_train_batch_size
+    if batch < 1:
+        raise ConfigurationError(f"--per_device_train_batch_size {batch}: must be ≥ 1")
+    samples = data_args.max_train_samples
+    if samples is not None and samples < 1:
+        raise ConfigurationError(f"--max_train_samples {samples}: must be ≥ 1 (or unset for every image)")
+    if loss == "plcc" and batch < 2:
+        raise ConfigurationError(f"--loss plcc with --per_device_train_batch_size {batch}: PLCC correlates the "
+                                 "scores of a batch, one image has none (loss 0, gradient 0 at every step); use a "
+                                 "batch ≥ 2 (the recipes use 32) or --loss mse")
+    if loss == "plcc" and samples is not None and samples < batch:
+        raise ConfigurationError(f"--loss plcc with --max_train_samples {samples} < --per_device_train_batch_size "
+                                 f"{batch}: PLCC needs full batches of images to correlate; raise "
+                                 "--max_train_samples or lower the batch")
+    check_writable(training_args.output_dir)
+
+
+def check_writable(output_dir: str | None) -> None:
+    """`output_dir` is (or can be made) a writable folder."""
+    if not output_dir:
+        raise ConfigurationError("--output_dir: give the folder for checkpoints and results")
+    path = Path(output_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigurationError(f"--output_dir {output_dir}: {existing} is a file, not a folder; "
+                                 "give another --output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"--output_dir {output_dir}: {existing} is not writable; give a folder you can "
+                                 "write to")
 
 
 def write_results(results: dict, output_dir: Path) -> None:

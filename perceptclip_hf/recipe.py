@@ -6,15 +6,21 @@ there once."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import logging
 import re
+import types
+import typing
 from dataclasses import dataclass, field, fields, make_dataclass
+from functools import cache
 from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data import get_dataset_info
+from .errors import ConfigurationError, loading_model
 from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
 from .tasks import TaskSpec, get_task
 
@@ -22,6 +28,11 @@ from .tasks import TaskSpec, get_task
 MODEL_OPTIONS = ("adaptation", "head_type", "head_hidden_sizes", "head_dropout", "lora_r", "lora_alpha",
                  "lora_dropout", "lora_target_modules", "loss")
 TASK_FILLED_OPTIONS = ("loss",)
+# Options that choose one thing in two ways (what, options): the command line's choice drops the recipe's other.
+ALTERNATIVE_OPTIONS = (("the backbone: pretrained weights, or a random one of that config",
+                        ("base_model_name_or_path", "vision_config")),)
+
+logger = logging.getLogger(__name__)
 
 
 def _config_help(name: str) -> str:
@@ -46,7 +57,7 @@ def _model_arguments_class() -> type:
     return make_dataclass("ModelArguments", [
         ("base_model_name_or_path", str | None, field(default="openai/clip-vit-large-patch14", metadata={
             "help": "Pretrained backbone (Hub id or local dir): CLIP ViT-B/32, B/16, L/14, DINOv2, ViT..."})),
-        ("vision_config", str | None, field(default=None, metadata={
+        ("vision_config", dict | str | None, field(default=None, metadata={
             "help": "Backbone config (YAML mapping or JSON string) of a randomly initialised backbone (offline runs); "
                     "used instead of base_model_name_or_path."})),
         *(_model_option(name, defaults) for name in MODEL_OPTIONS),
@@ -88,7 +99,8 @@ class ExperimentArguments:
     learning_rates: list[float] | None = field(
         default=None, metadata={"help": "LR sweep chosen on validation (paper: 5e-5 1e-4 5e-4 1e-3)."})
     early_stopping_patience: int = 12
-    resume: bool = field(default=False, metadata={"help": "Resume each run from its last checkpoint."})
+    resume: bool = field(default=False, metadata={
+        "help": "Resume each run from its newest complete checkpoint; a run without one starts from scratch."})
     stage2_epochs: float = field(default=0, metadata={"help": "Multi-dataset stage 2: epochs of head-only tuning."})
     cross_eval_dataset: list[str] = field(default_factory=list, metadata={
         "help": "Datasets to test each trained model on (cross-dataset generalisation, paper Table 2)."})
@@ -100,27 +112,120 @@ DATACLASSES = (ModelArguments, DataArguments, ExperimentArguments, TrainingArgum
 
 
 def load_config(path: str | Path) -> dict:
-    """A recipe YAML as a flat dict of dataclass fields; unknown keys are an error naming the file."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    """A recipe YAML as a flat dict of dataclass fields; a missing file, bad YAML, or unknown key is a
+    :class:`ConfigurationError` naming the file (and line, key)."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise ConfigurationError(f"--config {path}: cannot read it ({err.strerror or err}); give the path of a "
+                                 "recipe YAML, e.g. configs/quickstart.yaml") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        cause = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigurationError(f"{path}: not valid YAML{where} ({cause}); fix the syntax there") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}.")
-    known = {f.name for cls in DATACLASSES for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+        raise ConfigurationError(f"{path}: expected a mapping of option: value, got a {type(values).__name__}; "
+                                 "write one `option: value` per line")
+    known = {f.name for cls in DATACLASSES for f in fields(cls) if f.init}
+    unknown = sorted(set(map(str, values)) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {unknown}; see `python train.py --help`.")
+        hints = [f"{close[0]} for {name}" for name in unknown if (close := difflib.get_close_matches(name, known, 1))]
+        raise ConfigurationError(f"{path}: unknown option(s) {unknown}" + (f" (did you mean {', '.join(hints)}?)"
+                                 if hints else "") + "; see `python train.py --help` for the options")
     return values
 
 
+class RecipeParser(HfArgumentParser):
+    """The recipe's `HfArgumentParser` (and `--config`); a usage error is a :class:`ConfigurationError` (one line,
+    exit 2), prefixed with `source` (`<recipe>: <option>`) for a recipe's value."""
+
+    def __init__(self, prog: str | None = None, source: str | None = None, **kwargs):
+        super().__init__(DATACLASSES, prog=prog, **kwargs)
+        self.add_argument("--config", help="YAML recipe (configs/<dataset>.yaml); command-line options override it.")
+        self.source = source
+
+    def error(self, message: str):
+        if self.source:
+            message = f"{self.source}: " + re.sub(r"^argument \S+: ", "", message)
+        raise ConfigurationError(f"{message}; see `{self.prog} --help`")
+
+
+def _given_parser(prog: str | None) -> RecipeParser:
+    """A parser whose namespace holds only the options its arguments set (no defaults, no --help)."""
+    parser = RecipeParser(prog, add_help=False)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return parser
+
+
+@cache
+def _container_types(name: str) -> set[type]:
+    """`list` / `dict` if the field `name`'s annotation accepts them (e.g. `report_to`, `vision_config`)."""
+    hint = next(typing.get_type_hints(cls)[name] for cls in DATACLASSES if name in cls.__dataclass_fields__)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return {typing.get_origin(t) or t for t in (typing.get_args(hint) if union else (hint,))} & {list, dict}
+
+
+def recipe_values(path: str | Path, prog: str | None = None) -> dict:
+    """The recipe's values, typed as the command line types them (`key: value` means `--key value`); a value the
+    command line cannot spell (null, a mapping, an empty list) is kept when its field accepts it."""
+    parser = _given_parser(prog)
+    actions = {action.dest: action for action in parser._actions}
+    values = {}
+    for key, value in load_config(path).items():
+        many = actions[key].nargs in ("+", "*")
+        if value is None or value == [] and many or type(value) in _container_types(key) and not many:
+            values[key] = value
+            continue
+        if isinstance(value, (list, dict)) and not many:
+            raise ConfigurationError(f"{path}: {key}: expected one value, got {value!r}; fix the value there")
+        parser.source = f"{path}: {key}"
+        tokens = [str(v).lower() if isinstance(v, bool) else str(v) for v in (value if isinstance(value, list)
+                                                                              else [value])]
+        arguments = [f"--{key}", *tokens] if many else [f"--{key}={tokens[0]}"]  # `=`: a value may start with -
+        values.update(vars(parser.parse_known_args(arguments)[0]))
+    return values
+
+
+def _choose_alternatives(recipe: dict, given: dict, config: str | None) -> None:
+    """Drop from `recipe` the alternatives of what the command line (`given`) chose; two at once are an error."""
+    for what, names in ALTERNATIVE_OPTIONS:
+        on_command_line = [name for name in names if name in given]
+        in_recipe = [name for name in names if recipe.get(name) is not None]
+        chosen = on_command_line or in_recipe
+        if len(chosen) > 1:
+            where = "" if on_command_line else f"{config}: "
+            raise ConfigurationError(f"{where}{' and '.join('--' + n for n in chosen)} both choose {what}; "
+                                     "give only one of them")
+        for name in set(in_recipe) - set(chosen):
+            del recipe[name]
+            logger.info("--%s on the command line replaces %s's %s (dropped)", chosen[0], config, name)
+
+
 def parse_args(argv: list[str] | None = None, prog: str | None = None):
-    """(model, data, experiment, training) arguments: YAML defaults, then command-line overrides."""
-    pre = argparse.ArgumentParser(add_help=False)
+    """(model, data, experiment, training) arguments: the recipe (`--config`), then the command line, which wins
+    (also over a recipe's alternative to an option it sets, e.g. its `vision_config` over `--base_model_name_or_path`).
+    Usage errors and invalid values are :class:`ConfigurationError`."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     pre.add_argument("--config")
-    known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(DATACLASSES, prog=prog)
-    parser.add_argument("--config", help="YAML recipe (configs/<dataset>.yaml); command-line options override it.")
-    if known.config:
-        parser.set_defaults(**load_config(known.config))
-    outputs = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    try:
+        known, rest = pre.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise ConfigurationError(f"{err}; give --config <recipe.yaml>") from None
+    parser = RecipeParser(prog)
+    recipe = recipe_values(known.config, parser.prog) if known.config else {}
+    _choose_alternatives(recipe, vars(_given_parser(parser.prog).parse_known_args(rest)[0]), known.config)
+    parser.set_defaults(**recipe)
+    try:
+        *outputs, unused = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False,
+                                                             return_remaining_strings=True)
+    except ConfigurationError:
+        raise
+    except ValueError as err:  # a dataclass's own validation (e.g. TrainingArguments.__post_init__)
+        raise ConfigurationError(" ".join(str(err).split())) from None
+    if unused:
+        parser.error(f"unrecognized arguments: {' '.join(unused)}")
     return outputs[: len(DATACLASSES)]  # the rest is the namespace holding `config`
 
 
@@ -154,7 +259,8 @@ def resolve_task(dataset_names: list[str]) -> TrainingTask:
     infos = [get_dataset_info(name) for name in dataset_names]
     tasks = {info.task for info in infos}
     if len(tasks) != 1:
-        raise ValueError(f"Multi-dataset training needs datasets of one task; got {dict(zip(dataset_names, tasks))}.")
+        raise ConfigurationError(f"--dataset {' '.join(dataset_names)}: multi-dataset training needs datasets of "
+                                 f"one task, got {dict(zip(dataset_names, (i.task for i in infos)))}")
     info = infos[0]
     return TrainingTask(
         spec=get_task(info.task), datasets=[i.name for i in infos],
@@ -177,11 +283,26 @@ def model_config_kwargs(model_args, task: TrainingTask, test_resize_short: int |
     return kwargs
 
 
-def build_model(model_args, task: TrainingTask, test_resize_short: int | None = None):
-    """A new model for `task`: pretrained backbone + LoRA (paper), or a random backbone when `vision_config`."""
-    kwargs = model_config_kwargs(model_args, task, test_resize_short)
-    if model_args.vision_config is None:
-        return PerceptCLIPPreTrainedModel.from_backbone(model_args.base_model_name_or_path, **kwargs)
+def vision_config_of(model_args) -> dict | None:
+    """The random backbone's config (`vision_config`: a mapping, or its JSON text); `None` for a pretrained one."""
     vision = model_args.vision_config
-    vision = json.loads(vision) if isinstance(vision, str) else dict(vision)
+    if isinstance(vision, str):
+        try:
+            vision = json.loads(vision)
+        except ValueError as err:
+            raise ConfigurationError(f"--vision_config {vision!r}: not JSON ({err}); give a mapping such as "
+                                     '\'{"model_type": "resnet", "hidden_sizes": [16, 32]}\'') from None
+    if vision is not None and not isinstance(vision, dict):
+        raise ConfigurationError(f"--vision_config {vision!r}: expected a mapping of backbone config fields")
+    return None if vision is None else dict(vision)
+
+
+def build_model(model_args, task: TrainingTask, test_resize_short: int | None = None):
+    """A new model for `task`: pretrained backbone + LoRA (paper), or a random backbone when `vision_config`. A
+    backbone that cannot be loaded (unreachable Hub, corrupt weights) is a ModelLoadError naming it."""
+    kwargs = model_config_kwargs(model_args, task, test_resize_short)
+    vision = vision_config_of(model_args)
+    if vision is None:
+        with loading_model(model_args.base_model_name_or_path, "--base_model_name_or_path"):
+            return PerceptCLIPPreTrainedModel.from_backbone(model_args.base_model_name_or_path, **kwargs)
     return create_model(PerceptCLIPConfig(vision_config=vision, base_model_name_or_path=None, **kwargs))

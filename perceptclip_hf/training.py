@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset, Value, concatenate_datasets
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .data import benchmark_splits, get_dataset_info, load_benchmark, repeat_dataset
+from .errors import corrupt_weights
 from .metrics import aggregate_splits
 from .preprocessing import build_transform, transform_kwargs, with_image_transform
 from .recipe import DataArguments, TrainingTask
 
 logger = logging.getLogger(__name__)
-TRAINER_STATE_FILE = "trainer_state.json"
+TRAINER_STATE_FILE = TRAINER_STATE_NAME
 
 
 class PerHeadTransform:
@@ -140,24 +144,62 @@ def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: Trainin
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
     )
     checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
+    if resume and checkpoint is None:
+        logger.info("--resume: no complete checkpoint in %s yet, training from scratch", args.output_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
     return trainer, *evaluate_parts(trainer, data)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest checkpoint a run finished writing. The Trainer writes `trainer_state.json` last, so a run killed
-    while saving leaves a newer folder without it: that one is skipped, with a warning."""
+    """The newest checkpoint whose files are all there and whole (:func:`checkpoint_problem`); `None` if there is
+    none. A kill can leave newer ones incomplete: while `Trainer._save_checkpoint` writes (weights, optimizer,
+    scheduler, RNG state, `trainer_state.json` last; `torch.save` truncated mid-file) or while its rotation deletes an
+    older folder (`shutil.rmtree`, in no set order). Each one skipped is a warning naming it and what is wrong."""
     def step(path: Path) -> int:
         suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
         return int(suffix) if suffix.isdigit() else -1
 
     for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"), key=step, reverse=True):
-        try:
-            json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
             return str(checkpoint)
-        except (OSError, ValueError):
-            logger.warning("Not resuming from %s: an interrupted save left it incomplete.", checkpoint)
+        logger.warning("Not resuming from %s: %s (an interrupted save or deletion left it incomplete).", checkpoint,
+                       problem)
     return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """What makes a Trainer checkpoint unusable for resuming, or `None`. Cheap checks: `trainer_state.json` parses,
+    the weights' safetensors headers read, and the `torch.save` files (optimizer, scheduler, RNG state) are
+    non-empty zip archives with their end record (what a truncated file lacks); nothing is loaded."""
+    try:
+        json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+    except (OSError, ValueError) as err:
+        return f"{TRAINER_STATE_FILE} is missing or unreadable ({type(err).__name__})"
+    try:
+        weights = _weights_files(checkpoint)
+    except (OSError, ValueError, KeyError) as err:
+        return f"{SAFE_WEIGHTS_INDEX_NAME} is unreadable ({type(err).__name__})"
+    absent = [path.name for path in weights if not path.is_file()]
+    if not weights or absent:
+        return f"its weights are missing ({', '.join(absent) or SAFE_WEIGHTS_NAME})"
+    corrupt = next(corrupt_weights([checkpoint]), None)
+    if corrupt:
+        return f"{Path(corrupt[0]).name} is corrupt or truncated ({corrupt[1]})"
+    rng_states = sorted(checkpoint.glob("rng_state*.pth"))  # rng_state.pth, or rng_state_<rank>.pth with DDP
+    for path in [checkpoint / OPTIMIZER_NAME, checkpoint / SCHEDULER_NAME, *rng_states]:
+        if not path.is_file() or path.stat().st_size == 0 or not zipfile.is_zipfile(path):
+            return f"{path.name} is missing, empty or truncated"
+    return None if rng_states else "rng_state.pth is missing"
+
+
+def _weights_files(checkpoint: Path) -> list[Path]:
+    """The safetensors files the checkpoint's model was saved to: its index's shards, else the single file
+    (`model.safetensors`, or a PEFT model's `adapter_model.safetensors`)."""
+    index = checkpoint / SAFE_WEIGHTS_INDEX_NAME
+    if index.exists():
+        return [checkpoint / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return [checkpoint / n for n in (SAFE_WEIGHTS_NAME, ADAPTER_SAFE_WEIGHTS_NAME) if (checkpoint / n).exists()]
 
 
 def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validation", "test")) -> list[dict]:

@@ -40,7 +40,6 @@ from perceptclip_hf.data import (
     splits_from_file,
 )
 from perceptclip_hf.data.files import IMAGE_EXTENSIONS, sniff_image, walk_images
-from perceptclip_hf.data.records import IMAGE_EXTENSIONS as RECORDS_IMAGE_EXTENSIONS
 from perceptclip_hf.errors import UserError, run_command
 from perceptclip_hf.inference import PerceptScorer
 from tests.conftest import random_image, save_trained_like
@@ -334,8 +333,10 @@ def save_as(path: Path, image_format: str, seed: int = 0) -> Path:
 
 
 # ----------------------------------------------------------------------------- what gets scored: the walker
-def test_image_extensions_live_in_files_and_include_jfif():
-    assert RECORDS_IMAGE_EXTENSIONS is IMAGE_EXTENSIONS and {".jfif", ".jpe"} <= set(IMAGE_EXTENSIONS)
+def test_image_extensions_include_jfif_and_are_defined_once():
+    assert {".jfif", ".jpe"} <= set(IMAGE_EXTENSIONS)
+    sources = Path(__file__).resolve().parents[1].joinpath("perceptclip_hf").rglob("*.py")
+    assert [p.name for p in sources if "IMAGE_EXTENSIONS = " in p.read_text()] == ["files.py"]
 
 
 def test_walk_images_accounts_for_every_file_once(tmp_path):

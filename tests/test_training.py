@@ -248,21 +248,64 @@ def test_cross_dataset_evaluation_scores_the_other_datasets_test_split(quality_d
     assert len(test) == 6 and metrics["srcc"] == pytest.approx(spearmanr(scores, test["label"])[0])
 
 
+def write_checkpoint(folder: Path, step: int, weights: str = "model.safetensors") -> Path:
+    """The files `Trainer._save_checkpoint` writes, in its order (weights, optimizer, scheduler, RNG, state)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    save_file({"head.weight": torch.randn(4, 3)}, folder / weights)
+    torch.save({"state": {0: {"exp_avg": torch.randn(4, 3)}}}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
+    torch.save({"cpu": torch.random.get_rng_state()}, folder / "rng_state.pth")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
-    """A kill during a save leaves `checkpoint-N` without `trainer_state.json` (the Trainer writes it last): resuming
-    must take the newest complete one. (`get_last_checkpoint` would pick the broken folder: the resume test's flake.)"""
+    """A kill during a save leaves `checkpoint-N` without `trainer_state.json` (the Trainer writes it last), a kill
+    inside `torch.save` a truncated file, and a kill while the rotation deletes an older folder (`shutil.rmtree`, in
+    no set order) a `trainer_state.json` without weights: resuming must take the newest complete one and say why it
+    skipped each newer one. (`get_last_checkpoint` would pick the broken folder: the resume test's flake.)"""
     from transformers.trainer_utils import get_last_checkpoint
 
     from perceptclip_hf.training import last_complete_checkpoint
 
-    for step, complete in ((5, True), (15, True), (30, False)):
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        (folder / "config.json").write_text("{}")
-        if complete:
-            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    write_checkpoint(tmp_path / "checkpoint-5", 5)
+    write_checkpoint(tmp_path / "checkpoint-15", 15)
+    broken = {  # step: (what a kill left, the cause the warning names)
+        30: (lambda f: (f / "trainer_state.json").unlink(), "trainer_state.json is missing"),
+        28: (lambda f: truncate(f / "trainer_state.json"), "trainer_state.json is missing or unreadable"),
+        25: (lambda f: (f / "model.safetensors").unlink(), "weights are missing (model.safetensors)"),
+        22: (lambda f: truncate(f / "model.safetensors"), "model.safetensors is corrupt or truncated"),
+        20: (lambda f: (f / "optimizer.pt").write_bytes(b""), "optimizer.pt is missing, empty or truncated"),
+        18: (lambda f: truncate(f / "scheduler.pt"), "scheduler.pt is missing, empty or truncated"),
+        17: (lambda f: (f / "rng_state.pth").unlink(), "rng_state.pth is missing"),
+    }
+    for step, (damage, _) in broken.items():
+        damage(write_checkpoint(tmp_path / f"checkpoint-{step}", step))
     assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-30")
     with caplog.at_level("WARNING", logger="perceptclip_hf.training"):
         assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-15")
-    assert "checkpoint-30" in caplog.text
+    warnings = {record.getMessage().split(":")[0].split("/")[-1]: record.getMessage() for record in caplog.records}
+    for step, (_, cause) in broken.items():
+        assert cause in warnings[f"checkpoint-{step}"], (step, warnings.get(f"checkpoint-{step}"))
+    assert "checkpoint-15" not in warnings and "checkpoint-5" not in warnings
+
+    # An adapter-only checkpoint (a PEFT model's `adapter_model.safetensors`) is complete; a sharded one is
+    # complete only with every shard its index names.
+    write_checkpoint(tmp_path / "checkpoint-40", 40, weights="adapter_model.safetensors")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
+    sharded = write_checkpoint(tmp_path / "checkpoint-50", 50, weights="model-00001-of-00002.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
+    from safetensors.torch import save_file
+
+    save_file({"b": torch.zeros(2)}, sharded / "model-00002-of-00002.safetensors")
+    assert last_complete_checkpoint(tmp_path) == str(sharded)
     assert last_complete_checkpoint(tmp_path / "missing") is None

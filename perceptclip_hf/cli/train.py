@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def train(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..experiment import run_experiment, split_model_dir
     from ..recipe import parse_args
+    from ..tasks import get_task
     from .common import load_plugins
 
     load_plugins()  # installed task / dataset plugins, as `perceptclip train` loads them
@@ -56,8 +57,9 @@ def train(argv: list[str] | None = None, prog: str | None = None) -> int:
         model_dir = split_model_dir(training_args.output_dir, data_args.splits[0])
         if experiment.save_model and model_dir.exists():
             print(f"  model: {model_dir}  (AutoModel.from_pretrained(..., trust_remote_code=True))")
-            print("  a few held-out images scored by the saved model (a PLCC-trained score is relative: it ranks "
-                  "images, its scale is not the label's):")
+            relative = (" (a PLCC-trained score is relative: it ranks images, its scale is not the label's)"
+                        if (model_args.loss or get_task(results["task"]).loss) == "plcc" else "")
+            print(f"  a few held-out images scored by the saved model{relative}:")
             for row in score_examples(model_dir, data_args):
                 predicted = f"score {row['score']:+.4f}" if "score" in row else f"predicted {row.get('label')}"
                 print(f"    {row['image']:<28} label {row['true_label']:.2f}  {predicted}")

@@ -10,17 +10,8 @@ from typing import Literal, Sequence
 from datasets import Dataset
 
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
-from .records import (
-    Duplicates,
-    PathLike,
-    Record,
-    build_dataset,
-    read_csv_table,
-    read_text,
-    records_from_rows,
-    require_file,
-    scan_class_folders,
-)
+from .records import Duplicates, PathLike, Record, build_dataset, records_from_rows, scan_class_folders
+from .tables import read_csv_table, read_text, require_file
 
 
 def load_table(

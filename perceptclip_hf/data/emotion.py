@@ -10,7 +10,8 @@ from datasets import Dataset
 
 from ..modeling import EMOTION_LABELS
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
-from .records import PathLike, Record, build_dataset, read_text, read_text_lines, scan_class_folders
+from .records import PathLike, Record, build_dataset, scan_class_folders
+from .tables import read_text, read_text_lines
 
 EMOSET_CLASSES = EMOTION_LABELS  # EmoSet's label2idx order is the official models' label order
 EMOSET_POSITIVE = EMOSET_CLASSES[:4]

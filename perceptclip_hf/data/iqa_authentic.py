@@ -11,18 +11,8 @@ from pathlib import Path
 from datasets import Dataset
 
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors
-from .records import (
-    PathLike,
-    Record,
-    build_dataset,
-    load_mat_variable,
-    mat_strings,
-    parse_score,
-    read_csv_table,
-    read_xlsx_table,
-    records_from_rows,
-    require_dir,
-)
+from .records import PathLike, Record, build_dataset, parse_score, records_from_rows
+from .tables import load_mat_variable, mat_strings, read_csv_table, read_xlsx_table, require_dir
 
 KONIQ_CSV = "koniq10k_scores_and_distributions.csv"
 KONIQ_RESOLUTIONS = ("1024x768", "512x384")

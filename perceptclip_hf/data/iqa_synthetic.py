@@ -15,18 +15,8 @@ from typing import Mapping
 from datasets import Dataset
 
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
-from .records import (
-    CaseInsensitiveDir,
-    PathLike,
-    Record,
-    build_dataset,
-    load_mat_variable,
-    mat_strings,
-    parse_score,
-    read_csv_table,
-    read_text_lines,
-    require_dir,
-)
+from .records import PathLike, Record, build_dataset, parse_score
+from .tables import CaseInsensitiveDir, load_mat_variable, mat_strings, read_csv_table, read_text_lines, require_dir
 
 # Row order of LIVE's dmos_realigned.mat: these folders concatenated, img1.bmp..img<count>.bmp each.
 LIVE_FOLDER_COUNTS: dict[str, int] = {"jp2k": 227, "jpeg": 233, "wn": 174, "gblur": 174, "fastfading": 174}

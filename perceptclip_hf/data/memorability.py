@@ -10,17 +10,8 @@ from datasets import Dataset
 
 from .errors import DatasetFormatError, LoadReport, OnError, RowErrors, row_error
 from .files import walk_images
-from .records import (
-    PathLike,
-    Record,
-    build_dataset,
-    parse_score,
-    read_csv_header,
-    read_csv_table,
-    read_text_lines,
-    records_from_rows,
-    require_dir,
-)
+from .records import PathLike, Record, build_dataset, parse_score, records_from_rows
+from .tables import read_csv_header, read_csv_table, read_text_lines, require_dir
 
 LAMEM_SPLIT_NAMES = ("train", "val", "test")
 LAMEM_NUM_SPLITS = 5

@@ -29,7 +29,7 @@ from datasets import Dataset, DatasetDict
 
 from .errors import DatasetFormatError, get_load_report
 from .memorability import LAMEM_SPLIT_NAMES, lamem_split_file, read_lamem_split
-from .records import read_text
+from .tables import read_text
 
 logger = logging.getLogger("perceptclip_hf.data")
 T = TypeVar("T")
