@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import shutil
 import subprocess
@@ -230,83 +231,6 @@ def test_a_folder_of_non_images_is_one_line_with_the_count(quality_dir, tmp_path
     (tmp_path / "docs" / "b.pdf").write_bytes(b"%PDF-1.4")
     assert_clean_failure(perceptclip("predict", "docs", "--model", quality_dir, cwd=tmp_path), "no images found",
                          "2 files that are not images")
-
-
-# ----------------------------------------------------------------------------- corrupt artefacts
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
-def test_a_corrupt_weights_file_is_named(damage, photos, quality_dir, tmp_path):
-    model = shutil.copytree(quality_dir, tmp_path / "model")
-    weights = model / "model.safetensors"
-    data = weights.read_bytes()
-    weights.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(500), "empty": b""}[damage])
-    assert_clean_failure(perceptclip("predict", photos, "--model", model, cwd=tmp_path), str(weights),
-                         "corrupt or truncated", "again")
-
-
-def test_a_corrupt_base_backbone_is_named(photos, quality_dir, tiny_clip_base, tmp_path):
-    base = shutil.copytree(tiny_clip_base, tmp_path / "base")
-    (base / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
-    result = perceptclip("predict", photos, "--model", quality_dir, "--base-model", base, cwd=tmp_path)
-    assert_clean_failure(result, str(base / "model.safetensors"), "corrupt")
-
-
-def test_an_unreachable_hub_id_names_the_id_and_the_local_copy_fix(photos, tmp_path):
-    result = perceptclip("predict", photos, "--model", "someone/perceptclip-missing", cwd=tmp_path,
-                         env={"HF_HUB_OFFLINE": "1"})
-    assert_clean_failure(result, "someone/perceptclip-missing", "hf download someone/perceptclip-missing")
-
-
-def test_push_without_the_hub_names_the_repo_and_the_offline_route(quality_dir, tmp_path):
-    offline = {"HF_HUB_OFFLINE": "1"}
-    upload = perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path,
-                         env=offline)
-    assert_clean_failure(upload, "--repo-id me/perceptclip-x", "--dry-run DIR")
-    official = perceptclip("push", "--from-official", "PerceptCLIP/PerceptCLIP_IQA", "--repo-id", "me/x", "--dry-run",
-                           tmp_path / "repo", cwd=tmp_path, env=offline)
-    assert_clean_failure(official, "PerceptCLIP/PerceptCLIP_IQA", "hf download PerceptCLIP/PerceptCLIP_IQA")
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_a_damaged_line_in_our_output_stops_resume_and_touches_nothing(suffix, photos, quality_dir, tmp_path):
-    output = tmp_path / f"scores{suffix}"
-    assert predict(photos, quality_dir, output).returncode == 0
-    lines = output.read_bytes().splitlines(keepends=True)
-    lines[2] = b'{"path": "/x.png", "sco\n' if suffix == ".jsonl" else b"/x/caf\xe9.png,1,1,5,True,\n"
-    output.write_bytes(b"".join(lines))
-    before = sha256(output)
-    assert_clean_failure(predict(photos, quality_dir, output, "--resume"), str(output), "line 3",
-                         "untouched")
-    assert sha256(output) == before
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_an_interrupted_last_line_of_ours_is_cut_and_rescored(suffix, photos, quality_dir, tmp_path):
-    output = tmp_path / f"scores{suffix}"
-    assert predict(photos, quality_dir, output).returncode == 0
-    complete = read_rows(output)
-    text = output.read_text()
-    output.write_text(text[: text.rstrip("\n").rfind("\n") + 12])  # half of the last row
-    resumed = predict(photos, quality_dir, output, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "1 scored, 0 failed, 3 skipped" in resumed.stderr
-    rows = read_rows(output)
-    assert [row["path"] for row in rows] == [row["path"] for row in complete]
-    assert [float(row["score"]) for row in rows] == pytest.approx([float(row["score"]) for row in complete], abs=1e-5)
-
-
-def test_failed_images_are_kept_until_retry_errors(photos, quality_dir, tmp_path):
-    (photos / "late.png").write_bytes(b"still downloading")
-    output = tmp_path / "scores.csv"
-    assert predict(photos, quality_dir, output).returncode == 0
-    random_image(99).save(photos / "late.png")  # the download finished
-    again = predict(photos, quality_dir, output, "--resume")
-    assert "0 scored, 0 failed, 5 skipped" in again.stderr and "1 of them failed before: --retry-errors" in again.stderr
-    retried = predict(photos, quality_dir, output, "--resume", "--retry-errors")
-    assert retried.returncode == 0, retried.stderr
-    assert "1 scored, 0 failed, 4 skipped" in retried.stderr
-    rows = read_rows(output)
-    assert len(rows) == 5 and not any(row["error"] for row in rows)
-    assert len({row["path"] for row in rows}) == 5
 
 
 PLUGIN = """
@@ -627,6 +551,83 @@ def test_official_loaders_reject_an_image_listed_twice_lamem_merges_its_split_fi
     assert len(lamem) == len(scores) and get_load_report(lamem).duplicates == []
 
 
+# ----------------------------------------------------------------------------- corrupt artefacts
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_corrupt_weights_file_is_named(damage, photos, quality_dir, tmp_path):
+    model = shutil.copytree(quality_dir, tmp_path / "model")
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(500), "empty": b""}[damage])
+    assert_clean_failure(perceptclip("predict", photos, "--model", model, cwd=tmp_path), str(weights),
+                         "corrupt or truncated", "again")
+
+
+def test_a_corrupt_base_backbone_is_named(photos, quality_dir, tiny_clip_base, tmp_path):
+    base = shutil.copytree(tiny_clip_base, tmp_path / "base")
+    (base / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    result = perceptclip("predict", photos, "--model", quality_dir, "--base-model", base, cwd=tmp_path)
+    assert_clean_failure(result, str(base / "model.safetensors"), "corrupt")
+
+
+def test_an_unreachable_hub_id_names_the_id_and_the_local_copy_fix(photos, tmp_path):
+    result = perceptclip("predict", photos, "--model", "someone/perceptclip-missing", cwd=tmp_path,
+                         env={"HF_HUB_OFFLINE": "1"})
+    assert_clean_failure(result, "someone/perceptclip-missing", "hf download someone/perceptclip-missing")
+
+
+def test_push_without_the_hub_names_the_repo_and_the_offline_route(quality_dir, tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1"}
+    upload = perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path,
+                         env=offline)
+    assert_clean_failure(upload, "--repo-id me/perceptclip-x", "--dry-run DIR")
+    official = perceptclip("push", "--from-official", "PerceptCLIP/PerceptCLIP_IQA", "--repo-id", "me/x", "--dry-run",
+                           tmp_path / "repo", cwd=tmp_path, env=offline)
+    assert_clean_failure(official, "PerceptCLIP/PerceptCLIP_IQA", "hf download PerceptCLIP/PerceptCLIP_IQA")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_damaged_line_in_our_output_stops_resume_and_touches_nothing(suffix, photos, quality_dir, tmp_path):
+    output = tmp_path / f"scores{suffix}"
+    assert predict(photos, quality_dir, output).returncode == 0
+    lines = output.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"path": "/x.png", "sco\n' if suffix == ".jsonl" else b"/x/caf\xe9.png,1,1,5,True,\n"
+    output.write_bytes(b"".join(lines))
+    before = sha256(output)
+    assert_clean_failure(predict(photos, quality_dir, output, "--resume"), str(output), "line 3",
+                         "untouched")
+    assert sha256(output) == before
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_an_interrupted_last_line_of_ours_is_cut_and_rescored(suffix, photos, quality_dir, tmp_path):
+    output = tmp_path / f"scores{suffix}"
+    assert predict(photos, quality_dir, output).returncode == 0
+    complete = read_rows(output)
+    text = output.read_text()
+    output.write_text(text[: text.rstrip("\n").rfind("\n") + 12])  # half of the last row
+    resumed = predict(photos, quality_dir, output, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 scored, 0 failed, 3 skipped" in resumed.stderr
+    rows = read_rows(output)
+    assert [row["path"] for row in rows] == [row["path"] for row in complete]
+    assert [float(row["score"]) for row in rows] == pytest.approx([float(row["score"]) for row in complete], abs=1e-5)
+
+
+def test_failed_images_are_kept_until_retry_errors(photos, quality_dir, tmp_path):
+    (photos / "late.png").write_bytes(b"still downloading")
+    output = tmp_path / "scores.csv"
+    assert predict(photos, quality_dir, output).returncode == 0
+    random_image(99).save(photos / "late.png")  # the download finished
+    again = predict(photos, quality_dir, output, "--resume")
+    assert "0 scored, 0 failed, 5 skipped" in again.stderr and "1 of them failed before: --retry-errors" in again.stderr
+    retried = predict(photos, quality_dir, output, "--resume", "--retry-errors")
+    assert retried.returncode == 0, retried.stderr
+    assert "1 scored, 0 failed, 4 skipped" in retried.stderr
+    rows = read_rows(output)
+    assert len(rows) == 5 and not any(row["error"] for row in rows)
+    assert len({row["path"] for row in rows}) == 5
+
+
 # ----------------------------------------------------------------------------- train.py misuse, and resuming after kills
 HUB_ID = "openai/clip-vit-base-patch32"
 BAD_YAML = "dataset: [synthetic_iqa]\nsplits: [0]\nlearning_rate: 0.001\n  num_train_epochs: 2\n"
@@ -871,6 +872,13 @@ def test_debug_shows_the_traceback_of_an_expected_error(photos, quality_dir, tmp
                    perceptclip("predict", photos, "--model", quality_dir, "-o", "missing/x.csv", cwd=tmp_path,
                                env={"PERCEPTCLIP_DEBUG": "1"})):
         assert result.returncode == 1 and "Traceback" in result.stderr and "does not exist" in result.stderr
+
+
+def test_the_documents_error_messages_cite_exist():
+    root = Path(__file__).resolve().parents[1]
+    cited = {match for path in (root / "perceptclip_hf").rglob("*.py")
+             for match in re.findall(r"docs/[\w-]+\.md", path.read_text())}
+    assert cited and all((root / doc).is_file() for doc in cited), cited
 
 
 def test_unexpected_errors_keep_their_traceback(capsys):
