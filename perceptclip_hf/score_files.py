@@ -116,7 +116,7 @@ class ScoreFile:
             return
         if self.mode == "new":
             raise OutputError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to "
-                                 "replace it")
+                              "replace it")
         self._check_owner()
 
     def _check_owner(self) -> None:
@@ -132,13 +132,14 @@ class ScoreFile:
                        if record.get(key) != value]
         if differences:
             raise OutputError(f"--resume {self.path}: it was written with another model or settings "
-                                 f"({'; '.join(differences)}); use the same ones, or another --output")
+                              f"({'; '.join(differences)}); use the same ones, or another --output")
 
     def open(self) -> Previous:
         """Check, read what a previous run left (resume), then open for appending; returns the previous rows."""
         self.check()
         previous = Previous()
-        resuming = self.mode == "resume" and self.path.exists()
+        # an empty file of ours: killed before its header was written
+        resuming = self.mode == "resume" and self.path.exists() and self.path.stat().st_size > 0
         if resuming:
             self._check_identity()
             previous, keep = self._read_previous()
@@ -189,7 +190,7 @@ class ScoreFile:
         header = next(reader, [])
         if header != self.columns:
             raise OutputError(f"--resume {self.path}: columns {header}, but this model writes {self.columns}; "
-                                 "use another --output")
+                              "use another --output")
         rows = []
         for values in reader:
             if len(values) != len(self.columns) or not values[0]:

@@ -611,6 +611,10 @@ def test_an_interrupted_last_line_of_ours_is_cut_and_rescored(suffix, photos, qu
     rows = read_rows(output)
     assert [row["path"] for row in rows] == [row["path"] for row in complete]
     assert [float(row["score"]) for row in rows] == pytest.approx([float(row["score"]) for row in complete], abs=1e-5)
+    output.write_text("")  # killed before the header was written
+    again = predict(photos, quality_dir, output, "--resume")
+    assert "4 scored, 0 failed, 0 skipped" in again.stderr, again.stderr
+    assert [row["path"] for row in read_rows(output)] == [row["path"] for row in complete]
 
 
 def test_failed_images_are_kept_until_retry_errors(photos, quality_dir, tmp_path):
