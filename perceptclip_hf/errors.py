@@ -41,6 +41,12 @@ class ModelLoadError(UserError, OSError):
     """A model or backbone that cannot be loaded: unreachable Hub id, missing or corrupt weights."""
 
 
+def one_line(err: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (whitespace collapsed), cut at ``limit`` characters."""
+    text = " ".join(str(err).split())
+    return text[:limit] if limit else text
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
 
@@ -80,7 +86,7 @@ def loading_model(model: str, option: str = "--model", also_check: tuple[str, ..
     except UserError:
         raise
     except Exception as err:  # transformers / huggingface_hub / safetensors raise many types for the same causes
-        cause = " ".join(str(err).split())[:300] or type(err).__name__
+        cause = one_line(err, 300) or type(err).__name__
         corrupt = next(iter(corrupt_weights([model, *also_check])), None)
         if corrupt:
             raise ModelLoadError(f"{option} {model}: {corrupt[0]} is corrupt or truncated ({corrupt[1]}); save or "
@@ -114,12 +120,12 @@ def corrupt_weights(folders) -> Iterator[tuple[str, str]]:
                 with safe_open(str(path), framework="pt"):
                     pass
             except Exception as err:  # SafetensorError, OSError
-                yield str(path), " ".join(str(err).split())[:200]
+                yield str(path), one_line(err, 200)
 
 
 def kind_of_hub_error(err: Exception) -> bool:
     return type(err).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3"))
 
 
-__all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError", "debug_enabled",
-           "loading_model", "run_command"]
+__all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError",
+           "corrupt_weights", "debug_enabled", "loading_model", "one_line", "run_command"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from transformers import TrainingArguments, set_seed
 
 from .data import get_dataset_info
-from .errors import ConfigurationError
+from .errors import ConfigurationError, one_line
 from .evaluation import cross_dataset_evaluation
 from .metrics import aggregate_splits
 from .modeling import check_config
@@ -33,6 +32,7 @@ from .recipe import (
     resolve_task,
     vision_config_of,
 )
+from .score_files import cannot_write_in
 from .training import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def check_model_options(model_args, task):
     try:
         return check_config(vision_config=vision, **model_config_kwargs(model_args, task))
     except ValueError as err:
-        cause = " ".join(str(err).split())
+        cause = one_line(err)
         named = re.search(r"PerceptCLIPConfig\.(\w+)|field '(\w+)'", cause)
         name = next((n for n in (named.groups() if named else ()) if n), None)
         option = (f"--{name}" if name in {f.name for f in fields(ModelArguments)} else
@@ -227,9 +227,10 @@ def check_writable(output_dir: str | None) -> None:
     if not existing.is_dir():
         raise ConfigurationError(f"--output_dir {output_dir}: {existing} is a file, not a folder; "
                                  "give another --output_dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigurationError(f"--output_dir {output_dir}: {existing} is not writable; give a folder you can "
-                                 "write to")
+    problem = cannot_write_in(existing)
+    if problem:
+        raise ConfigurationError(f"--output_dir {output_dir}: cannot write in {existing} ({problem}); give a folder "
+                                 "you can write to")
 
 
 def write_results(results: dict, output_dir: Path) -> None:

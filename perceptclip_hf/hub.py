@@ -67,8 +67,8 @@ def build_repo_folder(
     `notes`: an extra paragraph for the card (provenance)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputError(f"{out_dir} is not empty: the repo folder must hold only what will be uploaded; choose a new or "
-                          "empty folder")
+        raise OutputError(f"{out_dir} is not empty: the repo folder must hold only what will be uploaded; choose a "
+                          "new or empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model_dir_or_model, PerceptCLIPPreTrainedModel):
         model_dir_or_model.save_pretrained(out_dir)

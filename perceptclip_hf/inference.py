@@ -69,8 +69,8 @@ def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa"
     with loading_model(model_id, also_check=(base,) if base else ()):
         model = AutoModel.from_pretrained(model_id, attn_implementation=attn_implementation, **kwargs)
     if not isinstance(model, PerceptCLIPPreTrainedModel):
-        raise ModelLoadError(f"--model {model_id} holds a {type(model).__name__}, not a PerceptCLIP model; pass a folder "
-                             "written by a PerceptCLIP model's save_pretrained (or train.py)")
+        raise ModelLoadError(f"--model {model_id} holds a {type(model).__name__}, not a PerceptCLIP model; pass a "
+                             "folder written by a PerceptCLIP model's save_pretrained (or train.py)")
     return model.eval()
 
 

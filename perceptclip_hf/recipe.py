@@ -20,7 +20,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data import get_dataset_info
-from .errors import ConfigurationError, loading_model
+from .errors import ConfigurationError, loading_model, one_line
 from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
 from .tasks import TaskSpec, get_task
 
@@ -223,7 +223,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None):
     except ConfigurationError:
         raise
     except ValueError as err:  # a dataclass's own validation (e.g. TrainingArguments.__post_init__)
-        raise ConfigurationError(" ".join(str(err).split())) from None
+        raise ConfigurationError(one_line(err)) from None
     if unused:
         parser.error(f"unrecognized arguments: {' '.join(unused)}")
     return outputs[: len(DATACLASSES)]  # the rest is the namespace holding `config`

@@ -53,15 +53,23 @@ def check_writable(path: str | os.PathLike, option: str = "--output") -> None:
         raise OutputError(f"{option} {path}: {folder} is a file, not a folder; choose another {option}")
     if not folder.is_dir():
         raise OutputError(f"{option} {path}: folder {folder} does not exist; create it first (mkdir -p {folder})")
-    probe = folder / f".{path.name}.probe"  # os.access says yes to root on read-only file systems: try it
+    problem = cannot_write_in(folder)
+    if problem:
+        raise OutputError(f"{option} {path}: cannot write in folder {folder} ({problem}); choose another {option}")
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why this process cannot create files in ``folder`` (``None`` if it can): tried with a probe file, since
+    ``os.access`` says yes to root on a read-only file system."""
+    probe = folder / f".perceptclip-{os.getpid()}.probe"
     try:
         probe.touch(exist_ok=False)
         probe.unlink()
     except FileExistsError:
-        pass
+        return None
     except OSError as err:
-        raise OutputError(f"{option} {path}: cannot write in folder {folder} ({err.strerror}); choose another "
-                          f"{option}") from None
+        return err.strerror or str(err)
+    return None
 
 
 def check_own_json(path: str | os.PathLike, writer: str, option: str = "--output") -> None:
@@ -230,7 +238,8 @@ class ScoreFile:
         if self.is_jsonl:
             return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         buffer = io.StringIO()
-        csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n").writerows(rows)
+        csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore",
+                       lineterminator="\n").writerows(map(csv_row, rows))
         return buffer.getvalue()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -251,6 +260,16 @@ class ScoreFile:
         os.replace(temporary, target)
 
 
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row for CSV: a classifier's ``probabilities`` spread over ``prob_<label>`` columns (JSONL rows keep
+    the mapping)."""
+    if "probabilities" not in row:
+        return row
+    row = dict(row)
+    probabilities = row.pop("probabilities")
+    return {**row, **{f"prob_{label}": p for label, p in probabilities.items()}}
+
+
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     """The ``.meta.json`` record of a score file, or ``None`` if there is none (or it is not ours)."""
     try:
@@ -260,5 +279,5 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-__all__ = ["FORMATS", "META_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json",
-           "check_writable", "meta_path", "read_record"]
+__all__ = ["FORMATS", "META_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json", "csv_row",
+           "cannot_write_in", "check_writable", "meta_path", "read_record"]

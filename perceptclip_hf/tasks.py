@@ -162,7 +162,8 @@ def get_task(name: str) -> TaskSpec:
     try:
         return _TASKS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown task {name!r}; registered: {list_tasks()} (add one with register_task).") from None
+        raise UnknownNameError(f"unknown task {name!r}; registered: {list_tasks()} (add one with "
+                               "register_task).") from None
 
 
 def list_tasks() -> list[str]:

@@ -127,7 +127,7 @@ def collect_images(arguments: Sequence[str]) -> Collected:
     """Files (scored whatever their extension), folders (recursive, symlinked folders once, images by extension or
     content) and globs → absolute image paths in order, one per real file; the rest is counted with its reason.
     A path met twice is scored once; another path to the same file is reported as such."""
-    from ..data.files import VISITED_FOLDER, is_image_file, walk_images
+    from ..data.files import NOT_AN_IMAGE, VISITED_FOLDER, is_image_file, walk_images
 
     found, paths, walked = Collected(), [], []
 
@@ -158,7 +158,7 @@ def collect_images(arguments: Sequence[str]) -> Collected:
                 elif is_image_file(match):
                     paths.append(match)
                 else:
-                    found.not_scored.append((os.path.abspath(match), "not an image"))
+                    found.not_scored.append((os.path.abspath(match), NOT_AN_IMAGE))
         else:
             raise UsageError(f"{argument}: no such file or directory")
     first_of: dict[str, str] = {}

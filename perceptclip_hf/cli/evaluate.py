@@ -25,7 +25,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", required=True, help="folder of the dataset in its original layout")
     parser.add_argument("--split-index", type=int, default=0, help="which of the benchmark's splits (default: 0)")
     parser.add_argument("--split", default="test", help="part of the split to evaluate (default: test)")
-    parser.add_argument("--output", "-o", default=None, help="also write the metrics JSON to this file (replaces only a report of this command)")
+    parser.add_argument("--output", "-o", default=None,
+                        help="also write the metrics JSON to this file (replaces only a report of this command)")
     add_model_arguments(parser)
     add_tta_arguments(parser)
 
@@ -51,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
                                                                                      desc="evaluate", unit="img"))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    report = {"writer": WRITER, "model": args.model, "dataset": info.name, "split_index": args.split_index, "split": args.split,
-              "num_images": num_images, "metrics": metrics}
+    report = {"writer": WRITER, "model": args.model, "dataset": info.name, "split_index": args.split_index,
+              "split": args.split, "num_images": num_images, "metrics": metrics}
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")

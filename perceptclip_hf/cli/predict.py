@@ -68,20 +68,19 @@ class StdoutRows:
         self.writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         self.writer.writeheader()
 
+    def open(self):
+        from ..score_files import Previous
+
+        return Previous()  # nothing written before
+
     def write(self, rows: list[dict[str, Any]]) -> None:
-        self.writer.writerows(rows)
+        from ..score_files import csv_row
+
+        self.writer.writerows(map(csv_row, rows))
         sys.stdout.flush()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         sys.stdout.flush()
-
-
-def flat(row: dict[str, Any], jsonl: bool) -> dict[str, Any]:
-    """CSV rows spread the probabilities over ``prob_<label>`` columns; JSONL rows keep the mapping."""
-    if jsonl or "probabilities" not in row:
-        return row
-    probabilities = row.pop("probabilities")
-    return {**row, **{f"prob_{label}": p for label, p in probabilities.items()}}
 
 
 def score_file(args: argparse.Namespace, columns: list[str] | None = None, scorer=None):
@@ -140,13 +139,13 @@ def run(args: argparse.Namespace) -> int:
                             if found.not_scored else ""))
     scorer = load_scorer(args)
     columns = result_columns(scorer)
-    jsonl = bool(args.output) and args.output.lower().endswith(".jsonl")
     output = score_file(args, columns, scorer) if args.output else StdoutRows(columns)
-    previous = output.open() if args.output else None
-    already = (previous.done | previous.failed) if previous else set()
-    todo = [path for path in found.images if os.path.realpath(path) not in already]
+    previous = output.open()
+    real_paths = {path: os.path.realpath(path) for path in found.images}
+    already = previous.done | previous.failed
+    todo = [path for path, real in real_paths.items() if real not in already]
     skipped = len(found.images) - len(todo)
-    failed_before = len({os.path.realpath(p) for p in found.images} & previous.failed) if previous else 0
+    failed_before = len(set(real_paths.values()) & previous.failed)
     counts = {"scored": 0, "failed": 0}
     try:
         rows: list[dict[str, Any]] = []
@@ -155,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             counts["failed" if "error" in result else "scored"] += 1
             if "error" in result:
                 echo(f"error: {result['error']}" if path in result["error"] else f"error: {path}: {result['error']}")
-            rows.append(flat(result_row(scorer, path, result), jsonl))
+            rows.append(result_row(scorer, path, result))
             if len(rows) == args.batch_size:
                 output.write(rows)
                 rows = []

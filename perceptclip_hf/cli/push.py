@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def push(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from ..errors import OutputError, kind_of_hub_error
+    from ..errors import OutputError, kind_of_hub_error, one_line
     from ..hub import upload_repo_folder
 
     args = parse_args(argv, prog)
@@ -109,7 +109,7 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
         except Exception as err:  # huggingface_hub's HTTP, auth and connection errors
             if not (isinstance(err, (OSError, ValueError)) or kind_of_hub_error(err)):
                 raise
-            raise OutputError(f"--repo-id {args.repo_id}: upload failed ({' '.join(str(err).split())[:300]}); check "
+            raise OutputError(f"--repo-id {args.repo_id}: upload failed ({one_line(err, 300)}); check "
                               "the token and the connection, or write the folder with --dry-run DIR and upload it "
                               "later (`hf upload REPO DIR`)") from err
     print(f"Uploaded to {args.repo_id}: {commit.commit_url}")

@@ -101,7 +101,8 @@ def get_dataset_info(name: str) -> DatasetInfo:
     try:
         return _BY_KEY[_key(name)]
     except KeyError:
-        raise UnknownNameError(f"unknown dataset {name!r}; known: {list_datasets()} (add one with register_dataset)") from None
+        raise UnknownNameError(f"unknown dataset {name!r}; known: {list_datasets()} (add one with "
+                               "register_dataset)") from None
 
 
 def load_benchmark(name: str, data_dir: str | Path, **kwargs) -> Dataset:
