@@ -36,6 +36,7 @@ CHOICES = {
     "adaptation": ("lora", "frozen", "full"),
     "head_type": ("mlp", "linear"),
     "loss": ("mse", "plcc", "cross_entropy"),
+    "resize_interpolation": ("bilinear", "bicubic"),
 }
 
 
@@ -79,6 +80,17 @@ class PerceptCLIPConfig(PreTrainedConfig):
         test_resize_short (`int`, *optional*):
             IQA test protocol: the short side images are resized to before the random test crops, as in training
             (384 for KonIQ/SPAQ/FLIVE/KADID/LIVE); `None` crops at native resolution (LIVEC, TID2013).
+        test_resize_size (`list[int]`, *optional*):
+            IQA test protocol: a fixed `[height, width]` every image is resized to before the test crops, aspect
+            ratio not kept (torchvision `Resize((h, w))`; the official PerceptCLIP_IQA usage: `[512, 384]`).
+            Exclusive with `test_resize_short`.
+        resize_interpolation (`str`, *optional*, defaults to `"bilinear"`):
+            PIL filter of every resize of this model's images: `"bilinear"` (the official release, most datasets)
+            or `"bicubic"` (LoDa's protocol for FLIVE and LIVE).
+        image_size (`int`, *optional*):
+            Side of the square crops the model reads. Defaults to the backbone's fixed input size where its
+            position embeddings fix one (CLIP, ViT, SigLIP: `vision_config.image_size`), else 224 (the paper's; e.g.
+            DINOv2, which declares 518 but interpolates, and CNNs).
         initializer_range (`float`, *optional*, defaults to 0.02): std of the head's weight initialisation.
 
     Example:
@@ -115,6 +127,9 @@ class PerceptCLIPConfig(PreTrainedConfig):
     score_range: list[float] | None = None
     higher_is_better: bool = True
     test_resize_short: int | None = None
+    test_resize_size: list[int] | None = None
+    resize_interpolation: str = "bilinear"
+    image_size: int | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -146,6 +161,15 @@ class PerceptCLIPConfig(PreTrainedConfig):
         if (self.loss == "cross_entropy") != self.is_classification:
             raise ValueError(f"PerceptCLIPConfig.loss={self.loss!r} does not fit problem_type={self.problem_type!r} "
                              f"(task {self.task!r}).")
+        if self.test_resize_size is not None:
+            if len(self.test_resize_size) != 2 or min(self.test_resize_size) < 1:
+                raise ValueError(f"PerceptCLIPConfig.test_resize_size={self.test_resize_size!r}: expected [height, "
+                                 "width], two positive integers.")
+            if self.test_resize_short is not None:
+                raise ValueError("PerceptCLIPConfig: give test_resize_short (short side, aspect kept) or "
+                                 "test_resize_size ([height, width]), not both.")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"PerceptCLIPConfig.image_size={self.image_size!r}: expected a positive integer.")
         if self.heads is not None and (not self.heads or any(n < 1 for n in self.heads.values())):
             raise ValueError(f"PerceptCLIPConfig.heads={self.heads!r}: give at least one head, each with ≥ 1 output.")
 
