@@ -43,8 +43,10 @@ def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = 
 def cross_dataset_evaluation(model_dir: str, dataset: str, data_dir: str, split: int | None = None,
                              seed: int = 0) -> dict:
     """Metrics of a trained model on another dataset (e.g. train FLIVE, test KonIQ), PLCC after the 4-parameter
-    logistic fit, with the dataset's test-time resize."""
-    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, resize_short=get_dataset_info(dataset).test_resize_short)
+    logistic fit, with the dataset's test-time resize and filter."""
+    info = get_dataset_info(dataset)
+    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, resize_short=info.test_resize_short,
+                                           interpolation=info.interpolation)
     return evaluate_benchmark(scorer, dataset, data_dir, split)[0]
 
 

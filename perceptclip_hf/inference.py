@@ -60,17 +60,34 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype.lower()]
 
 
-def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa", **kwargs) -> PerceptCLIPPreTrainedModel:
-    """Load a saved PerceptCLIP model (local directory or Hub id) in eval mode."""
+def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa", *, task: str | None = None,
+               **kwargs) -> PerceptCLIPPreTrainedModel:
+    """Load a PerceptCLIP model (local directory or Hub id) in eval mode.
+
+    Official checkpoints are accepted too: an alias (`quality`, `memorability`, `emotion`), an official Hub repo, a
+    folder holding one `.pth` and no `config.json`, or the `.pth`. They are converted once and cached
+    (:func:`perceptclip_hf.official.official_model_dir`); `task` names the task of a 1-output official head (IQA or
+    memorability cannot be told apart), `base_model_name_or_path` its base CLIP (default ViT-L/14)."""
     from transformers import AutoModel
 
-    model_id = os.fspath(repo_or_dir)
-    base = kwargs.get("base_model_name_or_path") or base_model_of(model_id)
+    from .official import OFFICIAL_TASKS, is_official_source, local_copy_hint, official_model_dir, resolve_alias
+
+    model_id = resolve_alias(os.fspath(repo_or_dir))
+    base = kwargs.get("base_model_name_or_path")
+    hub_kwargs = {key: kwargs.pop(key) for key in ("revision", "token") if key in kwargs}
+    if is_official_source(model_id):
+        with loading_model(model_id, also_check=(base,) if base else (), hint=local_copy_hint(model_id)):
+            folder = official_model_dir(model_id, task=task, base_model=base, **hub_kwargs)
+        model_id, hub_kwargs = str(folder), {}
+    base = base or base_model_of(model_id)
     with loading_model(model_id, also_check=(base,) if base else ()):
-        model = AutoModel.from_pretrained(model_id, attn_implementation=attn_implementation, **kwargs)
+        model = AutoModel.from_pretrained(model_id, attn_implementation=attn_implementation, **hub_kwargs, **kwargs)
     if not isinstance(model, PerceptCLIPPreTrainedModel):
         raise ModelLoadError(f"--model {model_id} holds a {type(model).__name__}, not a PerceptCLIP model; pass a "
                              "folder written by a PerceptCLIP model's save_pretrained (or train.py)")
+    if task is not None and task != model.config.task:
+        raise ModelLoadError(f"--task {task}: the model {model_id} is a {model.config.task!r} model (--task applies "
+                             f"to official checkpoints: {', '.join(sorted(set(OFFICIAL_TASKS.values())))})")
     return model.eval()
 
 
@@ -98,6 +115,7 @@ class PerceptScorer:
         seed: int = 0,
         batch_size: int = 16,
         resize_short: int | None = None,
+        interpolation: str | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
@@ -107,13 +125,14 @@ class PerceptScorer:
         self.config = model.config
         self.batch_size = batch_size
         self.transform = build_inference_transform(self.config, task_of_config(self.config), tta=tta, seed=seed,
-                                                   resize_short=resize_short)
+                                                   resize_short=resize_short, interpolation=interpolation)
 
     @classmethod
     def from_pretrained(cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None,
                         **scorer_kwargs: Any) -> "PerceptScorer":
         """Load a model and wrap it. `scorer_kwargs` are the constructor's (device, dtype, tta, seed, batch_size,
-        resize_short); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
+        resize_short, interpolation); `load_kwargs` go to `from_pretrained` (e.g.
+        `{"base_model_name_or_path": "/models/clip"}`)."""
         return cls(load_model(repo_or_dir, **(load_kwargs or {})), **scorer_kwargs)
 
     # ----- what the scores mean -------------------------------------------------------------------------------

@@ -11,11 +11,18 @@ Each transform maps a batch ``{"image": [...], "label": [...], ...}`` to ``{"pix
 ``(3, crop_size, crop_size)`` normalised with the model's mean/std (default CLIP's); ``IQATestTransform`` gives
 ``(num_crops, 3, crop_size, crop_size)`` per image. ``labels`` is float32 for scores, int64 for classes.
 
-Choices: every resize is PIL bilinear (antialiased), like the official ``Resize(224)`` inference; an
-image whose short side is below ``crop_size`` is first resized up (aspect kept) so the crop fits.
-Training randomness comes from torch's global RNG (which ``DataLoader`` re-seeds per worker) unless a
-``seed`` is given. Use :func:`with_image_transform` so images are opened by :func:`.images.open_image`
-(RGB conversion, EXIF, errors naming the file).
+Choices: the geometry is torchvision's (``torchvision.transforms.functional``, PIL path), re-implemented with
+PIL: ``Resize(int)`` (short side to ``size``, long side ``int(size * long / short)``, truncated; an image already
+that size is left as is), ``Resize((h, w))`` (exact size, aspect not kept), ``CenterCrop`` (offsets
+``int(round((H - size) / 2))``, Python's half-to-even ``round``), ``RandomCrop`` and ``RandomResizedCrop`` boxes
+(same draws in the same order from a ``torch.Generator``, so a seed gives torchvision's boxes under
+``torch.manual_seed``) and the flips (``torch.rand(1) < 0.5``). Resizes use PIL's bilinear (default, the official
+release) or bicubic filter (``interpolation``; LoDa's FLIVE/LIVE protocol), as torchvision's PIL path does, so
+pixels equal torchvision's on PIL images. IQA images are first resized by the protocol (``resize_short`` or a
+fixed ``resize_size``); one whose short side is still below ``crop_size`` is then enlarged (aspect kept) so the crop
+fits (where torchvision would pad or fail). Training randomness comes from torch's global RNG (which
+``DataLoader`` re-seeds per worker) unless a ``seed`` is given. Use :func:`with_image_transform` so images are
+opened by :func:`.images.open_image` (RGB conversion, EXIF, errors naming the file).
 """
 
 from __future__ import annotations
@@ -36,28 +43,50 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .data.images import open_image
 from .modeling import default_image_processor
 
-RESAMPLE = Image.Resampling.BILINEAR
+Interpolation = Literal["bilinear", "bicubic"]
+RESAMPLE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+BILINEAR = RESAMPLE_FILTERS["bilinear"]
 DEFAULT_IQA_CROPS = 15
 
 
 # ----------------------------------------------------------------------------- PIL / tensor helpers
-def resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    """Resize so the short side is ``size`` (aspect kept, bilinear)."""
+def resample_filter(interpolation: str) -> Image.Resampling:
+    """PIL filter of ``"bilinear"`` or ``"bicubic"`` (the filters torchvision's PIL path uses)."""
+    try:
+        return RESAMPLE_FILTERS[interpolation]
+    except KeyError:
+        raise ValueError(f"interpolation must be one of {list(RESAMPLE_FILTERS)}, got {interpolation!r}.") from None
+
+
+def resize_exact(image: Image.Image, size: Sequence[int], resample: Image.Resampling = BILINEAR) -> Image.Image:
+    """torchvision ``Resize((height, width))``: exactly ``size = (height, width)``, aspect not kept."""
+    height, width = size
+    return image if image.size == (width, height) else image.resize((width, height), resample)
+
+
+def resize_short_side(image: Image.Image, size: int, resample: Image.Resampling = BILINEAR) -> Image.Image:
+    """torchvision ``Resize(size)``: short side ``size``, long side ``int(size * long / short)`` (truncated)."""
     width, height = image.size
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return image if new_size == image.size else image.resize(new_size, RESAMPLE)
+    if width <= height:
+        return resize_exact(image, (int(size * height / width), size), resample)
+    return resize_exact(image, (size, int(size * width / height)), resample)
 
 
-def ensure_min_side(image: Image.Image, size: int) -> Image.Image:
-    """Resize up (bilinear, aspect kept) only if the short side is below ``size``."""
-    return resize_short_side(image, size) if min(image.size) < size else image
+def ensure_min_side(image: Image.Image, size: int, resample: Image.Resampling = BILINEAR) -> Image.Image:
+    """Resize up (aspect kept) only if the short side is below ``size``."""
+    return resize_short_side(image, size, resample) if min(image.size) < size else image
+
+
+def center_crop_box(size: tuple[int, int], crop: int) -> tuple[int, int, int, int]:
+    """torchvision ``CenterCrop(crop)`` box of a ``(width, height)`` image: offsets ``int(round((side - crop) /
+    2.0))`` (half to even)."""
+    width, height = size
+    left, top = int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
+    return left, top, left + crop, top + crop
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    left, top = (width - size) // 2, (height - size) // 2
-    return image.crop((left, top, left + size, top + size))
+    return image.crop(center_crop_box(image.size, size))
 
 
 def normalize_uint8(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -81,8 +110,13 @@ def _coin(generator: torch.Generator | None) -> bool:
 
 
 def random_crop_box(size: tuple[int, int], crop: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+    """torchvision ``RandomCrop.get_params`` box of a ``(width, height)`` image: the top is drawn first, then the
+    left; an image of exactly the crop size draws nothing."""
     width, height = size
-    left, top = _randint(width - crop, generator), _randint(height - crop, generator)
+    if width == height == crop:
+        return 0, 0, crop, crop
+    top = _randint(height - crop, generator)
+    left = _randint(width - crop, generator)
     return left, top, left + crop, top + crop
 
 
@@ -90,20 +124,22 @@ def random_resized_crop_box(
     size: tuple[int, int], generator: torch.Generator | None,
     scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
-    """torchvision's ``RandomResizedCrop`` box: 10 tries of random area/aspect, else a center crop."""
+    """torchvision's ``RandomResizedCrop.get_params`` box (same draws, float32 log-ratio, top before left): 10 tries
+    of random area/aspect, else a center crop."""
     width, height = size
     area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
-        target_area = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
-        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
-        w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        w, h = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            left, top = _randint(width - w, generator), _randint(height - h, generator)
+            top = _randint(height - h, generator)
+            left = _randint(width - w, generator)
             return left, top, left + w, top + h
     in_ratio = width / height
-    w, h = (width, round(width / ratio[0])) if in_ratio < ratio[0] else (
-        (round(height * ratio[1]), height) if in_ratio > ratio[1] else (width, height))
+    w, h = (width, int(round(width / min(ratio)))) if in_ratio < min(ratio) else (
+        (int(round(height * max(ratio))), height) if in_ratio > max(ratio) else (width, height))
     left, top = (width - w) // 2, (height - h) // 2
     return left, top, left + w, top + h
 
@@ -116,14 +152,16 @@ def stable_seed(*parts: Any) -> int:
 
 # ----------------------------------------------------------------------------- batch transforms
 class ImageTransform:
-    """Base: opens images, applies :meth:`transform_image`, converts labels."""
+    """Base: opens images, applies :meth:`transform_image`, converts labels. ``interpolation`` is the filter of
+    every resize (``"bilinear"`` or ``"bicubic"``)."""
 
     def __init__(
         self, crop_size: int = 224, mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
-        image_column: str = "image", label_column: str = "label",
+        image_column: str = "image", label_column: str = "label", interpolation: Interpolation = "bilinear",
     ):
         self.crop_size, self.mean, self.std = crop_size, tuple(mean), tuple(std)
         self.image_column, self.label_column = image_column, label_column
+        self.interpolation, self.resample = interpolation, resample_filter(interpolation)
 
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
         raise NotImplementedError
@@ -140,18 +178,35 @@ class ImageTransform:
         return to_normalized_tensor(image, self.mean, self.std)
 
 
-class IQATrainTransform(ImageTransform):
-    """Optional short-side resize, random horizontal + vertical flips (p=0.5 each), random crop."""
+class IQATransform(ImageTransform):
+    """Base of the IQA transforms: the protocol's resize, ``resize_short`` (short side, aspect kept) or
+    ``resize_size`` (exactly ``(height, width)``), then an enlargement only if the short side is below the crop."""
 
-    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None, seed: int | None = None, **kw):
+    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None,
+                 resize_size: Sequence[int] | None = None, **kw):
         super().__init__(crop_size, **kw)
-        self.resize_short = resize_short
+        if resize_short and resize_size:
+            raise ValueError("give resize_short (short side) or resize_size ((height, width)), not both.")
+        self.resize_short, self.resize_size = resize_short, tuple(resize_size) if resize_size else None
+
+    def fit(self, image: Image.Image) -> Image.Image:
+        """``image`` resized by the protocol, large enough for the crop."""
+        if self.resize_size:
+            image = resize_exact(image, self.resize_size, self.resample)
+        elif self.resize_short:
+            image = resize_short_side(image, self.resize_short, self.resample)
+        return ensure_min_side(image, self.crop_size, self.resample)
+
+
+class IQATrainTransform(IQATransform):
+    """Protocol resize, random horizontal then vertical flip (p=0.5 each), random crop."""
+
+    def __init__(self, crop_size: int = 224, *, seed: int | None = None, **kw):
+        super().__init__(crop_size, **kw)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        if self.resize_short:
-            image = resize_short_side(image, self.resize_short)
-        image = ensure_min_side(image, self.crop_size)
+        image = self.fit(image)
         if _coin(self.generator):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if _coin(self.generator):
@@ -159,22 +214,19 @@ class IQATrainTransform(ImageTransform):
         return self._tensor(image.crop(random_crop_box(image.size, self.crop_size, self.generator)))
 
 
-class IQATestTransform(ImageTransform):
-    """``num_crops`` random crops per image, deterministic for ``(seed, image)``.
+class IQATestTransform(IQATransform):
+    """Protocol resize, then ``num_crops`` random crops per image, deterministic for ``(seed, image)``.
 
     The image key is its ``image_name`` column when the batch has one (machine-independent), else a
     hash of its pixels. Output per image: ``(num_crops, 3, crop_size, crop_size)``.
     """
 
-    def __init__(self, crop_size: int = 224, *, num_crops: int = 15, resize_short: int | None = None,
-                 seed: int = 0, **kw):
+    def __init__(self, crop_size: int = 224, *, num_crops: int = 15, seed: int = 0, **kw):
         super().__init__(crop_size, **kw)
-        self.num_crops, self.resize_short, self.seed = num_crops, resize_short, seed
+        self.num_crops, self.seed = num_crops, seed
 
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        if self.resize_short:
-            image = resize_short_side(image, self.resize_short)
-        image = ensure_min_side(image, self.crop_size)
+        image = self.fit(image)
         if key is None:
             key = hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()
         generator = torch.Generator().manual_seed(stable_seed(self.seed, key))
@@ -184,8 +236,16 @@ class IQATestTransform(ImageTransform):
         return normalize_uint8(crops.permute(0, 3, 1, 2), self.mean, self.std)
 
 
+class IQACenterCropTransform(IQATransform):
+    """Protocol resize, then one center crop: the deterministic single-view counterpart of
+    :class:`IQATestTransform`'s random crops."""
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        return self._tensor(center_crop(self.fit(image), self.crop_size))
+
+
 class ResizeCenterCropTransform(ImageTransform):
-    """Resize the short side to ``crop_size`` (bilinear) and center-crop: memorability, emotion test.
+    """torchvision ``Resize(crop_size)`` + ``CenterCrop(crop_size)``: memorability, emotion test.
 
     Deterministic; ``seed`` is accepted (and unused) so every transform takes the same arguments.
     """
@@ -194,11 +254,11 @@ class ResizeCenterCropTransform(ImageTransform):
         super().__init__(crop_size, **kw)
 
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        return self._tensor(center_crop(resize_short_side(image, self.crop_size), self.crop_size))
+        return self._tensor(center_crop(resize_short_side(image, self.crop_size, self.resample), self.crop_size))
 
 
 class EmotionTrainTransform(ImageTransform):
-    """Random resized crop (scale 0.08-1, ratio 3/4-4/3, bilinear) to ``crop_size`` + horizontal flip."""
+    """torchvision ``RandomResizedCrop(crop_size, scale)`` (ratio 3/4-4/3) + ``RandomHorizontalFlip()``."""
 
     def __init__(self, crop_size: int = 224, *, scale: tuple[float, float] = (0.08, 1.0),
                  seed: int | None = None, **kw):
@@ -208,24 +268,10 @@ class EmotionTrainTransform(ImageTransform):
 
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
         box = random_resized_crop_box(image.size, self.generator, self.scale)
-        image = image.resize((self.crop_size, self.crop_size), RESAMPLE, box=box)
+        image = image.crop(box).resize((self.crop_size, self.crop_size), self.resample)
         if _coin(self.generator):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return self._tensor(image)
-
-
-class IQACenterCropTransform(ImageTransform):
-    """One center crop at native resolution (after the optional short-side resize): the deterministic
-    single-view counterpart of :class:`IQATestTransform`'s random crops."""
-
-    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None, **kw):
-        super().__init__(crop_size, **kw)
-        self.resize_short = resize_short
-
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        if self.resize_short:
-            image = resize_short_side(image, self.resize_short)
-        return self._tensor(center_crop(ensure_min_side(image, self.crop_size), self.crop_size))
 
 
 # ----------------------------------------------------------------------------- policies
@@ -239,7 +285,8 @@ POLICIES: dict[str, tuple[type[ImageTransform], type[ImageTransform]]] = {
 
 def build_transform(task, train: bool, **kwargs: Any) -> ImageTransform:
     """The paper's training or evaluation transform of ``task`` (a registered name or a ``TaskSpec``); ``kwargs``
-    go to the transform: crop_size, mean, std, seed and, for multi-crop (IQA) policies, resize_short and num_crops."""
+    go to the transform: crop_size, mean, std, seed, interpolation and, for multi-crop (IQA) policies, resize_short
+    or resize_size, and num_crops."""
     if isinstance(task, str):
         from .tasks import get_task  # the task table validates its policies against POLICIES: it imports this module
 
@@ -248,9 +295,12 @@ def build_transform(task, train: bool, **kwargs: Any) -> ImageTransform:
 
 
 def transform_kwargs(model_config) -> dict[str, Any]:
-    """Crop size and normalisation of a model, from its inference image processor."""
+    """Crop size (``config.image_size``, else the image processor's), normalisation (the image processor's) and
+    resize filter (``config.resize_interpolation``) of a model."""
     processor = default_image_processor(model_config)
-    return dict(crop_size=processor.crop_size["height"], mean=processor.image_mean, std=processor.image_std)
+    return dict(crop_size=getattr(model_config, "image_size", None) or processor.crop_size["height"],
+                mean=processor.image_mean, std=processor.image_std,
+                interpolation=getattr(model_config, "resize_interpolation", "bilinear"))
 
 
 def center_view_transform(model_config) -> ResizeCenterCropTransform:
@@ -259,22 +309,29 @@ def center_view_transform(model_config) -> ResizeCenterCropTransform:
 
 
 def build_inference_transform(
-    model_config, spec, tta: int | None = None, seed: int = 0, resize_short: int | None = None
+    model_config, spec, tta: int | None = None, seed: int = 0, resize_short: int | None = None,
+    interpolation: Interpolation | None = None,
 ) -> ImageTransform:
-    """The test-time transform of a model of task ``spec`` (a ``TaskSpec``): crop size and mean/std from its image
-    processor. Tasks whose policy averages random crops (IQA) get ``tta`` crops (default 15; 1 = center crop) after
-    the short-side resize they were trained with (``resize_short``, default ``config.test_resize_short``); others
-    the evaluation transform."""
+    """The test-time transform of a model of task ``spec`` (a ``TaskSpec``): crop size, mean/std and filter from
+    :func:`transform_kwargs` (``interpolation`` overrides the filter). Tasks whose policy averages random crops (IQA)
+    get ``tta`` crops (default 15; 1 = center crop) after the resize they were trained with: ``resize_short`` if
+    given, else ``config.test_resize_short`` or ``config.test_resize_size``; others the evaluation transform."""
     common = transform_kwargs(model_config)
+    if interpolation:
+        common["interpolation"] = interpolation
     if not spec.multi_crop_test:
         return build_transform(spec, train=False, **common)
-    resize_short = resize_short or getattr(model_config, "test_resize_short", None)
+    if resize_short:
+        common["resize_short"] = resize_short
+    else:
+        common.update(resize_short=getattr(model_config, "test_resize_short", None),
+                      resize_size=getattr(model_config, "test_resize_size", None))
     tta = DEFAULT_IQA_CROPS if tta is None else tta
     if tta < 1:
         raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")
     if tta == 1:
-        return IQACenterCropTransform(resize_short=resize_short, **common)
-    return build_transform(spec, train=False, num_crops=tta, seed=seed, resize_short=resize_short, **common)
+        return IQACenterCropTransform(**common)
+    return build_transform(spec, train=False, num_crops=tta, seed=seed, **common)
 
 
 def with_image_transform(ds: Dataset, transform: ImageTransform) -> Dataset:
@@ -296,18 +353,21 @@ def _label_tensor(label: Any) -> torch.Tensor:
 def preresize(
     ds: Dataset, short_side: int = 384, *, cache_dir: str | Path | None = None,
     image_format: Literal["JPEG", "PNG"] = "JPEG", quality: int = 95, num_proc: int | None = None,
+    interpolation: Interpolation = "bilinear",
 ) -> Dataset:
     """``ds`` with ``image`` replaced by encoded bytes resized so the short side is ``short_side``: decode each big
-    image once. Bilinear (LoDa's ``Resize(384)``; smaller images are enlarged too), JPEG (``quality``) or lossless
-    PNG. With ``cache_dir`` the result is written once to an Arrow file named after the input's fingerprint."""
+    image once. torchvision ``Resize(short_side)`` (LoDa's ``Resize(384)``; smaller images are enlarged too) with
+    ``interpolation``, then JPEG (``quality``) or lossless PNG. With ``cache_dir`` the result is written once to an
+    Arrow file named after the input's fingerprint and these options."""
+    resample = resample_filter(interpolation)
     cache_file = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        name = f"preresize-{ds._fingerprint}-{short_side}-{image_format.lower()}-{quality}.arrow"
+        name = f"preresize-{ds._fingerprint}-{short_side}-{interpolation}-{image_format.lower()}-{quality}.arrow"
         cache_file = str(Path(cache_dir) / name)
 
     def encode(example: dict) -> dict:
-        image = resize_short_side(open_image(example["image"]), short_side)
+        image = resize_short_side(open_image(example["image"]), short_side, resample)
         buffer = io.BytesIO()
         image.save(buffer, format=image_format, **({"quality": quality} if image_format == "JPEG" else {}))
         return {"image": {"bytes": buffer.getvalue(), "path": None}}

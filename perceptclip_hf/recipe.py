@@ -232,7 +232,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None):
 @dataclass
 class TrainingTask:
     """What a dataset (or a group of same-task datasets, one head each) implies for the model and the metrics.
-    Per-dataset fields are in `datasets` order; `class_names` names the first head's classes."""
+    Per-dataset fields are in `datasets` order; `class_names` and `interpolation` (the resize filter of its
+    images) are the first dataset's."""
 
     spec: TaskSpec
     datasets: list[str]
@@ -241,6 +242,7 @@ class TrainingTask:
     class_names: tuple[str, ...] | None = None
     higher_is_better: bool = True
     score_range: tuple[float, float] | None = None
+    interpolation: str = "bilinear"
 
     @property
     def name(self) -> str:
@@ -268,13 +270,16 @@ def resolve_task(dataset_names: list[str]) -> TrainingTask:
         head_positive_classes=[tuple(i.class_names.index(c) for c in i.positive_classes) if i.positive_classes
                                else None for i in infos],
         class_names=info.class_names, higher_is_better=info.higher_is_better, score_range=info.score_range,
+        interpolation=info.interpolation,
     )
 
 
 def model_config_kwargs(model_args, task: TrainingTask, test_resize_short: int | None = None) -> dict:
-    """The `PerceptCLIPConfig` arguments a recipe describes, but the backbone (the config validates them)."""
+    """The `PerceptCLIPConfig` arguments a recipe describes, but the backbone (the config validates them); the
+    resize filter is the training data's."""
     kwargs = {name: getattr(model_args, name) for name in MODEL_OPTIONS}
     kwargs.update(task=task.name, higher_is_better=task.higher_is_better, test_resize_short=test_resize_short,
+                  resize_interpolation=task.interpolation,
                   heads=dict(zip(task.datasets, task.head_sizes)) if len(task.datasets) > 1 else None,
                   score_range=[float(v) for v in task.score_range] if task.score_range else None)
     if task.class_names:

@@ -72,7 +72,7 @@ def prepare_splits(task: TrainingTask, data_args: DataArguments, split: int, mod
         for part in raw:
             if part not in splits:
                 continue
-            kwargs = dict(base_kwargs)
+            kwargs = dict(base_kwargs, interpolation=info.interpolation)
             ds = splits[part]
             if task.spec.multi_crop_test:  # IQA: native-resolution crops after the protocol's resize, replicas
                 kwargs["resize_short"] = data_args.resize_short_for(name)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_writable(args.output)
         check_own_json(args.output, WRITER)
-    scorer = load_scorer(args, resize_short=info.test_resize_short)
+    scorer = load_scorer(args, resize_short=info.test_resize_short, interpolation=info.interpolation)
     try:
         metrics, num_images = evaluate_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
                                                  progress=lambda it, total: progress(it, total=total,

@@ -22,7 +22,8 @@ class DatasetInfo:
 
     ``label`` always holds the published value; ``higher_is_better`` says whether to negate it (LIVE DMOS).
     ``replicas``: times each training image is repeated per epoch (IQA). ``test_resize_short``: short
-    side the test (and train) images are resized to before cropping (``None``: native size).
+    side the test (and train) images are resized to before cropping (``None``: native size). ``interpolation``:
+    the filter of every resize of its images (LoDa: bicubic for FLIVE and LIVE, bilinear elsewhere).
     ``n_train_groups``: references/groups in train for grouped splits (``None``: 80%).
     """
 
@@ -38,6 +39,7 @@ class DatasetInfo:
     group_column: str | None = None
     n_train_groups: int | None = None
     test_resize_short: int | None = None
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     num_splits: int = 10
 
 
@@ -54,10 +56,10 @@ _DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("spaq", "quality", iqa_authentic.load_spaq, "random", (0.0, 100.0), replicas=3,
                     test_resize_short=384),
         DatasetInfo("flive", "quality", iqa_authentic.load_flive, "random", (0.0, 100.0), replicas=1,
-                    test_resize_short=384),
+                    test_resize_short=384, interpolation="bicubic"),
         DatasetInfo("live", "quality", iqa_synthetic.load_live, "reference", (0.0, 100.0),
                     higher_is_better=False, replicas=5, group_column="reference", n_train_groups=23,
-                    test_resize_short=384),
+                    test_resize_short=384, interpolation="bicubic"),
         DatasetInfo("tid2013", "quality", iqa_synthetic.load_tid2013, "reference", (0.0, 9.0), replicas=10,
                     group_column="reference", n_train_groups=20),
         DatasetInfo("kadid10k", "quality", iqa_synthetic.load_kadid10k, "reference", (1.0, 5.0), replicas=3,
