@@ -17,6 +17,7 @@ from .modeling_perceptclip import (
     PerceptCLIPForRegression,
     PerceptCLIPOutput,
     PerceptCLIPPreTrainedModel,
+    backbone_vision_config,
     create_model,
     lora_config,
 )
@@ -24,6 +25,6 @@ from .modeling_perceptclip import (
 __all__ = [
     "ADAPTER_KEY_MARKERS", "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES",
     "TASK_PRESETS", "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression",
-    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "check_config", "create_model", "default_image_processor",
+    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "backbone_vision_config", "check_config", "create_model", "default_image_processor",
     "get_loss_fn", "lora_config", "plcc_loss", "task_loss",
 ]

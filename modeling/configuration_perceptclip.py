@@ -88,9 +88,9 @@ class PerceptCLIPConfig(PreTrainedConfig):
             PIL filter of every resize of this model's images: `"bilinear"` (the official release, most datasets)
             or `"bicubic"` (LoDa's protocol for FLIVE and LIVE).
         image_size (`int`, *optional*):
-            Side of the square crops the model reads. Defaults to the backbone's fixed input size where its
-            position embeddings fix one (CLIP, ViT, SigLIP: `vision_config.image_size`), else 224 (the paper's; e.g.
-            DINOv2, which declares 518 but interpolates, and CNNs).
+            Side of the square crops the model reads. Defaults to the backbone's declared
+            `vision_config.image_size` (CLIP, ViT, SigLIP: fixed by their position embeddings; a CNN config that
+            sets one), else 224, the paper's; DINOv2 gets 224 too (its declared 518 is its pretraining resolution).
         initializer_range (`float`, *optional*, defaults to 0.02): std of the head's weight initialisation.
 
     Example:

@@ -3,15 +3,25 @@
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers import MODEL_MAPPING, AutoConfig, AutoModel, CLIPVisionModelWithProjection, PreTrainedModel, ViTModel
+from transformers import (
+    MODEL_MAPPING,
+    AutoConfig,
+    AutoModel,
+    CLIPVisionModelWithProjection,
+    PreTrainedConfig,
+    PreTrainedModel,
+    ViTModel,
+)
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils import logging as hf_logging
 
 from .configuration_perceptclip import PerceptCLIPConfig
 from .image_processing_perceptclip import default_image_processor
@@ -84,6 +94,49 @@ def backbone_class_and_kwargs(vision_config) -> tuple[type, dict]:
     if vision_config.model_type == "vit":
         return ViTModel, {"add_pooling_layer": False}
     return AutoModel, {}
+
+
+def backbone_vision_config(source: str, revision: str | None = None, **hub_kwargs) -> PreTrainedConfig:
+    """The vision config of checkpoint `source`: its own config, or the vision tower's of a two-tower checkpoint
+    (CLIP, SigLIP, ...: a config with a `vision_config`). A full CLIP checkpoint's `visual_projection` has the
+    top-level `projection_dim`, which its `vision_config.projection_dim` need not repeat."""
+    config = AutoConfig.from_pretrained(source, revision=revision, **hub_kwargs)
+    vision_config = getattr(config, "vision_config", None)
+    if vision_config is None:
+        return config
+    if config.model_type == "clip":
+        vision_config.projection_dim = config.projection_dim
+    return vision_config
+
+
+@contextmanager
+def explain_backbone_failure(source: str):
+    """Turn a failure to read the backbone checkpoint `source` (unreachable Hub, missing files) into one `OSError`
+    naming it, the cause and the fix."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        cause = " ".join(str(err).split())[:300]
+        fix = (
+            "check that it holds the backbone's config.json and weights, or pass a DIR that does"
+            if os.path.isdir(source)
+            else f"without access to the Hub, make a local copy where it is reachable, `hf download {source} "
+            "--local-dir DIR`, and pass DIR"
+        )
+        raise OSError(
+            f"PerceptCLIP could not load the backbone {source!r} ({type(err).__name__}: {cause}). The backbone "
+            f"weights come from {source!r}, a Hub id or a local directory; {fix}: `from_backbone(DIR)`, or for an "
+            "adapter-only checkpoint `from_pretrained(model_dir, base_model_name_or_path=DIR)`."
+        ) from None
+
+
+def shape_mismatch_error(source: str, key: str, found, expected) -> ValueError:
+    """The one report of a backbone tensor whose shape does not fit the model's `vision_config`."""
+    return ValueError(
+        f"Base backbone {source!r}: {key} has shape {tuple(found)} in the checkpoint, but this model's vision_config "
+        f"expects {tuple(expected)}. Give the model a vision_config that matches the checkpoint's tensors (e.g. its "
+        f"projection_dim); `from_backbone({source!r})` reads it from the checkpoint."
+    )
 
 
 def build_backbone(vision_config) -> PreTrainedModel:
@@ -168,7 +221,8 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor, **backbone_kwargs):
         """Backbone outputs and the features the head reads: CLIP's projected pooled output, else the backbone's
-        pooled output (DINOv2: normalised CLS; CNNs: pooled map), else the CLS token (ViT)."""
+        pooled output (SigLIP: attention-pooled, as `SiglipModel.get_image_features`; DINOv2: normalised CLS; CNNs:
+        pooled map), else the CLS token (ViT)."""
         outputs = self.backbone(pixel_values=pixel_values, return_dict=True, **backbone_kwargs)
         if getattr(outputs, "image_embeds", None) is not None:
             return outputs, outputs.image_embeds
@@ -218,12 +272,12 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_backbone(cls, base_model_name_or_path: str, revision: str | None = None, **config_kwargs):
         """A new (untrained) PerceptCLIP model on a pretrained backbone, e.g.
-        `PerceptCLIPForRegression.from_backbone("openai/clip-vit-large-patch14", task="quality")`."""
-        backbone_config = AutoConfig.from_pretrained(base_model_name_or_path, revision=revision)
-        if backbone_config.model_type == "clip":
-            backbone_config = backbone_config.vision_config
+        `PerceptCLIPForRegression.from_backbone("openai/clip-vit-large-patch14", task="quality")`. The source is a
+        vision model or a two-tower checkpoint (CLIP, SigLIP, ...), whose vision tower becomes the backbone."""
+        with explain_backbone_failure(base_model_name_or_path):
+            vision_config = backbone_vision_config(base_model_name_or_path, revision=revision)
         config = PerceptCLIPConfig(
-            vision_config=backbone_config.to_dict(),
+            vision_config=vision_config.to_dict(),
             base_model_name_or_path=base_model_name_or_path,
             base_model_revision=revision,
             **config_kwargs,
@@ -236,19 +290,34 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         return model
 
     def load_base_weights(self, source: str, revision: str | None = None, **hub_kwargs):
-        """Copy the pretrained backbone `source` (Hub id or local dir) under the adapters, checking every tensor."""
+        """Copy the pretrained backbone `source` (Hub id or local dir; the vision tower of a two-tower checkpoint)
+        under the adapters, checking every tensor against this model's `vision_config`."""
         _, backbone_kwargs = backbone_class_and_kwargs(self.config.vision_config)
+        with explain_backbone_failure(source):
+            vision_config = backbone_vision_config(source, revision=revision, **hub_kwargs)
+        expected_type = self.config.vision_config.model_type
+        if vision_config.model_type != expected_type:
+            raise ValueError(f"Base backbone {source!r} does not match this model's vision_config: it is a "
+                             f"{vision_config.model_type!r} model, this model needs {expected_type!r}.")
+        # transformers' load report lists a two-tower checkpoint's text tower as unexpected: the checks below
+        # replace it (a tensor missing from the checkpoint, or of another shape, is an error).
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
         try:
-            base = type(self.backbone).from_pretrained(
-                source, revision=revision, dtype=self.dtype, **backbone_kwargs, **hub_kwargs
-            )
-        except (OSError, ValueError) as err:
-            raise OSError(
-                f"PerceptCLIP could not load its base backbone {source!r} ({type(err).__name__}: {err}). "
-                "This checkpoint stores only the LoRA adapter and heads; the backbone weights come from "
-                f"`base_model_name_or_path`={source!r}. Without access to the Hub, point it at a local copy: "
-                "`from_pretrained(model_dir, base_model_name_or_path='/path/to/clip-vit-large-patch14')`."
-            ) from err
+            with explain_backbone_failure(source):
+                base, loading_info = type(self.backbone).from_pretrained(
+                    source, config=vision_config, revision=revision, dtype=self.dtype, ignore_mismatched_sizes=True,
+                    output_loading_info=True, **backbone_kwargs, **hub_kwargs
+                )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if loading_info["mismatched_keys"]:  # the checkpoint's tensors contradict its own config
+            raise shape_mismatch_error(source, *min(loading_info["mismatched_keys"]))
+        if loading_info["missing_keys"]:
+            missing = sorted(loading_info["missing_keys"])
+            raise ValueError(f"Base backbone {source!r} lacks {len(missing)} tensor(s) of its "
+                             f"{vision_config.model_type} vision tower, e.g. {missing[:3]}: it is not a complete "
+                             "checkpoint of this backbone; pass the checkpoint the model was built on.")
         base_state = base.state_dict()
         own_state = {k: v for k, v in self.backbone.state_dict().items() if LORA_KEY_MARKER not in k}
         mapping = {k: k.replace(".base_layer.", ".") for k in own_state}
@@ -263,8 +332,7 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         with torch.no_grad():
             for key, base_key in mapping.items():
                 if own_state[key].shape != base_state[base_key].shape:
-                    raise ValueError(f"Base backbone {source!r}: {base_key} has shape "
-                                     f"{tuple(base_state[base_key].shape)}, expected {tuple(own_state[key].shape)}.")
+                    raise shape_mismatch_error(source, base_key, base_state[base_key].shape, own_state[key].shape)
                 own_state[key].copy_(base_state[base_key])
 
     # ----- forward --------------------------------------------------------------------------------------------
@@ -382,6 +450,7 @@ __all__ = [
     "PerceptCLIPHead",
     "PerceptCLIPOutput",
     "PerceptCLIPPreTrainedModel",
+    "backbone_vision_config",
     "create_model",
     "lora_config",
 ]
