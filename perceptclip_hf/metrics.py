@@ -1,6 +1,7 @@
 """Evaluation metrics of the PerceptCLIP paper (pure numpy/scipy).
 
-* IQA: SRCC and PLCC after a 4-parameter logistic fit (median over splits).
+* IQA: SRCC and PLCC after a 4-parameter logistic fit (median over splits); ``fit="robust"`` (default)
+  or ``fit="loda"`` (LoDa's / pyiqa's single-start fit), see :func:`fit_logistic_4pl`.
 * Memorability: SRCC and MSE (mean over splits).
 * Emotion: accuracy, 2-class (valence) accuracy, mAP, macro-F1, weighted-F1.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -23,6 +24,8 @@ from sklearn.metrics import average_precision_score, f1_score
 
 __all__ = [
     "DegenerateInputWarning",
+    "LOGISTIC_FITS",
+    "LogisticFit",
     "LogisticFitError",
     "LogisticFitWarning",
     "aggregate_splits",
@@ -37,7 +40,10 @@ __all__ = [
     "srcc",
 ]
 
-LOGISTIC_MAXFEV = 100_000
+LogisticFit = Literal["robust", "loda"]
+LOGISTIC_FITS: tuple[str, ...] = get_args(LogisticFit)
+LOGISTIC_MAXFEV = 100_000  # default of fit="robust"
+LODA_MAXFEV = 100_000_000  # LoDa's curve_fit(..., maxfev=100000000)
 
 
 class DegenerateInputWarning(UserWarning):
@@ -107,19 +113,34 @@ def logistic_4pl(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np
     return b2 + (b1 - b2) / (1.0 + np.exp(z))
 
 
-def fit_logistic_4pl(pred: ArrayLike, y: ArrayLike, maxfev: int = LOGISTIC_MAXFEV) -> np.ndarray:
+def _check_fit(fit: str) -> None:
+    if fit not in LOGISTIC_FITS:
+        raise ValueError(f"fit must be one of {list(LOGISTIC_FITS)}, got {fit!r}")
+
+
+def fit_logistic_4pl(
+    pred: ArrayLike, y: ArrayLike, maxfev: int | None = None, fit: LogisticFit = "robust"
+) -> np.ndarray:
     """Least-squares fit of :func:`logistic_4pl` mapping ``pred`` to ``y``; returns ``[b1, b2, b3, b4]``.
 
-    Starts from the IQA protocol's guess ``[max(y), min(y), mean(pred), 0.5]`` and also from
-    ``b4 = std(pred)`` (for predictions on a wide scale ``b4 = 0.5`` makes a step function that
-    can trap the optimiser); the fit with the smaller squared error wins.
-    Raises :class:`LogisticFitError` when no fit succeeds.
+    Both fits start from the IQA protocol's guess ``[max(y), min(y), mean(pred), 0.5]``:
+
+    * ``fit="loda"``: that start only, ``maxfev=100_000_000`` (LoDa's ``fit_function``; pyiqa's is the same).
+    * ``fit="robust"`` (default): also from ``b4 = std(pred)`` (for predictions on a wide scale ``b4 = 0.5``
+      makes a step function that can trap the optimiser); the fit with the smaller squared error wins;
+      ``maxfev=100_000``.
+
+    ``maxfev=None`` takes the fit's default. Raises :class:`LogisticFitError` when no fit succeeds.
     """
+    _check_fit(fit)
     pred_arr, y_arr = _paired_arrays(pred, y)
     if pred_arr.size < 4:
         raise LogisticFitError(f"need at least 4 items to fit 4 parameters, got {pred_arr.size}")
+    if maxfev is None:
+        maxfev = LODA_MAXFEV if fit == "loda" else LOGISTIC_MAXFEV
+    b4_guesses = (0.5,) if fit == "loda" else (0.5, pred_arr.std())
     fits, errors = [], []
-    for b4_guess in (0.5, pred_arr.std()):
+    for b4_guess in b4_guesses:
         initial = [y_arr.max(), y_arr.min(), pred_arr.mean(), b4_guess]
         try:
             with warnings.catch_warnings():
@@ -134,16 +155,20 @@ def fit_logistic_4pl(pred: ArrayLike, y: ArrayLike, maxfev: int = LOGISTIC_MAXFE
             errors.append(f"invalid parameters {params}")
     if not fits:
         raise LogisticFitError(f"4PL fit failed: {'; '.join(errors)}")
-    return min(fits, key=lambda fit: fit[0])[1]
+    return min(fits, key=lambda candidate: candidate[0])[1]
 
 
-def plcc_4pl(pred: ArrayLike, y: ArrayLike) -> float:
-    """PLCC between the 4PL-fitted predictions and ``y``; the raw PLCC (with a warning) if the fit fails."""
+def plcc_4pl(pred: ArrayLike, y: ArrayLike, fit: LogisticFit = "robust") -> float:
+    """PLCC between the 4PL-fitted predictions (:func:`fit_logistic_4pl` with ``fit``) and ``y``.
+
+    The raw PLCC (with a :class:`LogisticFitWarning`) if the fit fails or is constant on the data.
+    """
+    _check_fit(fit)
     pred_arr, y_arr = _paired_arrays(pred, y)
     if _degeneracy(pred_arr, y_arr) is not None:
         return plcc(pred_arr, y_arr)  # nan with the reason as warning
     try:
-        params = fit_logistic_4pl(pred_arr, y_arr)
+        params = fit_logistic_4pl(pred_arr, y_arr, fit=fit)
     except LogisticFitError as error:
         warnings.warn(f"{error}; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2)
         return plcc(pred_arr, y_arr)
@@ -163,12 +188,13 @@ def mse(pred: ArrayLike, y: ArrayLike) -> float:
     return float(np.mean((pred_arr - y_arr) ** 2))
 
 
-def regression_metrics(pred: ArrayLike, y: ArrayLike) -> dict[str, float]:
-    """IQA / memorability metrics: ``srcc``, ``plcc`` (after 4PL fit), ``krcc``, ``mse``, ``plcc_raw``."""
+def regression_metrics(pred: ArrayLike, y: ArrayLike, fit: LogisticFit = "robust") -> dict[str, float]:
+    """IQA / memorability metrics: ``srcc``, ``plcc`` (after the 4PL ``fit``), ``krcc``, ``mse``, ``plcc_raw``."""
+    _check_fit(fit)
     pred_arr, y_arr = _paired_arrays(pred, y)
     return {
         "srcc": srcc(pred_arr, y_arr),
-        "plcc": plcc_4pl(pred_arr, y_arr),
+        "plcc": plcc_4pl(pred_arr, y_arr, fit=fit),
         "krcc": krcc(pred_arr, y_arr),
         "mse": mse(pred_arr, y_arr),
         "plcc_raw": plcc(pred_arr, y_arr),
@@ -210,6 +236,10 @@ def classification_metrics(
     (class indices of positive valence) is given, ``accuracy_2class``: whether the predicted
     (argmax) class has the same valence as the true class. Scores whose rows are not
     probabilities are treated as logits (softmax) for mAP.
+
+    F1 follows sklearn's ``f1_score(average="macro" | "weighted")`` without ``labels=``: only classes
+    in labels or predictions count (a class absent from both is left out, not scored 0); a class
+    never predicted has precision 0. mAP averages over the classes present in ``labels``.
     """
     scores = np.asarray(logits_or_probs, dtype=np.float64)
     label_arr = np.asarray(labels).reshape(-1)
@@ -226,12 +256,11 @@ def classification_metrics(
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{label_arr.min()}, {label_arr.max()}]")
 
     predicted = scores.argmax(axis=1)
-    all_classes = np.arange(num_classes)
     results = {
         "accuracy": float(np.mean(predicted == label_arr)),
         "map": _mean_average_precision(_as_probabilities(scores), label_arr),
-        "macro_f1": float(f1_score(label_arr, predicted, labels=all_classes, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(label_arr, predicted, labels=all_classes, average="weighted", zero_division=0)),
+        "macro_f1": float(f1_score(label_arr, predicted, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(label_arr, predicted, average="weighted", zero_division=0)),
     }
     if positive_classes is not None:
         positive = np.asarray(list(positive_classes), dtype=np.int64)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import scipy.io
 from datasets import ClassLabel, Value
 
 from perceptclip_hf.data import (
@@ -102,6 +104,20 @@ def test_live_keeps_raw_dmos_lower_is_better(tmp_path):
     assert info.higher_is_better is False and info.n_train_groups == 23
 
 
+def test_live_skipped_row_keeps_the_other_rows_sample_ids(tmp_path):
+    make_live(tmp_path)
+    clean = load_live(tmp_path, folder_counts=LIVE_COUNTS)
+    assert clean["sample_id"] == list(range(7))  # numbered among the distorted rows (references dropped)
+    mat_path = tmp_path / "dmos_realigned.mat"
+    mat = {k: v for k, v in scipy.io.loadmat(mat_path).items() if not k.startswith("__")}
+    mat["dmos_new"][0, 1] = np.nan  # jp2k/img2.bmp, the 2nd distorted row
+    scipy.io.savemat(mat_path, mat)
+    skipped = load_live(tmp_path, folder_counts=LIVE_COUNTS, on_error="skip")
+    assert get_load_report(skipped).num_skipped == 1 and "jp2k/img2.bmp" not in skipped["image_name"]
+    clean_ids = dict(zip(clean["image_name"], clean["sample_id"]))
+    assert skipped["sample_id"] == [clean_ids[name] for name in skipped["image_name"]] == [0, 2, 3, 4, 5, 6]
+
+
 def test_live_default_counts_are_the_official_ones(tmp_path):
     make_live(tmp_path)
     with pytest.raises(ValueError, match="982"):
@@ -130,6 +146,18 @@ def test_lamem_reads_all_split_files(tmp_path):
     ds = load_lamem(tmp_path)  # accepts the folder containing lamem/
     assert ds["image_name"] == sorted(scores) and _labels(ds) == [scores[n] for n in sorted(scores)]
     assert len(load_lamem(tmp_path / "lamem")) == 10
+
+
+def test_lamem_skipped_image_keeps_the_other_images_sample_ids(tmp_path):
+    scores = make_lamem(tmp_path)
+    clean = load_lamem(tmp_path)
+    clean_ids = dict(zip(clean["image_name"], clean["sample_id"]))
+    bad = sorted(scores)[3]
+    for split_file in (tmp_path / "lamem" / "splits").glob("*.txt"):  # every row of one image unreadable
+        split_file.write_text(split_file.read_text().replace(f"{bad} {scores[bad]}", f"{bad} n/a"))
+    skipped = load_lamem(tmp_path, on_error="skip")
+    assert bad not in skipped["image_name"] and len(skipped) == len(scores) - 1
+    assert skipped["sample_id"] == [clean_ids[name] for name in skipped["image_name"]]
 
 
 @pytest.mark.parametrize("column", ["image_name", "file_path"])

@@ -52,7 +52,7 @@ def load_live(
         require_dir(root / folder, f"LIVE '{folder}' folder")
     errors = RowErrors(LoadReport("live"), on_error)
     records: list[Record] = []
-    entry = 0
+    entry = sample_id = 0  # sample_id: position among the distorted rows, skipped ones included
     for folder, count in counts.items():
         for k in range(1, count + 1):
             where = f"{dmos_file}: entry {entry + 1} ({folder}/img{k}.bmp)"
@@ -60,11 +60,11 @@ def load_live(
                 with errors.guard():
                     score = parse_score(dmos[entry], where, "dmos_new")
                     meta = {"reference": references[entry], "distortion": folder}
-                    records.append(Record(str(root / folder / f"img{k}.bmp"), score, where, len(records), meta))
+                    records.append(Record(str(root / folder / f"img{k}.bmp"), score, where, sample_id, meta))
+                sample_id += 1
             entry += 1
-    num_distorted = int(sum(int(o) != 1 for o in originals))
     return build_dataset(records, name="live", root=root, errors=errors, verify_images=verify_images,
-                         num_source_rows=num_distorted)
+                         num_source_rows=sample_id)
 
 
 def load_tid2013(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:

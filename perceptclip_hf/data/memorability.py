@@ -45,17 +45,19 @@ def load_lamem(data_dir: PathLike, *, on_error: OnError = "raise", verify_images
     image_dir = require_dir(root / "images")
     errors = RowErrors(LoadReport("lamem"), on_error)
     scores: dict[str, tuple[float, str]] = {}
+    listed: set[str] = set()  # sample_id numbers every listed image, skipped ones included
     for split in range(1, LAMEM_NUM_SPLITS + 1):
         for part in LAMEM_SPLIT_NAMES:
             for where, name, text in read_lamem_split(lamem_split_file(root, part, split)):
+                listed.add(name)
                 with errors.guard():
                     score = parse_score(text, where, "score")
                     if name in scores and abs(scores[name][0] - score) > 1e-6:
                         raise row_error(where, f"score {score} of {name} differs from {scores[name][1]}")
                     scores.setdefault(name, (score, where))
     records = [
-        Record(str(image_dir / name), score, where, sample_id)
-        for sample_id, (name, (score, where)) in enumerate(sorted(scores.items()))
+        Record(str(image_dir / name), *scores[name], sample_id)
+        for sample_id, name in enumerate(sorted(listed)) if name in scores
     ]
     return build_dataset(records, name="lamem", root=image_dir, errors=errors, verify_images=verify_images)
 

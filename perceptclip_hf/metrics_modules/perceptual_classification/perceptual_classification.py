@@ -6,7 +6,8 @@ from perceptclip_hf.metrics import classification_metrics
 
 _DESCRIPTION = (
     "Accuracy, 2-class (valence) accuracy, mAP (mean over classes of the average precision "
-    "of the class probability), macro-F1 and weighted-F1 from per-class scores."
+    "of the class probability, over classes present in the references), macro-F1 and weighted-F1 "
+    "(sklearn's convention: over classes present in references or predictions) from per-class scores."
 )
 
 _KWARGS_DESCRIPTION = """

@@ -5,7 +5,8 @@ import evaluate
 from perceptclip_hf.metrics import regression_metrics
 
 _DESCRIPTION = (
-    "SRCC, PLCC after a 4-parameter logistic fit (raw PLCC with a warning if the fit fails), "
+    "SRCC, PLCC after a 4-parameter logistic fit (robust two-start fit, or LoDa's single-start one; "
+    "raw PLCC with a warning if the fit fails), "
     "KRCC, MSE and the raw PLCC between scalar predictions and scores."
 )
 
@@ -13,6 +14,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `float`): predicted scores.
     references (`list` of `float`): ground-truth scores (e.g. MOS, memorability).
+    fit (`str`, *optional*): the 4PL fit for `plcc`: `"robust"` (default) or `"loda"` (LoDa / pyiqa).
 Returns:
     dict with `srcc`, `plcc`, `krcc`, `mse`, `plcc_raw` (floats; nan with a warning if undefined).
 """
@@ -30,5 +32,5 @@ class PerceptualRegression(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references) -> dict:
-        return regression_metrics(predictions, references)
+    def _compute(self, predictions, references, fit="robust") -> dict:
+        return regression_metrics(predictions, references, fit=fit)
