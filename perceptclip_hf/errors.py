@@ -77,10 +77,11 @@ def is_offline_error(err: Exception) -> bool:
 
 
 @contextmanager
-def loading_model(model: str, option: str = "--model", also_check: tuple[str, ...] = ()) -> Iterator[None]:
+def loading_model(model: str, option: str = "--model", also_check: tuple[str, ...] = (), hint: str = ""
+                  ) -> Iterator[None]:
     """Turn the ways loading ``model`` (a folder or Hub id) fails into one :class:`ModelLoadError` line naming it,
     the cause and the fix: a corrupt weights file (in ``model`` or the ``also_check`` folders, e.g. its base
-    backbone) is named, an unreachable Hub id gets the local-copy recipe."""
+    backbone) is named, an unreachable Hub id gets the local-copy recipe (``hint``: options to add after it)."""
     try:
         yield
     except UserError:
@@ -97,13 +98,16 @@ def loading_model(model: str, option: str = "--model", also_check: tuple[str, ..
             raise
         if isinstance(err, OSError) or kind_of_hub_error(err):
             if is_offline_error(err):
-                raise ModelLoadError(
-                    f"{option} {model}: cannot reach the Hugging Face Hub and there is no cached copy; on a machine "
-                    f"with Hub access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR"
-                ) from err
+                raise ModelLoadError(hub_copy_fix(model, option, hint)) from err
             raise ModelLoadError(f"{option} {model}: not a local folder, and the Hub could not provide it "
                                  f"({cause}); check the id or pass a local folder") from err
         raise
+
+
+def hub_copy_fix(model: str, option: str = "--model", extra: str = "") -> str:
+    """The one-line report of a Hub id that cannot be reached and is not cached, with the local-copy route."""
+    return (f"{option} {model}: cannot reach the Hugging Face Hub and there is no cached copy; on a machine with Hub "
+            f"access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR{extra}")
 
 
 def corrupt_weights(folders) -> Iterator[tuple[str, str]]:
@@ -128,4 +132,4 @@ def kind_of_hub_error(err: Exception) -> bool:
 
 
 __all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError",
-           "corrupt_weights", "debug_enabled", "loading_model", "one_line", "run_command"]
+           "corrupt_weights", "debug_enabled", "hub_copy_fix", "loading_model", "one_line", "run_command"]

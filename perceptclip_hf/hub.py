@@ -7,7 +7,6 @@ folder as ONE commit. Safetensors only: a folder holding a pickle is refused.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import shutil
@@ -22,7 +21,7 @@ from safetensors.torch import save_file
 
 from . import modeling
 from .errors import ModelLoadError, OutputError
-from .model_card import render_model_card
+from .model_card import is_hub_model_id, render_model_card
 from .modeling import LORA_KEY_MARKER, PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor, lora_config
 from .official import load_official_checkpoint
 
@@ -216,24 +215,25 @@ def upload_repo_folder(
 def convert_official(
     source: str,
     out_dir: str | Path,
-    task: str,
+    task: str | None = None,
     config: PerceptCLIPConfig | None = None,
     repo_id: str | None = None,
     peft_adapter: bool = False,
     base_model: str | None = None,
+    origin: str | None = None,
     **hub_kwargs,
 ) -> Path:
-    """Write a repo folder for an official PerceptCLIP checkpoint (local `.pth` or official Hub repo).
+    """Write a repo folder for an official PerceptCLIP checkpoint (local `.pth` or official Hub repo): the one
+    conversion behind `perceptclip push --from-official` and the official-model cache (`official.official_model_dir`).
 
     The repo is adapter-only, so the checkpoint's backbone must be its base's (`base_model`, else the config's
-    `base_model_name_or_path`): this is checked tensor by tensor before anything is written."""
-    if base_model is not None:
-        config = copy.deepcopy(config) if config is not None else PerceptCLIPConfig(task=task)
-        config.base_model_name_or_path = base_model
-    model = load_official_checkpoint(source, task, config=config, **hub_kwargs)
+    `base_model_name_or_path`, else CLIP ViT-L/14): this is checked tensor by tensor before anything is written.
+    The config carries the official preprocessing; `origin` names the source in the card (default `source`)."""
+    model = load_official_checkpoint(source, task, config=config, base_model=base_model, **hub_kwargs)
     check_backbone_is_base(model)
-    origin = Path(source).name if Path(source).is_file() else f"[{source}](https://huggingface.co/{source})"
-    notes = (f"Converted from the official PerceptCLIP release `{origin}` (weights renamed, not retrained); "
+    origin = origin or (Path(source).name if Path(source).is_file() else source)
+    link = f"[{origin}](https://huggingface.co/{origin})" if is_hub_model_id(origin) else f"`{Path(origin).name}`"
+    notes = (f"Converted from the official PerceptCLIP release {link} (weights renamed, not retrained); "
              "outputs match the official `clip_lora_model`.")
     return build_repo_folder(model, out_dir, repo_id=repo_id, peft_adapter=peft_adapter, notes=notes)
 

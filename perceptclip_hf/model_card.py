@@ -128,6 +128,28 @@ def architecture_rows(config: PerceptCLIPConfig) -> dict[str, str]:
     return rows
 
 
+def preprocessing_text(config: PerceptCLIPConfig, spec: TaskSpec) -> str:
+    """How this model's images are prepared at test time (`perceptclip predict`, `PerceptScorer`), in one paragraph."""
+    from .modeling import default_image_processor
+
+    crop = default_image_processor(config).crop_size["height"]
+    if not spec.multi_crop_test:
+        return (f"Each image's short side is resized to {crop} px (bilinear, aspect kept), then the center "
+                f"{crop}×{crop} crop is scored (the official `Resize({crop})` + `CenterCrop({crop})`); the image "
+                "processor and the pipeline do the same.")
+    if config.test_resize_size:
+        height, width = config.test_resize_size
+        resize = (f"resized to {width}×{height} px (width × height, aspect ratio not kept, bilinear; the official "
+                  f"`Resize(({height}, {width}))`)")
+    elif config.test_resize_short:
+        resize = f"resized so its short side is {config.test_resize_short} px (bilinear, aspect kept)"
+    else:
+        resize = "kept at its native resolution"
+    return (f"Each image is {resize}; the score is the mean over 15 random {crop}×{crop} crops, seeded per image "
+            "(`perceptclip predict`, `PerceptScorer`; `--tta 1` takes the center crop), the official test protocol. "
+            "The image processor and the pipeline score a single resized center crop instead: close, not identical.")
+
+
 def template_text(spec: TaskSpec, multi_dataset: bool) -> str:
     names = [spec.card_template, *([MULTI_DATASET_TEMPLATE] if multi_dataset else []), LAYOUT_TEMPLATE]
     return "".join(TEMPLATES.joinpath(name).read_text(encoding="utf-8") for name in names)
@@ -178,6 +200,7 @@ def render_model_card(
         notes=notes,
         peft_adapter=peft_adapter,
         task_title=spec.title,
+        preprocessing=preprocessing_text(config, spec),
     )
 
 

@@ -1,28 +1,53 @@
-"""Loading the official PerceptCLIP release (`clip_lora_model` state dicts in pickled `.pth` files).
+"""The official PerceptCLIP release (`clip_lora_model` state dicts in pickled `.pth` files) as ordinary models.
 
 The official module (PerceptCLIP_IQA / _Memorability / _Emotions on the Hub) is
 `model` = `get_peft_model(CLIPModel.vision_model, LoRA r=16 alpha=8 q/k/v)`, `proj` = CLIP's visual projection and
 `mlp` = `fc1/fc2/fc3`. Its state dict maps onto our classes by renaming only.
+
+:func:`official_model_dir` makes any official source usable wherever a model is accepted: an alias (`quality`,
+`memorability`, `emotion`), an official Hub repo, a local folder holding one `.pth` and no `config.json`, or the
+`.pth` itself. It is converted once (:func:`perceptclip_hf.hub.convert_official`, the same path as
+`perceptclip push --from-official`) into an HF-native folder cached under
+`$HF_HUB_CACHE/perceptclip-official/`, written atomically; later calls load that folder.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import logging
 import os
+import pickle
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
-from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
+from .errors import ModelLoadError, is_offline_error
+from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, backbone_vision_config, create_model
+
+logger = logging.getLogger(__name__)
 
 OFFICIAL_REPOS = {
     "quality": "PerceptCLIP/PerceptCLIP_IQA",
     "memorability": "PerceptCLIP/PerceptCLIP_Memorability",
     "emotion": "PerceptCLIP/PerceptCLIP_Emotions",
 }
+OFFICIAL_TASKS = {repo: task for task, repo in OFFICIAL_REPOS.items()}
+OFFICIAL_BASE_MODEL = "openai/clip-vit-large-patch14"
+# The official IQA usage: torchvision `Resize((512, 384))` (height, width; aspect not kept), then 15 random crops.
+OFFICIAL_IQA_RESIZE = [512, 384]
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
+CACHE_DIR_NAME = "perceptclip-official"
+TMP_PREFIX = ".tmp-"
 _PREFIXES = (("model.base_model.model.", "backbone.vision_model."), ("proj.", "backbone.visual_projection."))
 _MLP_KEY = re.compile(r"^mlp\.fc(\d+)\.(weight|bias)$")
 
+
+# ----- state dict → model --------------------------------------------------------------------------------------
 
 def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str = "default") -> dict[str, torch.Tensor]:
     """Rename official keys to ours: `model.base_model.model.*` → `backbone.vision_model.*`,
@@ -43,42 +68,241 @@ def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str =
     return converted
 
 
+def checkpoint_files(names) -> list[str]:
+    return sorted(name for name in names if name.endswith(CHECKPOINT_SUFFIXES))
+
+
 def resolve_official_checkpoint(source: str, **hub_kwargs) -> str:
     """A local `.pth` path, or the single `.pth` file of a local copy of an official repo or of the repo itself
     (downloaded)."""
     if os.path.isfile(source):
         return source
-    local = os.path.isdir(source)
-    if not local:
-        from huggingface_hub import HfApi, hf_hub_download
-    files = sorted(os.listdir(source)) if local else HfApi().list_repo_files(source, **hub_kwargs)
-    files = [f for f in files if f.endswith((".pth", ".pt", ".bin"))]
+    if os.path.isdir(source):
+        return os.path.join(source, single_checkpoint(os.listdir(source), source))
+    return locate_hub_checkpoint(source, **hub_kwargs)[1]()
+
+
+def single_checkpoint(names, source: str) -> str:
+    files = checkpoint_files(names)
     if len(files) != 1:
         raise ModelLoadError(f"{source}: expected exactly one .pth checkpoint in the repo, found {files}.")
-    return os.path.join(source, files[0]) if local else hf_hub_download(source, files[0], **hub_kwargs)
+    return files[0]
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """`torch.load(weights_only=True)`: tensors only, no code runs."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ModelLoadError(f"{path}: not a readable weights_only state dict ({' '.join(str(err).split())[:300]})"
+                             ) from err
+    if not isinstance(state_dict, dict):
+        raise ModelLoadError(f"{path}: expected a state dict, got {type(state_dict).__name__}.")
+    return state_dict
+
+
+def official_task(state_dict: dict[str, torch.Tensor], task: str | None, source: str) -> str:
+    """`task`, else inferred from the head's outputs: 8 → emotion; 1 output cannot tell IQA from memorability."""
+    outputs = state_dict["mlp.fc3.weight"].shape[0] if "mlp.fc3.weight" in state_dict else None
+    if task is None and outputs == 8:
+        return "emotion"
+    if task is None:
+        raise ModelLoadError(f"{source}: an official checkpoint whose head has {outputs} output(s) may be image "
+                             "quality or memorability; say which with --task quality|memorability (Python: "
+                             "task='quality')")
+    return task
+
+
+def official_config(state_dict: dict[str, torch.Tensor], task: str, base_model: str) -> PerceptCLIPConfig:
+    """The architecture of an official checkpoint: the base CLIP's vision config, the head widths of its `mlp`."""
+    vision = backbone_vision_config(base_model)
+    hidden = [state_dict[f"mlp.fc{i}.weight"].shape[0] for i in (1, 2) if f"mlp.fc{i}.weight" in state_dict]
+    return PerceptCLIPConfig(task=task, vision_config=vision.to_dict(), base_model_name_or_path=base_model,
+                             head_hidden_sizes=hidden or None)
+
+
+def with_official_preprocessing(config: PerceptCLIPConfig) -> PerceptCLIPConfig:
+    """IQA: the official fixed `[512, 384]` test resize before the 15 crops (unless the config sets a resize);
+    memorability and emotion keep their task's resize + center crop, as the official code."""
+    if config.task == "quality" and config.test_resize_size is None and config.test_resize_short is None:
+        config.test_resize_size = list(OFFICIAL_IQA_RESIZE)
+    return config
 
 
 def load_official_checkpoint(
     source: str,
-    task: str,
+    task: str | None = None,
     config: PerceptCLIPConfig | None = None,
+    base_model: str | None = None,
     **hub_kwargs,
 ) -> PerceptCLIPPreTrainedModel:
-    """Build our model from an official checkpoint (`task` = quality | memorability | emotion).
+    """Build our model from an official checkpoint (`task` = quality | memorability | emotion; inferred for an
+    official repo or an 8-output head).
 
     The file is read with `torch.load(weights_only=True)`: tensors only, no code runs. `config` overrides the
-    architecture (tests use tiny ones); the default is the release's: CLIP ViT-L/14, LoRA r=16 alpha=8, MLP head.
+    architecture (tests use tiny ones); by default it is `base_model`'s vision tower (default CLIP ViT-L/14) with the
+    checkpoint's head widths. The config carries the official preprocessing (:func:`with_official_preprocessing`).
     Emotion labels are in the official order (amusement, awe, contentment, excitement, anger, disgust, fear, sadness).
     """
     path = resolve_official_checkpoint(source, **hub_kwargs)
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"{path}: expected a state dict, got {type(state_dict).__name__}.")
-    config = config or PerceptCLIPConfig(task=task)
-    model = create_model(config)
+    state_dict = read_state_dict(path)
+    task = official_task(state_dict, task or OFFICIAL_TASKS.get(source) or (config.task if config else None), source)
+    if config is None:
+        config = official_config(state_dict, task, base_model or OFFICIAL_BASE_MODEL)
+    else:
+        config = copy.deepcopy(config)
+        config.base_model_name_or_path = base_model or config.base_model_name_or_path
+    model = create_model(with_official_preprocessing(config))
+    outputs = state_dict.get("mlp.fc3.weight", torch.empty(0)).shape[0]
+    if outputs != config.head_sizes[config.default_head]:
+        raise ModelLoadError(f"{source}: the checkpoint's head has {outputs} outputs, task {task!r} needs "
+                             f"{config.head_sizes[config.default_head]}; check --task")
     converted = convert_official_state_dict(state_dict, head=config.default_head)
-    result = model.load_state_dict(converted, strict=False)
+    try:
+        result = model.load_state_dict(converted, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ModelLoadError(f"{path}: the checkpoint does not fit the architecture of its base model "
+                             f"{config.base_model_name_or_path} ({' '.join(str(err).split())[:300]}); pass the base "
+                             "it was trained on (--base-model)") from err
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: official checkpoint does not fit the config: missing {result.missing_keys[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}.")
     return model.eval()
+
+
+# ----- where an official checkpoint is -------------------------------------------------------------------------
+
+def resolve_alias(name: str) -> str:
+    """`quality` / `memorability` / `emotion` → the official repo id, unless a local path of that name exists."""
+    return OFFICIAL_REPOS[name] if name in OFFICIAL_REPOS and not os.path.exists(name) else name
+
+
+def is_official_source(source: str) -> bool:
+    """Whether `source` (alias resolved) is an official checkpoint: a `.pth` file, a local folder with exactly one
+    `.pth` and no `config.json`, or an official repo id. No network: another Hub repo in the official layout is
+    used through a local copy (`hf download REPO --local-dir DIR`)."""
+    if os.path.isfile(source):
+        return source.endswith(CHECKPOINT_SUFFIXES)
+    if os.path.isdir(source):
+        names = os.listdir(source)
+        return "config.json" not in names and len(checkpoint_files(names)) == 1
+    return source in OFFICIAL_TASKS
+
+
+def locate_hub_checkpoint(repo_id: str, revision: str | None = None, token: str | None = None
+                          ) -> tuple[str, Callable[[], str]]:
+    """`(commit, download)` of an official Hub repo: `download()` gives its `.pth` path. Without the Hub, the
+    commit and file come from the local Hub cache; with neither, the Hub's offline error is raised (callers report
+    it with :func:`perceptclip_hf.errors.loading_model`)."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, token=token)
+        commit, names = info.sha, [sibling.rfilename for sibling in info.siblings or []]
+    except Exception as err:
+        if not is_offline_error(err):
+            raise
+        commit, names = cached_snapshot(repo_id, revision)
+        if commit is None:
+            raise
+    name = single_checkpoint(names, repo_id)
+    return commit, lambda: hf_hub_download(repo_id, name, revision=commit, token=token)
+
+
+def local_copy_hint(repo_id: str) -> str:
+    """What to add after `--model DIR` for a local copy of `repo_id` (its task, which a folder cannot tell)."""
+    return f" --task {OFFICIAL_TASKS[repo_id]}" if repo_id in OFFICIAL_TASKS else ""
+
+
+def cached_snapshot(repo_id: str, revision: str | None) -> tuple[str | None, list[str]]:
+    """The commit `revision` (default main) points to in the local Hub cache, and its files (`(None, [])` if absent)."""
+    from huggingface_hub import constants
+
+    repo_dir = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    revision = revision or "main"
+    ref = repo_dir / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision if re.fullmatch(r"[0-9a-f]{40}", revision) else None
+    snapshot = repo_dir / "snapshots" / str(commit)
+    return (commit, os.listdir(snapshot)) if commit and snapshot.is_dir() else (None, [])
+
+
+# ----- the conversion cache ------------------------------------------------------------------------------------
+
+def official_cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / CACHE_DIR_NAME
+
+
+def official_model_dir(
+    source: str,
+    task: str | None = None,
+    base_model: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """The HF-native folder of an official checkpoint (alias, Hub repo, local folder or `.pth`), converted on the
+    first call and cached: `$HF_HUB_CACHE/perceptclip-official/<name>-<key>/`, keyed by repo id + commit (Hub) or
+    resolved path + size + mtime_ns of the `.pth` (local), and by task and base model."""
+    source = resolve_alias(source)
+    base_model = base_model or OFFICIAL_BASE_MODEL
+    if os.path.isdir(base_model):
+        base_model = os.path.abspath(base_model)
+    if os.path.exists(source):
+        path = resolve_official_checkpoint(source)
+        stat = os.stat(path)
+        identity, fetch = ("local", os.path.realpath(path), stat.st_size, stat.st_mtime_ns), (lambda: path)
+        name = Path(path).stem
+    else:
+        commit, fetch = locate_hub_checkpoint(source, revision=revision, token=token)
+        identity, name = ("hub", source, commit), f"{source.replace('/', '--')}-{commit[:12]}"
+    task = task or OFFICIAL_TASKS.get(source)
+    key = hashlib.sha256(repr((identity, task, base_model)).encode()).hexdigest()[:16]
+    folder = official_cache_root() / f"{name}-{key}"
+    if (folder / "config.json").is_file():
+        logger.info("Official checkpoint %s: using the converted copy %s", source, folder)
+        return folder
+    return convert_into_cache(fetch(), folder, task, base_model, origin=source)
+
+
+def convert_into_cache(path: str, folder: Path, task: str | None, base_model: str, origin: str) -> Path:
+    """Convert into a temporary sibling of `folder`, then rename it: a killed conversion leaves no `folder`."""
+    from .hub import convert_official
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder.parent)
+    logger.warning("Converting the official checkpoint %s once into %s", origin, folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=folder.parent))
+    try:
+        convert_official(path, tmp, task, base_model=base_model, origin=origin)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first: keep its copy
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def remove_stale_temporaries(root: Path) -> None:
+    """Delete the temporary folders of conversions whose process is gone (killed)."""
+    for tmp in root.glob(f"{TMP_PREFIX}*"):
+        try:
+            os.kill(int(tmp.name[len(TMP_PREFIX):].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+__all__ = [
+    "OFFICIAL_REPOS",
+    "OFFICIAL_TASKS",
+    "convert_official_state_dict",
+    "is_official_source",
+    "load_official_checkpoint",
+    "local_copy_hint",
+    "official_model_dir",
+    "resolve_alias",
+]

@@ -42,11 +42,18 @@ def load_plugins(modules: Sequence[str] = ()) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
+    from ..official import OFFICIAL_REPOS
+
     parser.add_argument("--model", "-m", required=True,
-                        help="trained PerceptCLIP model: a local directory (save_pretrained) or a Hub id")
+                        help="trained PerceptCLIP model: a local directory (save_pretrained) or a Hub id; or an "
+                             "official checkpoint, converted once and cached: quality, memorability, emotion (the "
+                             "official PerceptCLIP repos), an official repo id, or a folder holding its .pth")
     parser.add_argument("--base-model", default=None,
                         help="local copy of the base backbone for adapter-only checkpoints "
-                             "(default: the config's base_model_name_or_path)")
+                             "(default: the config's base_model_name_or_path; official: openai/clip-vit-large-patch14)")
+    parser.add_argument("--task", choices=sorted(OFFICIAL_REPOS), default=None,
+                        help="task of an official .pth whose head has one output (quality or memorability cannot be "
+                             "told apart); aliases and official repo ids know theirs")
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: CUDA if available)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                         help="compute precision (default: bf16 autocast on GPU, fp32 on CPU)")
@@ -69,15 +76,21 @@ def positive_int(text: str) -> int:
 
 
 def check_model_argument(model: str) -> None:
-    """Fail fast, before loading torch models, on a model that is neither a saved directory nor a Hub id."""
+    """Fail fast, before loading torch models, on a model that is neither a saved directory, an official checkpoint
+    (alias, folder or `.pth`) nor a Hub id."""
     from ..model_card import is_hub_model_id
+    from ..official import OFFICIAL_REPOS, is_official_source, resolve_alias
 
+    model = resolve_alias(model)
+    if is_official_source(model):
+        return
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "config.json")):
-            raise UsageError(f"--model {model}: directory has no config.json; point it at a folder written by "
-                             "save_pretrained")
+            raise UsageError(f"--model {model}: directory has no config.json nor exactly one official .pth; point it "
+                             "at a folder written by save_pretrained, or at a copy of an official PerceptCLIP repo")
     elif not is_hub_model_id(model):
-        raise UsageError(f"--model {model}: no such model directory (and not a Hub id like 'org/name')")
+        raise UsageError(f"--model {model}: no such model directory (and not a Hub id like 'org/name', nor one of "
+                         f"{', '.join(OFFICIAL_REPOS)})")
 
 
 def load_scorer(args: argparse.Namespace, **overrides: Any):
@@ -92,7 +105,9 @@ def load_scorer(args: argparse.Namespace, **overrides: Any):
     options = dict(device=args.device, dtype=args.dtype, tta=getattr(args, "tta", None),
                    seed=getattr(args, "seed", 0), batch_size=args.batch_size)
     options.update(overrides)
-    load_kwargs = {"base_model_name_or_path": args.base_model} if args.base_model else None
+    load_kwargs = {"base_model_name_or_path": args.base_model} if args.base_model else {}
+    if getattr(args, "task", None):
+        load_kwargs["task"] = args.task
     return PerceptScorer.from_pretrained(args.model, load_kwargs=load_kwargs, **options)
 
 

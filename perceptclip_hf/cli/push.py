@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..official import OFFICIAL_REPOS
+from ..official import OFFICIAL_REPOS, OFFICIAL_TASKS, resolve_alias
 
 PUSH_PROG = "perceptclip push"
 USAGE = """Publish a PerceptCLIP model on the Hugging Face Hub (remote code, adapter-only safetensors, peft adapter, card).
@@ -39,9 +39,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     source.add_argument("--run-dir", type=Path,
                         help="training run: <run>/results.json and <run>/model/ (or train.py's <run>/split_<k>/model/)")
     source.add_argument("--model-dir", type=Path, help="any PerceptCLIP save_pretrained dir (card without results)")
-    source.add_argument("--from-official", metavar="SRC", help="official .pth file or official Hub repo id")
+    source.add_argument("--from-official", metavar="SRC",
+                        help="official .pth file (or a folder holding it), official Hub repo id, or alias: "
+                             f"{', '.join(OFFICIAL_REPOS)}")
     parser.add_argument("--task", choices=sorted(OFFICIAL_REPOS),
-                        help="task of --from-official (default: the official repo's)")
+                        help="task of --from-official (default: the official repo's; 8 outputs: emotion)")
     parser.add_argument("--config-json", type=Path,
                         help="--from-official: JSON of PerceptCLIPConfig arguments (default: CLIP ViT-L/14)")
     parser.add_argument("--base-model", help="--from-official: backbone the checkpoint was trained on")
@@ -55,9 +57,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                         help="also write adapter/, a standard peft LoRA adapter of the backbone (+~9 MB for ViT-L/14)")
     args = parser.parse_args(argv)
     if args.from_official:
-        args.task = args.task or {repo: task for task, repo in OFFICIAL_REPOS.items()}.get(args.from_official)
-        if args.task is None:
-            parser.error("--from-official with a file needs --task")
+        args.from_official = resolve_alias(args.from_official)
+        args.task = args.task or OFFICIAL_TASKS.get(args.from_official)
+        if args.task is None and args.config_json:
+            parser.error("--from-official with a file and --config-json needs --task")
     elif args.task or args.config_json or args.base_model:
         parser.error("--task, --config-json and --base-model apply to --from-official only")
     return args
@@ -67,6 +70,7 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
     """Write the repo folder the arguments describe."""
     from ..errors import loading_model
     from ..hub import build_repo_folder, convert_official
+    from ..official import local_copy_hint
     from ..modeling import PerceptCLIPConfig
 
     peft_adapter = args.peft_adapter
@@ -74,7 +78,7 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
         config = None
         if args.config_json:
             config = PerceptCLIPConfig(**{**json.loads(args.config_json.read_text()), "task": args.task})
-        with loading_model(args.from_official, "--from-official"):
+        with loading_model(args.from_official, "--from-official", hint=local_copy_hint(args.from_official)):
             return convert_official(args.from_official, folder, args.task, config=config, repo_id=args.repo_id,
                                     peft_adapter=peft_adapter, base_model=args.base_model, token=args.token)
     if args.run_dir:
