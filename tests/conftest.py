@@ -36,6 +36,10 @@ BLOCK_PACKAGE = textwrap.dedent(
 )
 
 
+# The official emotion label order, typed out (EmoSet label2idx = PerceptCLIP_Emotions): every label check compares
+# with this literal, never with the list the labels were built from.
+OFFICIAL_EMOTIONS = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
+
 def tiny_clip_config() -> CLIPVisionConfig:
     return CLIPVisionConfig(**TINY_CLIP)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,46 @@ def test_loda_split_sizes(n, n_train, n_test):
         assert (len(train), len(test)) == (n_train, n_test)
         assert sorted(train + test) == list(range(n))
     assert loda_split_indices(n, 0) != loda_split_indices(n, 1)
+
+
+def loda_reference(n: int, split: int) -> tuple[list[int], list[int]]:
+    """LoDa's `get_random_splits` (scripts/process_koniq10k.py), re-typed: one `random.seed(3407)`, then `split + 1`
+    successive shuffles of the same list; train = the first `int(round(0.8 * n))`."""
+    state = random.getstate()
+    try:
+        random.seed(3407)
+        index = list(range(n))
+        for _ in range(split + 1):
+            random.shuffle(index)
+    finally:
+        random.setstate(state)
+    cut = int(round(0.8 * n))
+    return index[:cut], index[cut:]
+
+
+# Computed once with `loda_reference` in a scratch script (not with the package).
+LODA_FIRST_TEN = {
+    (100, 3): ([8, 41, 56, 32, 39, 42, 6, 82, 61, 4], [18, 81, 94, 24, 20, 5, 45, 35, 19, 16]),
+    (100, 9): ([78, 90, 34, 42, 29, 25, 41, 87, 39, 63], [70, 73, 3, 61, 68, 53, 71, 97, 62, 86]),
+}
+
+
+@pytest.mark.parametrize("n, split", sorted(LODA_FIRST_TEN))
+def test_loda_later_splits_continue_one_seeded_shuffle_sequence(n, split):
+    """Split k is the (k+1)-th shuffle of one sequence seeded once, not a fresh shuffle seeded per split."""
+    train, test = loda_split_indices(n, split)
+    assert (train[:10], test[:10]) == LODA_FIRST_TEN[n, split]
+    assert (len(train), len(test)) == (80, 20)
+
+
+def test_loda_koniq_split9_first_test_indices():
+    assert loda_split_indices(10073, 9)[1][:10] == [3392, 5898, 9451, 6557, 1821, 5238, 8750, 1896, 1658, 705]
+
+
+@pytest.mark.parametrize("n", [100, 1162])
+def test_loda_all_ten_splits_match_the_retyped_procedure(n):
+    for split in range(10):
+        assert loda_split_indices(n, split) == loda_reference(n, split), f"split {split}"
 
 
 def test_loda_splits_on_a_dataset_use_sample_ids_and_hold_out_validation():

@@ -20,7 +20,7 @@ import push_to_hub
 from perceptclip_hf import EMOTION_LABELS, PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf import hub
 from perceptclip_hf.hub import build_repo_folder, check_repo_folder, convert_official, upload_repo_folder
-from tests.conftest import BLOCK_PACKAGE, REPO_ROOT, TINY_HEAD, randomize_lora, run_python, tiny_clip_config
+from tests.conftest import BLOCK_PACKAGE, OFFICIAL_EMOTIONS, REPO_ROOT, TINY_HEAD, randomize_lora, run_python, tiny_clip_config
 from tests.test_hub_native import OfficialCLIPLoRAModel
 
 REPO_ID = "me/x"
@@ -306,7 +306,7 @@ def test_from_official_writes_a_repo_matching_the_official_module(official_emoti
     ]) == 0
     check_repo_folder(out)
     config = json.loads((out / "config.json").read_text())
-    assert [config["id2label"][str(i)] for i in range(8)] == list(EMOTION_LABELS)
+    assert tuple(config["id2label"][str(i)] for i in range(8)) == OFFICIAL_EMOTIONS
     model = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
     pixels = torch.randn(3, 3, 32, 32)
     with torch.no_grad():

@@ -26,7 +26,7 @@ from perceptclip_hf import (
     PerceptCLIPForRegression,
 )
 from perceptclip_hf.official import load_official_checkpoint
-from tests.conftest import BLOCK_PACKAGE, TINY_HEAD, randomize_lora, run_python, tiny_clip_config
+from tests.conftest import BLOCK_PACKAGE, OFFICIAL_EMOTIONS, TINY_HEAD, randomize_lora, run_python, tiny_clip_config
 
 
 def save_trained(base, path, cls, **config):
@@ -96,7 +96,7 @@ def test_pipeline_softmax_for_emotion_and_raw_score_for_regression(tiny_clip_bas
         quality_score = quality(pixels).logits[0, 0].item()
 
     emo = pipeline("image-classification", model=str(tmp_path / "emo"), trust_remote_code=True)(image, top_k=8)
-    assert sorted(r["label"] for r in emo) == sorted(EMOTION_LABELS)
+    assert sorted(r["label"] for r in emo) == sorted(OFFICIAL_EMOTIONS)
     assert sum(r["score"] for r in emo) == pytest.approx(1.0, abs=1e-5)
     for r in emo:
         assert r["score"] == pytest.approx(emotion_probs[EMOTION_LABELS.index(r["label"])].item(), abs=1e-5)
@@ -155,7 +155,7 @@ def test_official_layout_state_dict_loads_and_matches(tmp_path, task, output_dim
         delta = (ours(pixels).logits - official(pixels)).abs().max().item()
     assert delta < 1e-5
     if task == "emotion":
-        assert [ours.config.id2label[i] for i in range(8)] == list(EMOTION_LABELS)
+        assert tuple(ours.config.id2label[i] for i in range(8)) == OFFICIAL_EMOTIONS
 
 
 def test_official_checkpoint_with_pickled_code_is_refused(tmp_path):

@@ -75,28 +75,56 @@ def test_plcc_loss_gradcheck():
     assert torch.autograd.gradcheck(lambda p: plcc_loss(p, target), (pred.requires_grad_(),))
 
 
-def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses():
-    """Trainer with `accepts_loss_kwargs=False` divides each micro-batch loss by the accumulation steps and
-    sums them (`tr_loss`): the reported loss is the mean of the per-micro-batch PLCC losses, in [0, 1], and the
-    accumulated gradient is that of the mean. The loss is never divided by `num_items_in_batch`."""
-    pred, target = batch(n=16)
-    pred.requires_grad_()
-    micro_batches = [(pred[:8], target[:8]), (pred[8:], target[8:])]
-    accumulation_steps = len(micro_batches)
+def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, tiny_clip_base):
+    """`transformers.Trainer` on our PerceptCLIPForRegression (PLCC loss), 2 optimizer steps of 2 micro-batches:
+    the reported training loss is the mean of the 4 per-micro-batch PLCC losses (in [0, 1]) and the gradient the
+    optimizer sees at each step is that of the mean of its 2 micro-batch losses, never a sum and never divided by
+    `num_items_in_batch` (which the Trainer would do if the model claimed `accepts_loss_kwargs`). The reference
+    values are recomputed here from the micro-batches the model was fed (lr 0: the weights stay those of the
+    forward passes)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    reported = 0.0
-    for micro_pred, micro_target in micro_batches:  # as Trainer.training_step
-        loss = plcc_loss(micro_pred, micro_target) / accumulation_steps
-        loss.backward()
-        reported += loss.item()
-    accumulated_grad = pred.grad.clone()
+    from tests.conftest import trained_like
 
-    pred.grad = None
-    micro_losses = torch.stack([plcc_loss(p, t) for p, t in micro_batches])
-    micro_losses.mean().backward()
-    assert reported == pytest.approx(micro_losses.mean().item())
-    assert 0.0 <= reported <= 1.0
-    torch.testing.assert_close(accumulated_grad, pred.grad)
+    model = trained_like(tiny_clip_base, task="quality", lora_dropout=0.0, head_dropout=0.0)
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randn(16, 3, 32, 32, generator=generator)
+    labels = torch.arange(16, dtype=torch.float32) / 4 + torch.rand(16, generator=generator) / 8  # distinct
+    dataset = [{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    fed: list[torch.Tensor] = []  # each micro-batch's labels, as the model received them
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["labels"].clone()),
+                                           with_kwargs=True)
+    step_grads: list[list[torch.Tensor]] = []
+
+    class GradientsBeforeStep(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            step_grads.append([p.grad.detach().clone() for p in trainable])
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=2,
+        learning_rate=0.0, optim="sgd", max_grad_norm=0.0, use_cpu=True, report_to="none", save_strategy="no",
+        remove_unused_columns=False, disable_tqdm=True, logging_strategy="no", seed=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[GradientsBeforeStep()])
+    training_loss = trainer.train().training_loss
+    hook.remove()
+
+    assert len(fed) == 4 and len(step_grads) == 2
+    model.train()
+    micro_losses = []
+    for step in range(2):
+        losses = []
+        for batch_labels in fed[2 * step: 2 * step + 2]:
+            rows = [int(torch.argmin((labels - value).abs())) for value in batch_labels]
+            losses.append(plcc_loss(model(pixel_values=pixels[rows]).logits, labels[rows]))
+        micro_losses += [loss.item() for loss in losses]
+        expected = torch.autograd.grad(torch.stack(losses).mean(), trainable)
+        for got, want in zip(step_grads[step], expected):
+            torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-4)
+    assert training_loss == pytest.approx(sum(micro_losses) / 4, rel=1e-5)
+    assert 0.0 <= training_loss <= 1.0
 
 
 class _PLCCRegressor(torch.nn.Module):

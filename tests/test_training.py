@@ -309,3 +309,65 @@ def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
     save_file({"b": torch.zeros(2)}, sharded / "model-00002-of-00002.safetensors")
     assert last_complete_checkpoint(tmp_path) == str(sharded)
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean_micro_batch_plcc(tmp_path,
+                                                                                                  tiny_clip_base):
+    """`transformers.Trainer` on a PerceptCLIPForRegression (PLCC loss), 2 micro-batches of 4, one SGD step: the
+    parameter update must be `-lr * mean(grad of each micro-batch's PLCC loss)` and the reported loss the mean of
+    the micro-batch losses, both computed here with plain autograd on a copy of the model. PLCC is a per-batch
+    statistic: if the model claimed `accepts_loss_kwargs`, the Trainer would pass `num_items_in_batch` and stop
+    dividing by the accumulation steps (update and loss twice as large)."""
+    import copy
+
+    from transformers import Trainer, TrainingArguments
+
+    from tests.conftest import trained_like
+
+    model = trained_like(tiny_clip_base, task="quality", lora_dropout=0.0, head_dropout=0.0)
+    reference = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(8, 3, 32, 32, generator=generator)
+    labels = torch.arange(8, dtype=torch.float32) * 0.5 + torch.rand(8, generator=generator)  # distinct values
+    dataset = [{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)]
+
+    seen: list[list[float]] = []  # the labels of each micro-batch, in the order the Trainer fed them
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["labels"].tolist()),
+                                    with_kwargs=True)
+    lr = 0.5
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=1,
+        learning_rate=lr, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+        use_cpu=True, report_to="none", save_strategy="no", remove_unused_columns=False, disable_tqdm=True,
+        logging_strategy="no", seed=0,
+    )
+    result = Trainer(model=model, args=args, train_dataset=dataset).train()
+
+    assert len(seen) == 2 and sorted(v for batch in seen for v in batch) == pytest.approx(sorted(labels.tolist()))
+    trainable = {name: p for name, p in reference.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or name.startswith("heads.") for name in trainable)
+    reference.train()
+    micro_losses, micro_grads = [], []
+    for batch in seen:
+        rows = [int(torch.argmin((labels - value).abs())) for value in batch]
+        loss = plcc_reference(reference(pixel_values=pixels[rows]).logits.reshape(-1), labels[rows])
+        micro_losses.append(loss.item())
+        micro_grads.append(torch.autograd.grad(loss, list(trainable.values())))
+    assert result.training_loss == pytest.approx(sum(micro_losses) / 2, rel=1e-5)
+
+    trained = dict(model.named_parameters())
+    moved = 0.0
+    for (name, before), g0, g1 in zip(trainable.items(), *micro_grads):
+        expected = before.detach() - lr * (g0 + g1) / 2
+        torch.testing.assert_close(trained[name].detach(), expected, atol=1e-6, rtol=1e-4, msg=name)
+        moved = max(moved, (expected - before).abs().max().item())
+    assert moved > 1e-3  # the step is large enough to tell a mean from a sum
+    for name, param in reference.named_parameters():
+        if not param.requires_grad:
+            assert torch.equal(trained[name], param), name  # the frozen backbone is untouched
+
+
+def plcc_reference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1 - Pearson r) / 2, re-typed here (not the package's loss)."""
+    pred, target = pred - pred.mean(), target - target.mean()
+    return (1 - (pred * target).sum() / (pred.norm() * target.norm())) / 2
