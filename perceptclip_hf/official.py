@@ -38,8 +38,10 @@ OFFICIAL_REPOS = {
 }
 OFFICIAL_TASKS = {repo: task for task, repo in OFFICIAL_REPOS.items()}
 OFFICIAL_BASE_MODEL = "openai/clip-vit-large-patch14"
-# The official IQA usage: torchvision `Resize((512, 384))` (height, width; aspect not kept), then 15 random crops.
-OFFICIAL_IQA_RESIZE = [512, 384]
+# Config fields that reproduce each release's usage code where its task's default preprocessing does not: the IQA
+# usage resizes with torchvision `Resize((512, 384))` (height, width; aspect not kept) before its 15 random crops.
+# Memorability and emotion use `Resize(224)` + `CenterCrop(224)`, their task's own test transform.
+OFFICIAL_PREPROCESSING = {"quality": {"test_resize_size": [512, 384]}}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
 CACHE_DIR_NAME = "perceptclip-official"
 TMP_PREFIX = ".tmp-"
@@ -122,10 +124,10 @@ def official_config(state_dict: dict[str, torch.Tensor], task: str, base_model: 
 
 
 def with_official_preprocessing(config: PerceptCLIPConfig) -> PerceptCLIPConfig:
-    """IQA: the official fixed `[512, 384]` test resize before the 15 crops (unless the config sets a resize);
-    memorability and emotion keep their task's resize + center crop, as the official code."""
-    if config.task == "quality" and config.test_resize_size is None and config.test_resize_short is None:
-        config.test_resize_size = list(OFFICIAL_IQA_RESIZE)
+    """`config` with its release's usage-code preprocessing (`OFFICIAL_PREPROCESSING`), unless it sets a resize."""
+    if config.test_resize_size is None and config.test_resize_short is None:
+        for field, value in OFFICIAL_PREPROCESSING.get(config.task, {}).items():
+            setattr(config, field, copy.deepcopy(value))
     return config
 
 
