@@ -1,5 +1,6 @@
 """The PerceptCLIP remote code (shipped to the Hub beside the weights); installed as `perceptclip_hf.modeling`."""
 
+from .backbone_perceptclip import LORA_KEY_MARKER, backbone_vision_config
 from .configuration_perceptclip import (
     CHOICES,
     CLASSIFICATION_PROBLEM_TYPES,
@@ -12,12 +13,10 @@ from .image_processing_perceptclip import default_image_processor
 from .loss_perceptclip import LOSSES, get_loss_fn, plcc_loss, task_loss
 from .modeling_perceptclip import (
     ADAPTER_KEY_MARKERS,
-    LORA_KEY_MARKER,
     PerceptCLIPForClassification,
     PerceptCLIPForRegression,
     PerceptCLIPOutput,
     PerceptCLIPPreTrainedModel,
-    backbone_vision_config,
     create_model,
     lora_config,
 )
@@ -25,6 +24,6 @@ from .modeling_perceptclip import (
 __all__ = [
     "ADAPTER_KEY_MARKERS", "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES",
     "TASK_PRESETS", "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression",
-    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "backbone_vision_config", "check_config", "create_model", "default_image_processor",
-    "get_loss_fn", "lora_config", "plcc_loss", "task_loss",
+    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "backbone_vision_config", "check_config", "create_model",
+    "default_image_processor", "get_loss_fn", "lora_config", "plcc_loss", "task_loss",
 ]

@@ -113,7 +113,7 @@ def test_folder_holds_config_remote_code_weights_processor_adapter_and_card(publ
     files = {p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file()}
     assert files == {
         "README.md", "config.json", "configuration_perceptclip.py", "modeling_perceptclip.py", "model.safetensors",
-        "image_processing_perceptclip.py", "loss_perceptclip.py",
+        "image_processing_perceptclip.py", "loss_perceptclip.py", "backbone_perceptclip.py",
         "preprocessor_config.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
     }
     # The remote code is what the model's save_pretrained copies, byte for byte the package's `modeling/` files.
