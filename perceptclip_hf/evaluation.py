@@ -7,14 +7,14 @@ import numpy as np
 
 from .data import benchmark_splits, get_dataset_info, load_benchmark
 from .inference import PerceptScorer
-from .metrics import classification_metrics, regression_metrics
+from .metrics import LogisticFit, classification_metrics, regression_metrics
 
 
 def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test",
-                       progress=None) -> tuple[dict, int]:
+                       progress=None, fit: LogisticFit = "robust") -> tuple[dict, int]:
     """The paper's metrics of a `PerceptScorer` on a benchmark part (`split=None`: the whole dataset, as THINGS in
-    the paper) and its number of images. IQA: the scorer's 15 test crops, PLCC after the 4-parameter logistic fit;
-    a model's score direction is matched to the dataset's (LIVE DMOS); emotion classes are matched by name."""
+    the paper) and its number of images. IQA: the scorer's 15 test crops, PLCC after the 4-parameter logistic fit
+    (`fit`: "robust", or "loda" for LoDa's exact fit, see `metrics.fit_logistic_4pl`); a model's score direction is matched to the dataset's (LIVE DMOS); emotion classes are matched by name."""
     info = get_dataset_info(dataset)
     ds = load_benchmark(info.name, data_dir)
     if split is not None:
@@ -27,7 +27,7 @@ def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = 
     labels = ds["label"]
     if not scorer.is_classification:
         sign = 1.0 if scorer.higher_is_better == info.higher_is_better else -1.0
-        return regression_metrics([sign * r["score"] for r in results], labels), len(ds)
+        return regression_metrics([sign * r["score"] for r in results], labels, fit=fit), len(ds)
     class_names = list(info.class_names or ds.features["label"].names)
     model_labels = [label.lower() for label in scorer.labels]
     missing = [name for name in class_names if name.lower() not in model_labels]

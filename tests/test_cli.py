@@ -178,6 +178,29 @@ def test_evaluate_regression_and_classification_benchmarks(quality_dir, emotion_
     assert emoset["num_images"] == 8 and {"accuracy", "accuracy_2class", "map", "macro_f1"} <= set(emoset["metrics"])
 
 
+@pytest.mark.parametrize("fit, starts", [("loda", 1), ("robust", 2)])
+def test_evaluate_plcc_fit_reaches_the_logistic_fit(fit, starts, quality_dir, tmp_path, capsys, monkeypatch):
+    """`--plcc-fit loda` runs LoDa's single-start fit on the benchmark's labels; the default runs two starts."""
+    from scipy import optimize
+
+    from perceptclip_hf import metrics
+
+    make_koniq(tmp_path / "koniq", n=40)
+    real_curve_fit, starts_seen = optimize.curve_fit, []
+
+    def spy(f, xdata, ydata, p0=None, **kwargs):
+        starts_seen.append((list(p0), sorted(ydata)))
+        return real_curve_fit(f, xdata, ydata, p0=p0, **kwargs)
+
+    monkeypatch.setattr(metrics.optimize, "curve_fit", spy)
+    assert main(["evaluate", "-m", str(quality_dir), "-d", "koniq10k", "--data-dir", str(tmp_path / "koniq"),
+                 "--tta", "2", "--plcc-fit", fit]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["plcc_fit"] == fit and report["num_images"] == 8 and len(starts_seen) == starts
+    p0, labels = starts_seen[0]
+    assert p0[:2] == [max(labels), min(labels)] and p0[3] == 0.5 and len(labels) == 8
+
+
 def test_list_shows_the_registry(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..metrics import LOGISTIC_FITS
 from .common import UsageError, add_model_arguments, add_tta_arguments, load_scorer, progress
 
 
@@ -27,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="test", help="part of the split to evaluate (default: test)")
     parser.add_argument("--output", "-o", default=None,
                         help="also write the metrics JSON to this file (replaces only a report of this command)")
+    parser.add_argument("--plcc-fit", choices=LOGISTIC_FITS, default="robust",
+                        help="4-parameter logistic fit before PLCC: robust (default: two starts) or loda (LoDa's and "
+                             "pyiqa's single start, to compare with their published numbers); see docs/protocol.md")
     add_model_arguments(parser)
     add_tta_arguments(parser)
 
@@ -49,11 +53,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics, num_images = evaluate_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
                                                  progress=lambda it, total: progress(it, total=total,
-                                                                                     desc="evaluate", unit="img"))
+                                                                                     desc="evaluate", unit="img"),
+                                                 fit=args.plcc_fit)
     except ValueError as err:
         raise UsageError(str(err)) from None
     report = {"writer": WRITER, "model": args.model, "dataset": info.name, "split_index": args.split_index,
-              "split": args.split, "num_images": num_images, "metrics": metrics}
+              "split": args.split, "num_images": num_images, "plcc_fit": args.plcc_fit, "metrics": metrics}
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
