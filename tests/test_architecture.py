@@ -91,8 +91,10 @@ def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_pat
     register_dataset(DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1, 10),
                                  num_splits=1))  # integer bounds, as a user writes them
 
+    # 20 epochs: after 8 the tiny random CNN is still learning the 1-10 offset and its test ranking depends on the
+    # seed (measured 2026-11-25: SRCC 0.50-0.998 over seeds 0-4; 0.85-1.0 after 20).
     recipe = tiny_recipe(tmp_path, synthetic_dir, dataset=["aesthetics_fixture"], data_dir=[str(data_dir)],
-                         loss=None, num_train_epochs=8, max_train_samples=None, learning_rate=0.003)
+                         loss=None, num_train_epochs=20, max_train_samples=None, learning_rate=0.003)
     assert main(["train", "--config", str(recipe)]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["task"] == "aesthetics" and results["metric_aggregation"] == "mean"
