@@ -45,7 +45,8 @@ OFFICIAL_PREPROCESSING = {"quality": {"test_resize_size": [512, 384]}}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
 CACHE_DIR_NAME = "perceptclip-official"
 TMP_PREFIX = ".tmp-"
-_PREFIXES = (("model.base_model.model.", "backbone.vision_model."), ("proj.", "backbone.visual_projection."))
+# Official key prefix → ours (the head's `mlp.fcN` are renamed by number).
+OFFICIAL_KEY_PREFIXES = (("model.base_model.model.", "backbone.vision_model."), ("proj.", "backbone.visual_projection."))
 _MLP_KEY = re.compile(r"^mlp\.fc(\d+)\.(weight|bias)$")
 
 
@@ -60,7 +61,7 @@ def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str =
         if match:
             converted[f"heads.{head}.layers.{int(match.group(1)) - 1}.{match.group(2)}"] = tensor
             continue
-        for old, new in _PREFIXES:
+        for old, new in OFFICIAL_KEY_PREFIXES:
             if key.startswith(old):
                 converted[new + key[len(old):]] = tensor
                 break
