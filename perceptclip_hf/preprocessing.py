@@ -295,11 +295,10 @@ def build_transform(task, train: bool, **kwargs: Any) -> ImageTransform:
 
 
 def transform_kwargs(model_config) -> dict[str, Any]:
-    """Crop size (``config.image_size``, else the image processor's), normalisation (the image processor's) and
-    resize filter (``config.resize_interpolation``) of a model."""
+    """Crop size and normalisation of a model (its image processor's: the crop honours ``config.image_size``) and
+    its resize filter (``config.resize_interpolation``)."""
     processor = default_image_processor(model_config)
-    return dict(crop_size=getattr(model_config, "image_size", None) or processor.crop_size["height"],
-                mean=processor.image_mean, std=processor.image_std,
+    return dict(crop_size=processor.crop_size["height"], mean=processor.image_mean, std=processor.image_std,
                 interpolation=getattr(model_config, "resize_interpolation", "bilinear"))
 
 
