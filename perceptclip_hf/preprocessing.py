@@ -166,6 +166,11 @@ class ImageTransform:
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def min_decode_scale(self, size: tuple[int, int]) -> float | None:
+        """The smallest scale of a ``(width, height)`` image (either orientation) that this transform's first resize
+        still shrinks, so a reduced decode cannot change its geometry; ``None``: it needs every pixel."""
+        return None
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         keys = batch.get("image_name") or [None] * len(batch[self.image_column])
         out = {"pixel_values": [self.transform_image(open_image(image), key)
@@ -188,6 +193,11 @@ class IQATransform(ImageTransform):
         if resize_short and resize_size:
             raise ValueError("give resize_short (short side) or resize_size ((height, width)), not both.")
         self.resize_short, self.resize_size = resize_short, tuple(resize_size) if resize_size else None
+
+    def min_decode_scale(self, size: tuple[int, int]) -> float | None:
+        if self.resize_size:
+            return max(self.resize_size) / min(size)
+        return self.resize_short / min(size) if self.resize_short else None
 
     def fit(self, image: Image.Image) -> Image.Image:
         """``image`` resized by the protocol, large enough for the crop."""
@@ -252,6 +262,9 @@ class ResizeCenterCropTransform(ImageTransform):
 
     def __init__(self, crop_size: int = 224, *, seed: int | None = None, **kw):
         super().__init__(crop_size, **kw)
+
+    def min_decode_scale(self, size: tuple[int, int]) -> float | None:
+        return self.crop_size / min(size)
 
     def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
         return self._tensor(center_crop(resize_short_side(image, self.crop_size, self.resample), self.crop_size))

@@ -1,4 +1,4 @@
-"""Score files: the ``.csv`` / ``.jsonl`` results of scoring images, safe to resume and never foreign.
+"""Score files: the ``.csv`` / ``.jsonl`` / ``.parquet`` results of scoring images, safe to resume and never foreign.
 
 Every score file has a record beside it, ``<file>.meta.json``: who wrote it, the model (id and fingerprint), the
 settings that change scores (crops, seed, resize), its columns and a summary of each run. A file without that
@@ -6,6 +6,11 @@ record, or with a record of another model or other settings, is never touched: r
 error naming the file and the difference, and the file stays byte-identical. Rows are appended a batch at a time
 (one write, then flush), so an interrupted run leaves at most one partial last line — its own — which a resume
 cuts before appending. Paths are stored absolute, so a resume from another folder skips what is done.
+
+A Parquet file cannot be appended to, so its rows are appended to a pending JSONL file beside it
+(``<file>.pending.jsonl``) while the run goes, and written into the Parquet file (atomically: a temporary file,
+then a rename) when the run closes, with the record in the file's own metadata too (key ``perceptclip``). A
+killed run leaves its rows in the pending file; a resume reads both.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any
 
 from .errors import OutputError
 
-FORMATS = (".csv", ".jsonl")
+FORMATS = (".csv", ".jsonl", ".parquet")
 META_SUFFIX = ".meta.json"
+PENDING_SUFFIX = ".pending.jsonl"
+PARQUET_METADATA_KEY = b"perceptclip"
 WRITER = "perceptclip predict"
 FORMAT_VERSION = 1
 
@@ -36,11 +43,16 @@ def check_location(path: str | os.PathLike) -> None:
     """Fail before any work on a score file that cannot be written: unknown format, missing or read-only folder."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise OutputError(f"--output {path}: use a .csv or .jsonl file")
+        raise OutputError(f"--output {path}: use a .csv, .jsonl or .parquet file")
     check_writable(path)
-    for existing in (path, meta_path(path)):
+    for existing in (path, meta_path(path), pending_path(path)):
         if existing.exists() and not os.access(existing, os.W_OK):
             raise OutputError(f"--output {path}: {existing} is read-only; choose another --output")
+
+
+def pending_path(path: str | os.PathLike) -> Path:
+    """Where a Parquet score file's rows wait until the run closes."""
+    return Path(f"{os.fspath(path)}{PENDING_SUFFIX}")
 
 
 def check_writable(path: str | os.PathLike, option: str = "--output") -> None:
@@ -110,7 +122,9 @@ class ScoreFile:
         self.path, self.columns, self.mode, self.retry_errors = Path(path), list(columns), mode, retry_errors
         self.identity = {"writer": WRITER, "format_version": FORMAT_VERSION, "columns": self.columns, **identity}
         self.recorded = recorded or {}
-        self.is_jsonl = self.path.suffix.lower() == ".jsonl"
+        self.is_parquet = self.path.suffix.lower() == ".parquet"
+        self.is_jsonl = self.path.suffix.lower() == ".jsonl" or self.is_parquet  # Parquet rows wait as JSONL
+        self.rows_path = pending_path(self.path) if self.is_parquet else self.path  # where rows are appended
         self.handle = None
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -120,12 +134,15 @@ class ScoreFile:
         """Validate the location and, for an existing file, that this command wrote it (reads only; before the
         model is loaded). :meth:`open` also checks that the same model and settings wrote it."""
         check_location(self.path)
-        if not self.path.exists():
+        if not self._exists():
             return
         if self.mode == "new":
             raise OutputError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to "
                               "replace it")
         self._check_owner()
+
+    def _exists(self) -> bool:
+        return self.path.exists() or self.rows_path.exists()
 
     def _check_owner(self) -> None:
         record = read_record(self.path)
@@ -147,13 +164,17 @@ class ScoreFile:
         self.check()
         previous = Previous()
         # an empty file of ours: killed before its header was written
-        resuming = self.mode == "resume" and self.path.exists() and self.path.stat().st_size > 0
+        resuming = self.mode == "resume" and any(
+            path.exists() and path.stat().st_size > 0 for path in {self.path, self.rows_path})
         if resuming:
             self._check_identity()
             previous, keep = self._read_previous()
             self._repair(previous, keep)
+        else:
+            for stale in {self.path, self.rows_path}:  # ours (checked): a new run replaces it
+                stale.unlink(missing_ok=True)
         self._write_record(runs=(read_record(self.path) or {}).get("runs", []) if resuming else [])
-        self.handle = open(self.path, "a" if resuming else "w", newline="", encoding="utf-8")
+        self.handle = open(self.rows_path, "a" if resuming else "w", newline="", encoding="utf-8")
         if not resuming and not self.is_jsonl:
             self.handle.write(self._header())
             self.handle.flush()
@@ -162,7 +183,7 @@ class ScoreFile:
     def _read_previous(self) -> tuple[Previous, list[dict[str, Any]] | None]:
         """Parse the file, raising (without touching it) on anything this command would not have written. Returns
         the previous rows' summary and, with ``retry_errors``, the rows to keep."""
-        data = self.path.read_bytes()
+        data = self.rows_path.read_bytes() if self.rows_path.exists() else b""
         previous = Previous(partial_line=bool(data) and not data.endswith(b"\n"))
         if previous.partial_line:
             data = data[: data.rfind(b"\n") + 1]
@@ -172,6 +193,8 @@ class ScoreFile:
             line = data[: err.start].count(b"\n") + 1
             raise self._damaged(line, f"is not UTF-8 (byte {data[err.start]:#04x})") from None
         rows = self._parse_jsonl(text) if self.is_jsonl else self._parse_csv(text)
+        if self.is_parquet and self.path.exists():
+            rows = self._read_parquet() + rows
         for row in rows:
             (previous.failed if row.get("error") else previous.done).add(os.path.realpath(row["path"]))
         previous.rows = len(rows)
@@ -180,6 +203,19 @@ class ScoreFile:
         previous.rows -= sum(bool(row.get("error")) for row in rows)
         previous.failed = set()
         return previous, [row for row in rows if not row.get("error")]
+
+    def _read_parquet(self) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(self.path)
+        except Exception as err:
+            raise OutputError(f"--resume {self.path}: cannot read it as Parquet ({type(err).__name__}: {err}); the "
+                              "file was edited or damaged: use another --output (the file is left untouched)") from None
+        if table.column_names != self.columns:
+            raise OutputError(f"--resume {self.path}: columns {table.column_names}, but this model writes "
+                              f"{self.columns}; use another --output")
+        return table.to_pylist()
 
     def _parse_jsonl(self, text: str) -> list[dict[str, Any]]:
         rows = []
@@ -212,13 +248,16 @@ class ScoreFile:
 
     def _repair(self, previous: Previous, keep: list[dict[str, Any]] | None) -> None:
         """Our own file only: rewrite it without the rows to retry (atomically), or cut the partial last line."""
-        if keep is not None:
+        if keep is not None and self.is_parquet:
+            self._write_parquet(keep, (read_record(self.path) or {}).get("runs"))
+            self.rows_path.unlink(missing_ok=True)
+        elif keep is not None:
             temporary = self.path.with_name(self.path.name + ".tmp")
             header = "" if self.is_jsonl else self._header()
             temporary.write_text(header + self._serialize(keep), encoding="utf-8", newline="")
             os.replace(temporary, self.path)
         elif previous.partial_line:
-            with open(self.path, "rb+") as handle:
+            with open(self.rows_path, "rb+") as handle:
                 data = handle.read()
                 handle.truncate(data.rfind(b"\n") + 1)
 
@@ -243,14 +282,30 @@ class ScoreFile:
         return buffer.getvalue()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
-        """Close the file and add this run's summary to the record."""
+        """Close the file (Parquet: write the pending rows into it) and add this run's summary to the record."""
         if self.handle is None:
             return
         self.handle.close()
         self.handle = None
         record = read_record(self.path) or {}
-        self._write_record(runs=record.get("runs", []) + [{"started": self.started, **self.recorded,
-                                                           **(summary or {})}])
+        runs = record.get("runs", []) + [{"started": self.started, **self.recorded, **(summary or {})}]
+        if self.is_parquet:
+            rows = self._read_parquet() if self.path.exists() else []
+            self._write_parquet(rows + self._parse_jsonl(self.rows_path.read_text(encoding="utf-8")), runs)
+            self.rows_path.unlink()
+        self._write_record(runs=runs)
+
+    def _write_parquet(self, rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None) -> None:
+        """All ``rows`` as the Parquet file, written atomically, the record in its metadata."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {name: [row.get(name) for row in map(csv_row, rows)] for name in self.columns}
+        table = pa.table(columns).replace_schema_metadata(
+            {PARQUET_METADATA_KEY: json.dumps({**self.identity, "runs": runs or []}, ensure_ascii=False)})
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        pq.write_table(table, temporary)
+        os.replace(temporary, self.path)
 
     def _write_record(self, runs: list[dict[str, Any]]) -> None:
         record = {**self.identity, "file": self.path.name, "runs": runs}
@@ -279,5 +334,5 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-__all__ = ["FORMATS", "META_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json", "csv_row",
-           "cannot_write_in", "check_writable", "meta_path", "read_record"]
+__all__ = ["FORMATS", "META_SUFFIX", "PENDING_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json", "csv_row",
+           "cannot_write_in", "check_writable", "meta_path", "pending_path", "read_record"]

@@ -142,7 +142,7 @@ def test_predict_emotion_jsonl_has_label_and_probabilities(emotion_dir, tmp_path
     (["predict", "{images}", "--model", "/no/such/model"], "no such model directory"),
     (["predict", "{images}", "--model", "{model}", "--resume"], "need --output"),
     (["predict", "{images}", "--model", "{model}", "-o", "{images}/done.csv"], "exists"),
-    (["predict", "{images}", "--model", "{model}", "-o", "out.txt"], ".csv or .jsonl"),
+    (["predict", "{images}", "--model", "{model}", "-o", "out.txt"], ".csv, .jsonl or .parquet"),
     (["evaluate", "--model", "{model}", "--dataset", "imagenet", "--data-dir", "{images}"], "unknown dataset"),
     pytest.param(["predict", "{images}", "--model", "{model}", "--device", "cuda"], "CUDA is not available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),

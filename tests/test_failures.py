@@ -78,6 +78,11 @@ def sha256(path: Path) -> str:
 
 
 def read_rows(path: Path) -> list[dict]:
+    """A score file's rows as the user reads them (CSV values stay strings)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines()]
     with open(path, newline="") as handle:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..metrics import LOGISTIC_FITS
-from .common import UsageError, add_model_arguments, add_tta_arguments, load_scorer, progress
+from .common import UsageError, add_model_arguments, add_tta_arguments, add_input_arguments, load_scorer, progress
 
 
 NAME = "evaluate"
@@ -33,6 +33,7 @@ def add_arguments(parser) -> None:
                              "pyiqa's single start, to compare with their published numbers); see docs/protocol.md")
     add_model_arguments(parser)
     add_tta_arguments(parser)
+    add_input_arguments(parser, fast_decode=False)  # the protocol's pixels
 
 
 def run(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     paths = found.images
     if not paths:
         raise UsageError(f"no images found in {' '.join(args.images)}")
-    scorer = load_scorer(args, dtype="fp32")
+    scorer = load_scorer(args, dtype="fp32", merge_lora=False)  # the probe compares with the adapters off
     images, names = [], []
     for path in paths:
         try:

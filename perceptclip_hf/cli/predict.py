@@ -12,6 +12,7 @@ from .common import (
     UsageError,
     add_model_arguments,
     add_tta_arguments,
+    add_input_arguments,
     check_model_argument,
     collect_images,
     echo,
@@ -35,7 +36,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     add_model_arguments(parser)
     add_tta_arguments(parser)
-    parser.add_argument("--output", "-o", default=None, help="results file, .csv or .jsonl (default: CSV on stdout)")
+    add_input_arguments(parser)
+    parser.add_argument("--output", "-o", default=None,
+                        help="results file, .csv, .jsonl or .parquet (default: CSV on stdout)")
     parser.add_argument("--resume", action="store_true",
                         help="continue --output (written by this command with the same model and settings), "
                              "skipping the images already in it")
@@ -92,10 +95,12 @@ def score_file(args: argparse.Namespace, columns: list[str] | None = None, score
         return ScoreFile(args.output, [], {}, mode=mode)
     identity = {"model_fingerprint": scorer.fingerprint(), "task": scorer.config.task,
                 "base_model": scorer.config.base_model_name_or_path,
-                "settings": {"crops": scorer.num_crops, "seed": args.seed if scorer.num_crops > 1 else None}}
+                "settings": {"crops": scorer.num_crops, "seed": args.seed if scorer.num_crops > 1 else None,
+                             **({"fast_decode": True} if scorer.fast_decode else {})}}
     recorded = {"model": os.path.abspath(args.model) if os.path.isdir(args.model) else args.model,
                 "device": str(scorer.device), "dtype": str(scorer.dtype).replace("torch.", ""),
-                "batch_size": args.batch_size, "version": package_version()}
+                "batch_size": args.batch_size, "num_workers": scorer.num_workers,
+                "lora_merged": scorer.lora_merged, "version": package_version()}
     return ScoreFile(args.output, columns, identity, recorded, mode=mode, retry_errors=args.retry_errors)
 
 
@@ -112,7 +117,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model loads: options and the output's location and owner."""
     if args.output is None:
         if args.resume or args.overwrite or args.retry_errors:
-            raise UsageError("--resume, --overwrite and --retry-errors need --output (a .csv or .jsonl file)")
+            raise UsageError("--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet "
+                             "file)")
         return
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")

@@ -1,0 +1,199 @@
+"""The scoring input engine: images to model-ready batches, decoded and transformed in parallel.
+
+``iter_prepared_batches(sources, transform, batch_size, num_workers)`` runs decoding and the test transform
+(:mod:`.preprocessing`) in ``torch.utils.data.DataLoader`` worker processes: each worker builds whole batches of
+images × crops, so the next batches are ready while the model runs on the current one. Batches come back in input
+order (a sequential batch sampler, in-order delivery); an image that cannot be read is carried in its batch as the
+exception it raised, so the caller decides to raise it or to record it, and the other images of the batch are
+scored. ``num_workers=0`` prepares in the calling process; a single batch is always prepared there (worker start-up
+would cost more than it overlaps). On CUDA the batches come in pinned memory, for non-blocking copies.
+
+Sources are ``(image, crop key)`` pairs: anything :func:`.data.images.open_image` opens (path, bytes, ``{"path",
+"bytes"}`` dict, PIL image) or a numpy array (:func:`as_image_source`). The crop key seeds the IQA test crops
+(``None``: the pixels do), so scores do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from .data.images import open_image
+
+Source = tuple[Any, "str | None"]  # (image, crop key)
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_num_workers() -> int:
+    """Worker processes by default: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(MAX_DEFAULT_WORKERS, cpus)
+
+
+def prepare_image(transform, source: Any, key: str | None = None, fast_decode: bool = False) -> torch.Tensor:
+    """One source → its test tensor: ``(3, H, W)``, or ``(crops, 3, H, W)`` for multi-crop transforms.
+    ``fast_decode``: JPEGs that the transform shrinks anyway are decoded reduced (draft mode; other pixels)."""
+    draft_scale = transform.min_decode_scale if fast_decode else None
+    return transform.transform_image(open_image(as_image_source(source), draft_scale), key)
+
+
+@dataclass
+class PreparedBatch:
+    """``size`` consecutive inputs: ``pixel_values`` stacks the readable ones (their positions in ``ok``);
+    ``errors`` maps the position of each unreadable one to its exception."""
+
+    size: int
+    pixel_values: torch.Tensor | None
+    ok: list[int] = field(default_factory=list)
+    errors: dict[int, BaseException] = field(default_factory=dict)
+
+    def pin_memory(self) -> "PreparedBatch":
+        """Called by the DataLoader's pinning thread (CUDA)."""
+        if self.pixel_values is not None:
+            self.pixel_values = self.pixel_values.pin_memory()
+        return self
+
+
+class _PreparedImages(torch.utils.data.Dataset):
+    """Map-style view of the sources: item ``i`` is the prepared tensor of source ``i``, or its exception."""
+
+    def __init__(self, sources: Sequence[Source], transform, fast_decode: bool = False):
+        self.sources, self.transform, self.fast_decode = sources, transform, fast_decode
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> torch.Tensor | BaseException:
+        try:
+            return prepare_image(self.transform, *self.sources[index], fast_decode=self.fast_decode)
+        except Exception as err:  # an unreadable image is a result, not a crash
+            return err if torch.utils.data.get_worker_info() is None else picklable(err)
+
+
+def picklable(err: BaseException) -> BaseException:
+    """``err`` if it survives the trip from a worker process, else a ``RuntimeError`` with its message."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:
+        return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+def collate(items: list[torch.Tensor | BaseException]) -> PreparedBatch:
+    ok = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)]
+    errors = {i: item for i, item in enumerate(items) if not isinstance(item, torch.Tensor)}
+    pixels = torch.stack([items[i] for i in ok]) if ok else None
+    return PreparedBatch(len(items), pixels, ok, errors)
+
+
+def iter_prepared_batches(
+    sources: Sequence[Source], transform, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+    fast_decode: bool = False,
+) -> Iterator[PreparedBatch]:
+    """Prepared batches of ``batch_size`` consecutive sources, in order (see the module docstring)."""
+    batches = -(-len(sources) // batch_size)
+    workers = min(num_workers, batches) if batches > 1 else 0
+    loader = torch.utils.data.DataLoader(
+        _PreparedImages(sources, transform, fast_decode), batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=collate, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
+    )
+    yield from loader
+
+
+# ----------------------------------------------------------------------------- what callers pass in
+class DatasetSources(Sequence):
+    """A ``datasets.Dataset``'s rows as sources, read lazily (in the workers): its ``image`` column undecoded (so
+    :func:`open_image` applies) and its ``image_name`` column, when present, as the crop key (as in training
+    evaluation)."""
+
+    def __init__(self, dataset: Dataset):
+        if "image" not in dataset.column_names:
+            raise ValueError(f"The dataset has no 'image' column (columns: {dataset.column_names}).")
+        if isinstance(dataset.features["image"], ImageFeature) and dataset.features["image"].decode:
+            dataset = dataset.cast_column("image", ImageFeature(decode=False))
+        self.has_names = "image_name" in dataset.column_names
+        self.dataset = dataset.select_columns(["image", "image_name"] if self.has_names else ["image"])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Source:
+        row = self.dataset[index]
+        return row["image"], row.get("image_name")
+
+
+def source_windows(images: Iterable[Any] | Dataset, window: int) -> Iterator[Sequence[Source]]:
+    """``images`` as sequences of sources: a Dataset, list, tuple or stacked ``(N, H, W, C)`` array whole; any other
+    iterable (a generator) in windows of ``window`` images, so it is never read into memory at once."""
+    if isinstance(images, Dataset):
+        yield DatasetSources(images)
+        return
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    if isinstance(images, (list, tuple)):
+        yield [(image, None) for image in images]
+        return
+    iterator = iter(images)
+    while chunk := list(islice(iterator, window)):
+        yield [(image, None) for image in chunk]
+
+
+def is_single_image(images: Any) -> bool:
+    return isinstance(images, (Image.Image, str, os.PathLike, bytes)) or (
+        isinstance(images, np.ndarray) and images.ndim in (2, 3)
+    )
+
+
+def as_image_source(image: Any) -> Any:
+    """What :func:`open_image` accepts. Numpy arrays are ``(H, W)``, ``(H, W, 1|3|4)``: ``uint8`` and other integer
+    arrays hold 0–255, ``uint16`` 0–65535, float and bool arrays 0–1; anything else is a ``ValueError`` naming the
+    array's dtype, shape and range (never a silently white or black image)."""
+    if not isinstance(image, np.ndarray):
+        return image
+    if image.ndim == 3 and image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
+        raise ValueError(f"array of shape {image.shape} looks channel-first; pass (H, W, C): "
+                         "array.transpose(1, 2, 0)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+        raise ValueError(f"array of shape {image.shape}: expected (H, W) or (H, W, 1|3|4)")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.size == 0:
+        raise ValueError(f"array of shape {image.shape} is empty")
+    low, high = (image.min(), image.max()) if image.dtype != bool else (0, 1)
+    if image.dtype == np.uint16:
+        image = image.astype(np.float64) / 65535.0
+    elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
+        if low < 0 or high > 255:
+            raise ValueError(f"{image.dtype} array with values {low}..{high}: integer images must hold 0..255 "
+                             "(uint16: 0..65535)")
+        image = image.astype(np.uint8)
+    elif image.dtype == bool:
+        image = image.astype(np.float64)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError(f"{image.dtype} array contains NaN or infinity")
+        if low < 0 or high > 1:
+            raise ValueError(f"{image.dtype} array with values {low:g}..{high:g}: float images must hold 0..1 "
+                             "(divide 0..255 values by 255, or pass them as uint8)")
+    elif image.dtype != np.uint8:
+        raise ValueError(f"array of dtype {image.dtype} is not an image; use uint8 (0..255) or float (0..1)")
+    if image.dtype != np.uint8:
+        image = (image * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(image)
+
+
+__all__ = ["DatasetSources", "PreparedBatch", "as_image_source", "default_num_workers", "is_single_image",
+           "iter_prepared_batches", "prepare_image", "source_windows"]
