@@ -7,9 +7,12 @@ Not a test: run by hand, on an otherwise idle machine. One run measures:
     224 crops) and the single 224 crop of memorability / emotion; the last also with ``--fast-decode`` (JPEG draft),
     with the score difference it causes on the quickstart-shaped model;
 (b) the quickstart-shaped model (tiny ResNet, random weights: speed does not depend on them): its rate on batches
-    prepared beforehand, and `perceptclip predict` (in-process ``cli.main``: model loading and the folder walk
-    included, interpreter start-up not) at each worker count; 0 workers is the serial path. Overlap = the engine's
-    rate / the slower stage's own rate (decode with those workers, or the model on ready batches);
+    prepared beforehand (with every torch thread, and with one), and `perceptclip predict` (in-process
+    ``cli.main``: model loading and the folder walk included, interpreter start-up not) at each worker count;
+    0 workers is the serial path. Overlap = the engine's rate / the slower stage's own rate (decode with those
+    workers, or the model on ready batches). Where both stages need every core, the stages cannot both run at
+    their own rate: the CPU ceiling ``cores / (1 / decode rate of one worker + 1 / model rate on one thread)`` is
+    the most any overlap can reach, and the engine's rate is also given as a fraction of it;
 (c) a CLIP ViT-B/32 with LoRA (random, LoRA non-zero) on ready 224 px batches, LoRA merged vs unmerged;
 (d) from (a), the projected decode rate of a 16-core GPU machine (15 workers, one core for the main process).
 
@@ -31,7 +34,7 @@ import torch
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.cli import main as perceptclip
-from perceptclip_hf.inference import PerceptScorer
+from perceptclip_hf.inference import PerceptScorer, TorchThreads
 from perceptclip_hf.input_pipeline import iter_prepared_batches
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
 from throughput import build_model, emit  # sibling script (benchmarks/ is on sys.path when run as a script)
@@ -54,17 +57,19 @@ def decode_rate(paths: list[str], transform, workers: int, batch_size: int, fast
     return count / (time.perf_counter() - start)
 
 
-def model_rate(scorer: PerceptScorer, paths: list[str], batches: int = 8, repeats: int = 3) -> float:
-    """Images/s of the model alone on batches prepared beforehand (median of ``repeats`` passes)."""
+def model_rate(scorer: PerceptScorer, paths: list[str], threads: int, batches: int = 8, repeats: int = 3) -> float:
+    """Images/s of the model alone (normalisation included) on ``threads`` torch threads, on batches of uint8
+    pixels prepared beforehand (median of ``repeats`` passes)."""
     ready = [batch.pixel_values for batch in iter_prepared_batches(
         [(path, None) for path in paths[: batches * scorer.batch_size]], scorer.transform, scorer.batch_size)]
-    scorer.predict_logits(ready[0])  # warm-up
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for pixels in ready:
-            scorer.predict_logits(pixels)
-        rates.append(sum(len(pixels) for pixels in ready) / (time.perf_counter() - start))
+    with TorchThreads(threads):
+        scorer.predict_logits(ready[0])  # warm-up
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for pixels in ready:
+                scorer.predict_logits(pixels)
+            rates.append(sum(len(pixels) for pixels in ready) / (time.perf_counter() - start))
     return statistics.median(rates)
 
 
@@ -131,7 +136,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
-    all_paths = sorted(str(path) for path in Path(args.data_dir, "images").iterdir())[: args.num_images]
+    all_paths = sorted(str(path.resolve()) for path in Path(args.data_dir, "images").iterdir())[: args.num_images]
     with tempfile.TemporaryDirectory() as temporary:
         temporary = Path(temporary)
         folder = temporary / "images"  # the subset, as a folder to predict
@@ -157,7 +162,10 @@ def main(argv=None) -> dict:
             for w in args.workers}
 
         scorer = PerceptScorer.from_pretrained(quickstart_dir, batch_size=args.batch_size, num_workers=0)
-        model_alone = model_rate(scorer, paths)
+        model_alone = model_rate(scorer, paths, torch.get_num_threads())
+        model_one_thread = model_rate(scorer, paths, 1)
+        cores = len(os.sched_getaffinity(0))
+        ceiling = cores / (1 / decode["quickstart_15x48_native"]["workers_1"] + 1 / model_one_thread)
         predict = {f"workers_{w}": predict_rate(str(folder), quickstart_dir, w, args.batch_size, temporary,
                                                 len(paths)) for w in args.workers}
         overlap = {}
@@ -176,8 +184,12 @@ def main(argv=None) -> dict:
         "a_worker_scaling": {name: rates["workers_2"] / rates["workers_1"] for name, rates in decode.items()
                              if "workers_1" in rates and "workers_2" in rates},
         "b_quickstart_model_alone_images_per_s": model_alone,
+        "b_quickstart_model_alone_one_thread_images_per_s": model_one_thread,
+        "b_cpu_ceiling_images_per_s": ceiling,
         "b_predict_images_per_s": predict,
         "b_overlap_of_slower_stage": overlap,
+        "b_predict_over_cpu_ceiling": {name: rate / ceiling for name, rate in predict.items()},
+        "b_over_serial_path": {name: rate / predict["workers_0"] for name, rate in predict.items()},
         "b_fast_decode_score_change_single_crop": fast,
         "c_lora_merge_b32": lora_merge(args.batch_size, args.merge_repeats),
         "d_projected_decode_images_per_s_16_core": {

@@ -36,6 +36,7 @@ from .input_pipeline import (
     iter_prepared_batches,
     prepare_image,
     source_windows,
+    worker_count,
 )
 from .modeling import PerceptCLIPPreTrainedModel
 from .preprocessing import build_inference_transform
@@ -203,15 +204,19 @@ class PerceptScorer:
 
     def preprocess(self, image: Any, key: str | None = None) -> torch.Tensor:
         """One image → ``(3, H, W)``, or ``(crops, 3, H, W)`` with TTA. ``key`` seeds the crops (default: pixels)."""
-        return prepare_image(self.transform, image, key, self.fast_decode)
+        return self.transform.normalize(prepare_image(self.transform, image, key, self.fast_decode))
 
     @torch.inference_mode()
     def predict_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of a batch ``(B, 3, H, W)`` or ``(B, crops, 3, H, W)`` (crops averaged), one forward pass."""
+        """Float32 logits of a batch ``(B, 3, H, W)`` or ``(B, crops, 3, H, W)`` (crops averaged), one forward pass.
+        uint8 pixels (the input engine's) are normalised on the device."""
+        pixel_values = pixel_values.to(self.device, non_blocking=True)
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = self.transform.normalize(pixel_values)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else nullcontext())
         with autocast:
-            logits = self.model(pixel_values.to(self.device, non_blocking=True)).logits
+            logits = self.model(pixel_values).logits
         return logits.float().cpu()
 
     def format(self, logits: torch.Tensor) -> dict[str, Any]:
@@ -251,8 +256,18 @@ class PerceptScorer:
         for sources in source_windows(images, window):
             batches = iter_prepared_batches(sources, self.transform, self.batch_size, self.num_workers, pin,
                                             self.fast_decode)
+            threads = self._model_threads(worker_count(len(sources), self.batch_size, self.num_workers))
             for batch in batches:
-                yield from self._results(batch, on_error)
+                with threads:
+                    results = self._results(batch, on_error)
+                yield from results
+
+    def _model_threads(self, workers: int):
+        """On CPU, the model's forward passes leave a core to each worker process (at least one thread stays):
+        measured here, oversubscribed cores cost more than the threads gain (benchmarks/RESULTS.md)."""
+        if self.device.type != "cpu" or not workers:
+            return nullcontext()
+        return TorchThreads(max(1, torch.get_num_threads() - workers))
 
     def _results(self, batch: PreparedBatch, on_error: OnError) -> list[dict[str, Any]]:
         if batch.errors and on_error == "raise":
@@ -264,6 +279,20 @@ class PerceptScorer:
             for position, row in zip(batch.ok, self.predict_logits(batch.pixel_values)):
                 results[position] = self.format(row)
         return results
+
+
+class TorchThreads:
+    """torch's intra-op threads set to ``count`` inside each ``with`` block, restored after (reusable)."""
+
+    def __init__(self, count: int):
+        self.count, self.before = count, None
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc_info) -> None:
+        torch.set_num_threads(self.before)
 
 
 def merge_lora_weights(model: torch.nn.Module) -> int:

@@ -2,7 +2,8 @@
 
 ``iter_prepared_batches(sources, transform, batch_size, num_workers)`` runs decoding and the test transform
 (:mod:`.preprocessing`) in ``torch.utils.data.DataLoader`` worker processes: each worker builds whole batches of
-images × crops, so the next batches are ready while the model runs on the current one. Batches come back in input
+images × crops as uint8 pixels (a quarter of float32's bytes to pass between processes and to the accelerator;
+the scorer normalises them on its device), so the next batches are ready while the model runs on the current one. Batches come back in input
 order (a sequential batch sampler, in-order delivery); an image that cannot be read is carried in its batch as the
 exception it raised, so the caller decides to raise it or to record it, and the other images of the batch are
 scored. ``num_workers=0`` prepares in the calling process; a single batch is always prepared there (worker start-up
@@ -44,10 +45,11 @@ def default_num_workers() -> int:
 
 
 def prepare_image(transform, source: Any, key: str | None = None, fast_decode: bool = False) -> torch.Tensor:
-    """One source → its test tensor: ``(3, H, W)``, or ``(crops, 3, H, W)`` for multi-crop transforms.
-    ``fast_decode``: JPEGs that the transform shrinks anyway are decoded reduced (draft mode; other pixels)."""
+    """One source → its test pixels, uint8 ``(3, H, W)``, or ``(crops, 3, H, W)`` for multi-crop transforms
+    (``transform.normalize`` makes them model inputs). ``fast_decode``: JPEGs that the transform shrinks anyway are
+    decoded reduced (draft mode; other pixels)."""
     draft_scale = transform.min_decode_scale if fast_decode else None
-    return transform.transform_image(open_image(as_image_source(source), draft_scale), key)
+    return transform.pixels(open_image(as_image_source(source), draft_scale), key)
 
 
 @dataclass
@@ -99,13 +101,18 @@ def collate(items: list[torch.Tensor | BaseException]) -> PreparedBatch:
     return PreparedBatch(len(items), pixels, ok, errors)
 
 
+def worker_count(num_images: int, batch_size: int, num_workers: int) -> int:
+    """Workers actually started: none for a single batch, never more than there are batches."""
+    batches = -(-num_images // batch_size)
+    return min(num_workers, batches) if batches > 1 else 0
+
+
 def iter_prepared_batches(
     sources: Sequence[Source], transform, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
     fast_decode: bool = False,
 ) -> Iterator[PreparedBatch]:
     """Prepared batches of ``batch_size`` consecutive sources, in order (see the module docstring)."""
-    batches = -(-len(sources) // batch_size)
-    workers = min(num_workers, batches) if batches > 1 else 0
+    workers = worker_count(len(sources), batch_size, num_workers)
     loader = torch.utils.data.DataLoader(
         _PreparedImages(sources, transform, fast_decode), batch_size=batch_size, shuffle=False, num_workers=workers,
         collate_fn=collate, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
@@ -196,4 +203,4 @@ def as_image_source(image: Any) -> Any:
 
 
 __all__ = ["DatasetSources", "PreparedBatch", "as_image_source", "default_num_workers", "is_single_image",
-           "iter_prepared_batches", "prepare_image", "source_windows"]
+           "iter_prepared_batches", "prepare_image", "source_windows", "worker_count"]

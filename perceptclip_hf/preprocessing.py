@@ -90,14 +90,21 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def normalize_uint8(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(..., 3, H, W)`` uint8 → float32 in ``[0, 1]``, then ``(x - mean) / std`` per channel."""
+    """``(..., 3, H, W)`` uint8 → float32 in ``[0, 1]``, then ``(x - mean) / std`` per channel (on the pixels'
+    device)."""
     tensor = pixels.float() / 255.0
-    return ((tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).contiguous()
+    mean, std = (torch.tensor(values, device=pixels.device).view(3, 1, 1) for values in (mean, std))
+    return ((tensor - mean) / std).contiguous()
+
+
+def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB image as ``(3, H, W)`` uint8."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(3, H, W)`` float32 in ``[0, 1]``, then ``(x - mean) / std`` per channel."""
-    return normalize_uint8(torch.from_numpy(np.array(image)).permute(2, 0, 1), mean, std)
+    return normalize_uint8(to_uint8_tensor(image), mean, std)
 
 
 def _randint(high: int, generator: torch.Generator | None) -> int:
@@ -153,7 +160,8 @@ def stable_seed(*parts: Any) -> int:
 # ----------------------------------------------------------------------------- batch transforms
 class ImageTransform:
     """Base: opens images, applies :meth:`transform_image`, converts labels. ``interpolation`` is the filter of
-    every resize (``"bilinear"`` or ``"bicubic"``)."""
+    every resize (``"bilinear"`` or ``"bicubic"``). Subclasses give the geometry as uint8 pixels (:meth:`pixels`);
+    :meth:`normalize` makes them model inputs, so serving can ship uint8 and normalise on the device."""
 
     def __init__(
         self, crop_size: int = 224, mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
@@ -163,8 +171,17 @@ class ImageTransform:
         self.image_column, self.label_column = image_column, label_column
         self.interpolation, self.resample = interpolation, resample_filter(interpolation)
 
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+    def pixels(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        """``image`` → uint8 ``(3, H, W)``, or ``(crops, 3, H, W)`` for multi-crop transforms."""
         raise NotImplementedError
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (any leading dims, any device) → float32 normalised with the model's mean/std."""
+        return normalize_uint8(pixels, self.mean, self.std)
+
+    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        """``image`` → normalised float32 ``(3, H, W)`` or ``(crops, 3, H, W)``."""
+        return self.normalize(self.pixels(image, key))
 
     def min_decode_scale(self, size: tuple[int, int]) -> float | None:
         """The smallest scale of a ``(width, height)`` image (either orientation) that this transform's first resize
@@ -178,9 +195,6 @@ class ImageTransform:
         if self.label_column in batch:
             out["labels"] = [_label_tensor(label) for label in batch[self.label_column]]
         return out
-
-    def _tensor(self, image: Image.Image) -> torch.Tensor:
-        return to_normalized_tensor(image, self.mean, self.std)
 
 
 class IQATransform(ImageTransform):
@@ -215,13 +229,13 @@ class IQATrainTransform(IQATransform):
         super().__init__(crop_size, **kw)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+    def pixels(self, image: Image.Image, key: str | None) -> torch.Tensor:
         image = self.fit(image)
         if _coin(self.generator):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if _coin(self.generator):
             image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        return self._tensor(image.crop(random_crop_box(image.size, self.crop_size, self.generator)))
+        return to_uint8_tensor(image.crop(random_crop_box(image.size, self.crop_size, self.generator)))
 
 
 class IQATestTransform(IQATransform):
@@ -235,23 +249,22 @@ class IQATestTransform(IQATransform):
         super().__init__(crop_size, **kw)
         self.num_crops, self.seed = num_crops, seed
 
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+    def pixels(self, image: Image.Image, key: str | None) -> torch.Tensor:
         image = self.fit(image)
         if key is None:
             key = hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()
         generator = torch.Generator().manual_seed(stable_seed(self.seed, key))
-        pixels = torch.from_numpy(np.array(image))  # (H, W, 3) uint8: crops are views, normalised once
+        pixels = torch.from_numpy(np.array(image))  # (H, W, 3) uint8: crops are views
         boxes = [random_crop_box(image.size, self.crop_size, generator) for _ in range(self.num_crops)]
-        crops = torch.stack([pixels[top:bottom, left:right] for left, top, right, bottom in boxes])
-        return normalize_uint8(crops.permute(0, 3, 1, 2), self.mean, self.std)
+        return torch.stack([pixels[top:bottom, left:right] for left, top, right, bottom in boxes]).permute(0, 3, 1, 2)
 
 
 class IQACenterCropTransform(IQATransform):
     """Protocol resize, then one center crop: the deterministic single-view counterpart of
     :class:`IQATestTransform`'s random crops."""
 
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        return self._tensor(center_crop(self.fit(image), self.crop_size))
+    def pixels(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        return to_uint8_tensor(center_crop(self.fit(image), self.crop_size))
 
 
 class ResizeCenterCropTransform(ImageTransform):
@@ -266,8 +279,8 @@ class ResizeCenterCropTransform(ImageTransform):
     def min_decode_scale(self, size: tuple[int, int]) -> float | None:
         return self.crop_size / min(size)
 
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
-        return self._tensor(center_crop(resize_short_side(image, self.crop_size, self.resample), self.crop_size))
+    def pixels(self, image: Image.Image, key: str | None) -> torch.Tensor:
+        return to_uint8_tensor(center_crop(resize_short_side(image, self.crop_size, self.resample), self.crop_size))
 
 
 class EmotionTrainTransform(ImageTransform):
@@ -279,12 +292,12 @@ class EmotionTrainTransform(ImageTransform):
         self.scale = scale
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
-    def transform_image(self, image: Image.Image, key: str | None) -> torch.Tensor:
+    def pixels(self, image: Image.Image, key: str | None) -> torch.Tensor:
         box = random_resized_crop_box(image.size, self.generator, self.scale)
         image = image.crop(box).resize((self.crop_size, self.crop_size), self.resample)
         if _coin(self.generator):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return self._tensor(image)
+        return to_uint8_tensor(image)
 
 
 # ----------------------------------------------------------------------------- policies

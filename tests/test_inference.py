@@ -11,6 +11,7 @@ from datasets import Image as ImageFeature
 
 from perceptclip_hf.data import DatasetFormatError
 from perceptclip_hf.inference import PerceptScorer
+from perceptclip_hf.preprocessing import to_normalized_tensor
 from tests.conftest import random_image, trained_like
 
 
@@ -50,7 +51,7 @@ def test_iqa_defaults_to_15_seeded_crops_deterministic_across_scorers(quality_di
 def test_tta_1_is_a_native_center_crop(quality_dir):
     scorer = PerceptScorer.from_pretrained(quality_dir, tta=1)
     image = random_image(3, size=(48, 40))
-    expected = scorer.transform._tensor(image.crop((8, 4, 40, 36)))
+    expected = to_normalized_tensor(image.crop((8, 4, 40, 36)), scorer.transform.mean, scorer.transform.std)
     assert torch.equal(scorer.preprocess(image), expected)
 
 
