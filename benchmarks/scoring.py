@@ -9,7 +9,7 @@ Not a test: run by hand, on an otherwise idle machine. One run measures:
 (b) the quickstart-shaped model (tiny ResNet, random weights: speed does not depend on them): its rate on batches
     prepared beforehand (with every torch thread, and with one), and `perceptclip predict` (in-process
     ``cli.main``: model loading and the folder walk included, interpreter start-up not) at each worker count;
-    0 workers is the serial path. Overlap = the engine's rate / the slower stage's own rate (decode with those
+    0 workers is the serial path (median of 3 runs each, the worker counts alternating). Overlap = the engine's rate / the slower stage's own rate (decode with those
     workers, or the model on ready batches). Where both stages need every core, the stages cannot both run at
     their own rate: the CPU ceiling ``cores / (1 / decode rate of one worker + 1 / model rate on one thread)`` is
     the most any overlap can reach, and the engine's rate is also given as a fraction of it;
@@ -35,7 +35,7 @@ import torch
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.cli import main as perceptclip
 from perceptclip_hf.inference import PerceptScorer, TorchThreads
-from perceptclip_hf.input_pipeline import iter_prepared_batches
+from perceptclip_hf.input_pipeline import iter_prepared_batches, prepare_image
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
 from throughput import build_model, emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 
@@ -46,15 +46,20 @@ QUICKSTART = dict(vision_config=dict(model_type="resnet", embedding_size=16, hid
 PROJECTED_WORKERS = 15
 
 
-def decode_rate(paths: list[str], transform, workers: int, batch_size: int, fast_decode: bool = False) -> float:
-    """Images/s of decode + transform alone, timed from the first batch on (worker start-up excluded)."""
-    batches = iter_prepared_batches([(path, None) for path in paths], transform, batch_size, workers,
-                                    fast_decode=fast_decode)
-    next(batches)
-    start, count = time.perf_counter(), 0
-    for batch in batches:
-        count += batch.size
-    return count / (time.perf_counter() - start)
+def decode_rate(paths: list[str], transform, workers: int, batch_size: int, fast_decode: bool = False,
+                repeats: int = 3) -> float:
+    """Images/s of decode + transform alone, timed from the first batch on (worker start-up excluded); median of
+    ``repeats`` passes."""
+    rates = []
+    for _ in range(repeats):
+        batches = iter_prepared_batches([(path, None) for path in paths], transform, batch_size, workers,
+                                        fast_decode=fast_decode)
+        next(batches)
+        start, count = time.perf_counter(), 0
+        for batch in batches:
+            count += batch.size
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def model_rate(scorer: PerceptScorer, paths: list[str], threads: int, batches: int = 8, repeats: int = 3) -> float:
@@ -76,6 +81,8 @@ def model_rate(scorer: PerceptScorer, paths: list[str], threads: int, batches: i
 def predict_rate(folder: str, model_dir: str, workers: int, batch_size: int, out: Path, count: int) -> float:
     """Images/s of ``perceptclip predict FOLDER --model M --output out.csv --num-workers W`` (in-process)."""
     output = out / f"predict_workers{workers}.csv"
+    output.unlink(missing_ok=True)
+    Path(f"{output}.meta.json").unlink(missing_ok=True)
     start = time.perf_counter()
     status = perceptclip(["predict", folder, "--model", model_dir, "--output", str(output),
                           "--num-workers", str(workers), "--batch-size", str(batch_size)])
@@ -85,45 +92,49 @@ def predict_rate(folder: str, model_dir: str, workers: int, batch_size: int, out
 
 
 def fast_decode_difference(model_dir: str, paths: list[str], workers: int) -> dict:
-    """Score change of --fast-decode: a memorability-style model (Resize(224) + CenterCrop(224)) on the quickstart
-    backbone, full vs draft decoding of the same JPEGs."""
-    scores = {}
+    """What --fast-decode changes: the 224 px model inputs (uint8 levels) and the scores of a memorability-style
+    model (Resize(224) + CenterCrop(224)) on the quickstart backbone, full vs draft decoding of the same JPEGs. The
+    backbone is random, so its scores vary little: the change is also given relative to their spread."""
+    from scipy.stats import spearmanr
+
+    scores, pixels = {}, {}
     for fast in (False, True):
         scorer = PerceptScorer.from_pretrained(model_dir, num_workers=workers, fast_decode=fast)
         scores[fast] = [result["score"] for result in scorer(paths)]
+        pixels[fast] = torch.stack([prepare_image(scorer.transform, path, fast_decode=fast) for path in paths[:50]])
     differences = [abs(a - b) for a, b in zip(scores[False], scores[True])]
     spread = statistics.pstdev(scores[False])
-    from scipy.stats import spearmanr
-
-    return {"max_abs": max(differences), "mean_abs": statistics.fmean(differences), "score_std": spread,
+    levels = (pixels[True].float() - pixels[False].float()).abs()
+    return {"pixel_mean_abs_levels": float(levels.mean()), "pixel_p99_abs_levels": float(levels.quantile(0.99)),
+            "score_max_abs": max(differences), "score_mean_abs": statistics.fmean(differences), "score_std": spread,
+            "score_mean_abs_over_std": statistics.fmean(differences) / spread,
             "srcc_full_vs_fast": float(spearmanr(scores[False], scores[True])[0])}
 
 
 def lora_merge(batch_size: int, repeats: int) -> dict:
-    """CLIP ViT-B/32 + LoRA on ready 224 px batches: images/s unmerged vs merged, and the largest output change."""
-    model = build_model("b32")
+    """CLIP ViT-B/32 + LoRA on ready 224 px batches: images/s unmerged vs merged (timed alternately, so drift in
+    the machine's speed hits both alike; median of ``repeats``), and the largest output change."""
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-    pixels = torch.randn(batch_size, 3, 224, 224, generator=generator)
-    result = {}
+    scorers = {}
     for merged in (False, True):
-        scorer = PerceptScorer(model, merge_lora=merged, num_workers=0, tta=1, batch_size=batch_size)
-        outputs = scorer.predict_logits(pixels)  # warm-up
-        times = []
-        for _ in range(repeats):
+        model = build_model("b32")
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 0.02)
+        scorers[merged] = PerceptScorer(model, merge_lora=merged, num_workers=0, tta=1, batch_size=batch_size)
+    pixels = torch.randn(batch_size, 3, 224, 224, generator=generator)
+    outputs = {merged: scorer.predict_logits(pixels) for merged, scorer in scorers.items()}  # also the warm-up
+    times = {False: [], True: []}
+    for _ in range(repeats):
+        for merged, scorer in scorers.items():
             start = time.perf_counter()
             scorer.predict_logits(pixels)
-            times.append(time.perf_counter() - start)
-        result["merged" if merged else "unmerged"] = {"images_per_s": batch_size / statistics.median(times),
-                                                      "layers_merged": scorer.lora_merged}
-        result.setdefault("outputs", []).append(outputs)
-    first, second = result.pop("outputs")
-    result["max_abs_output_change"] = float((first - second).abs().max())
-    result["speedup"] = result["merged"]["images_per_s"] / result["unmerged"]["images_per_s"]
-    return result
+            times[merged].append(time.perf_counter() - start)
+    rates = {merged: batch_size / statistics.median(seconds) for merged, seconds in times.items()}
+    return {"unmerged_images_per_s": rates[False], "merged_images_per_s": rates[True],
+            "layers_merged": scorers[True].lora_merged, "speedup": rates[True] / rates[False],
+            "max_abs_output_change": float((outputs[True] - outputs[False]).abs().max())}
 
 
 def main(argv=None) -> dict:
@@ -132,7 +143,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-images", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--merge-repeats", type=int, default=5)
+    parser.add_argument("--merge-repeats", type=int, default=9)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -166,8 +177,11 @@ def main(argv=None) -> dict:
         model_one_thread = model_rate(scorer, paths, 1)
         cores = len(os.sched_getaffinity(0))
         ceiling = cores / (1 / decode["quickstart_15x48_native"]["workers_1"] + 1 / model_one_thread)
-        predict = {f"workers_{w}": predict_rate(str(folder), quickstart_dir, w, args.batch_size, temporary,
-                                                len(paths)) for w in args.workers}
+        runs = {w: [] for w in args.workers}
+        for _ in range(3):  # worker counts alternate, so drift in the machine's speed hits each alike
+            for w in args.workers:
+                runs[w].append(predict_rate(str(folder), quickstart_dir, w, args.batch_size, temporary, len(paths)))
+        predict = {f"workers_{w}": statistics.median(rates) for w, rates in runs.items()}
         overlap = {}
         for w in args.workers:
             slower = min(decode["quickstart_15x48_native"][f"workers_{w}"], model_alone)

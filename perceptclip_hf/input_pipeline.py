@@ -95,9 +95,11 @@ def picklable(err: BaseException) -> BaseException:
 
 
 def collate(items: list[torch.Tensor | BaseException]) -> PreparedBatch:
+    """One batch; in a worker the pixels are stacked straight into shared memory (``default_collate``), so passing
+    them to the main process copies nothing."""
     ok = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)]
     errors = {i: item for i, item in enumerate(items) if not isinstance(item, torch.Tensor)}
-    pixels = torch.stack([items[i] for i in ok]) if ok else None
+    pixels = torch.utils.data.default_collate([items[i] for i in ok]) if ok else None
     return PreparedBatch(len(items), pixels, ok, errors)
 
 
