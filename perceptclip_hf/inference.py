@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 from datasets import Dataset
-
 from peft.tuners.lora import LoraLayer
 
 from .data.errors import DatasetFormatError
@@ -159,9 +158,8 @@ class PerceptScorer:
     def from_pretrained(cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None,
                         **scorer_kwargs: Any) -> "PerceptScorer":
         """Load a model and wrap it. `scorer_kwargs` are the constructor's (device, dtype, tta, seed, batch_size,
-        resize_short, interpolation, num_workers, fast_decode, merge_lora — True here: the scorer owns the model it
-        loaded);
-        `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
+        resize_short, interpolation, num_workers, fast_decode, and merge_lora, True here: the scorer owns the model
+        it loaded); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
         scorer_kwargs.setdefault("merge_lora", True)
         return cls(load_model(repo_or_dir, **(load_kwargs or {})), **scorer_kwargs)
 
