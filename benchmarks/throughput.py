@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
-from perceptclip_hf.preprocessing import center_crop, random_crop_box, to_normalized_tensor, transform_kwargs
+from perceptclip_hf.geometry import center_crop, random_crop_box
+from perceptclip_hf.preprocessing import to_normalized_tensor, transform_kwargs
 from perceptclip_hf.inference import PerceptScorer, resolve_dtype
 
 # CLIP vision towers (all at 224 px). "tiny" measures the pipeline overhead more than the model.

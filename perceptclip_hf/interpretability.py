@@ -28,7 +28,8 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.modeling_utils import AttentionInterface
 
-from .preprocessing import center_crop, center_view_transform
+from .geometry import center_crop
+from .preprocessing import center_view_transform
 
 PROBE_ATTENTION = "perceptclip_probe"
 JET = np.array([[0, 0, 0.5], [0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0.5, 0, 0]])  # blue → red

@@ -19,6 +19,14 @@ from transformers.image_utils import OPENAI_CLIP_STD as CLIP_STD
 
 from perceptclip_hf import PerceptCLIPConfig
 from perceptclip_hf.data import get_dataset_info, load_koniq10k, open_image, repeat_dataset
+from perceptclip_hf.geometry import (
+    center_crop,
+    center_crop_box,
+    random_crop_box,
+    random_resized_crop_box,
+    resize_exact,
+    resize_short_side,
+)
 from perceptclip_hf.preprocessing import (
     IQACenterCropTransform,
     IQATestTransform,
@@ -26,13 +34,7 @@ from perceptclip_hf.preprocessing import (
     ResizeCenterCropTransform,
     build_inference_transform,
     build_transform,
-    center_crop,
-    center_crop_box,
     preresize,
-    random_crop_box,
-    random_resized_crop_box,
-    resize_exact,
-    resize_short_side,
     stable_seed,
     to_normalized_tensor,
     transform_kwargs,
