@@ -9,8 +9,8 @@ Not a test: run by hand, on an otherwise idle machine. One run measures:
 (b) the quickstart-shaped model (tiny ResNet, random weights: speed does not depend on them): its rate on batches
     prepared beforehand (with every torch thread, and with one), and `perceptclip predict` (in-process
     ``cli.main``: model loading and the folder walk included, interpreter start-up not) at each worker count;
-    0 workers is the serial path (median of 3 runs each, the worker counts alternating). Overlap = the engine's rate / the slower stage's own rate (decode with those
-    workers, or the model on ready batches). Where both stages need every core, the stages cannot both run at
+    0 workers is the serial path (median of 3 runs each, the worker counts alternating). Overlap = the engine's
+    rate / the slower stage's own rate (decode with those workers, or the model on ready batches). Where both stages need every core, the stages cannot both run at
     their own rate: the CPU ceiling ``cores / (1 / decode rate of one worker + 1 / model rate on one thread)`` is
     the most any overlap can reach, and the engine's rate is also given as a fraction of it;
 (c) a CLIP ViT-B/32 with LoRA (random, LoRA non-zero) on ready 224 px batches, LoRA merged vs unmerged;
@@ -40,8 +40,9 @@ from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTrans
 from throughput import build_model, emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 
 # The quickstart recipe's backbone and head (configs/quickstart.yaml), random weights.
-QUICKSTART = dict(vision_config=dict(model_type="resnet", embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
-                                     layer_type="basic", downsample_in_first_stage=False, image_size=48),
+QUICKSTART = dict(vision_config=dict(model_type="resnet", embedding_size=16, hidden_sizes=[16, 32, 64],
+                                     depths=[1, 1, 1], layer_type="basic", downsample_in_first_stage=False,
+                                     image_size=48),
                   adaptation="full", head_hidden_sizes=[64, 32], task="quality")
 PROJECTED_WORKERS = 15
 

@@ -3,10 +3,10 @@
 ``iter_prepared_batches(sources, transform, batch_size, num_workers)`` runs decoding and the test transform
 (:mod:`.preprocessing`) in ``torch.utils.data.DataLoader`` worker processes: each worker builds whole batches of
 images × crops as uint8 pixels (a quarter of float32's bytes to pass between processes and to the accelerator;
-the scorer normalises them on its device), so the next batches are ready while the model runs on the current one. Batches come back in input
-order (a sequential batch sampler, in-order delivery); an image that cannot be read is carried in its batch as the
-exception it raised, so the caller decides to raise it or to record it, and the other images of the batch are
-scored. ``num_workers=0`` prepares in the calling process; a single batch is always prepared there (worker start-up
+the scorer normalises them on its device), so the next batches are ready while the model runs on the current one.
+Batches come back in input order (a sequential batch sampler, in-order delivery); an image that cannot be read is
+carried in its batch as the exception it raised, so the caller decides to raise it or to record it, and the other
+images of the batch are scored. ``num_workers=0`` prepares in the calling process; a single batch is always prepared there (worker start-up
 would cost more than it overlaps). On CUDA the batches come in pinned memory, for non-blocking copies.
 
 Sources are ``(image, crop key)`` pairs: anything :func:`.data.images.open_image` opens (path, bytes, ``{"path",
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from datasets import Image as ImageFeature
 from PIL import Image
 
 from .data.images import open_image
+from .preprocessing import undecoded
 
 Source = tuple[Any, "str | None"]  # (image, crop key)
 MAX_DEFAULT_WORKERS = 8
@@ -131,8 +131,7 @@ class DatasetSources(Sequence):
     def __init__(self, dataset: Dataset):
         if "image" not in dataset.column_names:
             raise ValueError(f"The dataset has no 'image' column (columns: {dataset.column_names}).")
-        if isinstance(dataset.features["image"], ImageFeature) and dataset.features["image"].decode:
-            dataset = dataset.cast_column("image", ImageFeature(decode=False))
+        dataset = undecoded(dataset)
         self.has_names = "image_name" in dataset.column_names
         self.dataset = dataset.select_columns(["image", "image_name"] if self.has_names else ["image"])
 

@@ -278,12 +278,16 @@ def build_inference_transform(
     return build_transform(spec, train=False, num_crops=tta, seed=seed, **common)
 
 
-def with_image_transform(ds: Dataset, transform: ImageTransform) -> Dataset:
-    """``ds`` with ``transform`` applied on access; images are read by :func:`.images.open_image`."""
-    column = transform.image_column
+def undecoded(ds: Dataset, column: str = "image") -> Dataset:
+    """``ds`` with its ``Image`` column read as ``{"path", "bytes"}`` (so :func:`.images.open_image` decodes it)."""
     if isinstance(ds.features.get(column), ImageFeature) and ds.features[column].decode:
         ds = ds.cast_column(column, ImageFeature(decode=False))
-    return ds.with_transform(transform)
+    return ds
+
+
+def with_image_transform(ds: Dataset, transform: ImageTransform) -> Dataset:
+    """``ds`` with ``transform`` applied on access; images are read by :func:`.images.open_image`."""
+    return undecoded(ds, transform.image_column).with_transform(transform)
 
 
 def _label_tensor(label: Any) -> torch.Tensor:

@@ -212,9 +212,7 @@ class ScoreFile:
         except Exception as err:
             raise OutputError(f"--resume {self.path}: cannot read it as Parquet ({type(err).__name__}: {err}); the "
                               "file was edited or damaged: use another --output (the file is left untouched)") from None
-        if table.column_names != self.columns:
-            raise OutputError(f"--resume {self.path}: columns {table.column_names}, but this model writes "
-                              f"{self.columns}; use another --output")
+        self._check_columns(table.column_names)
         return table.to_pylist()
 
     def _parse_jsonl(self, text: str) -> list[dict[str, Any]]:
@@ -232,15 +230,18 @@ class ScoreFile:
     def _parse_csv(self, text: str) -> list[dict[str, Any]]:
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, [])
-        if header != self.columns:
-            raise OutputError(f"--resume {self.path}: columns {header}, but this model writes {self.columns}; "
-                              "use another --output")
+        self._check_columns(header)
         rows = []
         for values in reader:
             if len(values) != len(self.columns) or not values[0]:
                 raise self._damaged(reader.line_num, f"has {len(values)} field(s), expected {len(self.columns)}")
             rows.append(dict(zip(self.columns, values)))
         return rows
+
+    def _check_columns(self, found: list[str]) -> None:
+        if found != self.columns:
+            raise OutputError(f"--resume {self.path}: columns {found}, but this model writes {self.columns}; "
+                              "use another --output")
 
     def _damaged(self, line: int, problem: str) -> OutputError:
         return OutputError(f"--resume {self.path}: line {line} {problem}; the file was edited or damaged: fix or "
@@ -334,5 +335,5 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-__all__ = ["FORMATS", "META_SUFFIX", "PENDING_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json", "csv_row",
-           "cannot_write_in", "check_writable", "meta_path", "pending_path", "read_record"]
+__all__ = ["FORMATS", "META_SUFFIX", "PENDING_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json",
+           "csv_row", "cannot_write_in", "check_writable", "meta_path", "pending_path", "read_record"]
