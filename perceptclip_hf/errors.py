@@ -41,6 +41,10 @@ class ModelLoadError(UserError, OSError):
     """A model or backbone that cannot be loaded: unreachable Hub id, missing or corrupt weights."""
 
 
+class InputError(UserError, ValueError):
+    """Images to score that cannot be read as named: a missing shard, a table without the image column."""
+
+
 def one_line(err: BaseException, limit: int | None = None) -> str:
     """An exception's message on one line (whitespace collapsed), cut at ``limit`` characters."""
     text = " ".join(str(err).split())
@@ -131,5 +135,5 @@ def kind_of_hub_error(err: Exception) -> bool:
     return type(err).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3"))
 
 
-__all__ = ["DEBUG_ENV", "ConfigurationError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError",
+__all__ = ["DEBUG_ENV", "ConfigurationError", "InputError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError",
            "corrupt_weights", "debug_enabled", "hub_copy_fix", "loading_model", "one_line", "run_command"]

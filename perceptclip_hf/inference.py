@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any, Literal
 
@@ -245,20 +245,29 @@ class PerceptScorer:
         ``num_workers`` processes ahead of the model (:mod:`.input_pipeline`).
 
         ``on_error="record"`` yields ``{"error": message}`` for an unreadable image instead of raising."""
-        if on_error not in ("raise", "record"):
-            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}.")
+        check_on_error(on_error)
+        yield from self.run_engine(images, self.transform, lambda batch: batch_results(batch, on_error, self.predict))
+
+    def predict(self, pixel_values: torch.Tensor) -> list[dict[str, Any]]:
+        """The result dicts of a batch of pixels (:meth:`predict_logits`, then :meth:`format`)."""
+        return [self.format(row) for row in self.predict_logits(pixel_values)]
+
+    def run_engine(self, images: Iterable[Any] | Dataset, transform, results: Callable[[PreparedBatch], list]
+                   ) -> Iterator[Any]:
+        """The engine loop (this scorer's batch size, workers, device and decoding): ``images`` prepared by
+        ``transform`` in batches, ``results(batch)`` yielded item by item, in input order."""
         if is_single_image(images):
             images = [images]
         window = self.batch_size * max(1, self.num_workers) * 8
         pin = self.device.type == "cuda"
         for sources in source_windows(images, window):
-            batches = iter_prepared_batches(sources, self.transform, self.batch_size, self.num_workers, pin,
+            batches = iter_prepared_batches(sources, transform, self.batch_size, self.num_workers, pin,
                                             self.fast_decode)
             threads = self._model_threads(worker_count(len(sources), self.batch_size, self.num_workers))
             for batch in batches:
                 with threads:
-                    results = self._results(batch, on_error)
-                yield from results
+                    items = results(batch)
+                yield from items
 
     def _model_threads(self, workers: int):
         """On CPU, the model's forward passes leave a core to each worker process (at least one thread stays):
@@ -267,16 +276,24 @@ class PerceptScorer:
             return nullcontext()
         return TorchThreads(max(1, torch.get_num_threads() - workers))
 
-    def _results(self, batch: PreparedBatch, on_error: OnError) -> list[dict[str, Any]]:
-        if batch.errors and on_error == "raise":
-            raise batch.errors[min(batch.errors)]
-        results: list[dict[str, Any] | None] = [None] * batch.size
-        for position, err in batch.errors.items():
-            results[position] = {"error": error_message(err)}
-        if batch.ok:
-            for position, row in zip(batch.ok, self.predict_logits(batch.pixel_values)):
-                results[position] = self.format(row)
-        return results
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}.")
+
+
+def batch_results(batch: PreparedBatch, on_error: OnError, predict: Callable[[Any], list]) -> list[Any]:
+    """A prepared batch's results in input order: ``predict(pixel_values)`` for the readable images, ``{"error":
+    message}`` for the others (or their first exception raised, with ``on_error="raise"``)."""
+    if batch.errors and on_error == "raise":
+        raise batch.errors[min(batch.errors)]
+    results: list[Any] = [None] * batch.size
+    for position, err in batch.errors.items():
+        results[position] = {"error": error_message(err)}
+    if batch.ok:
+        for position, result in zip(batch.ok, predict(batch.pixel_values)):
+            results[position] = result
+    return results
 
 
 class TorchThreads:

@@ -58,15 +58,40 @@ class PreparedBatch:
     ``errors`` maps the position of each unreadable one to its exception."""
 
     size: int
-    pixel_values: torch.Tensor | None
+    pixel_values: torch.Tensor | list[torch.Tensor] | None
     ok: list[int] = field(default_factory=list)
     errors: dict[int, BaseException] = field(default_factory=dict)
 
     def pin_memory(self) -> "PreparedBatch":
         """Called by the DataLoader's pinning thread (CUDA)."""
-        if self.pixel_values is not None:
+        if isinstance(self.pixel_values, torch.Tensor):
             self.pixel_values = self.pixel_values.pin_memory()
+        elif self.pixel_values is not None:  # a TransformSet's batch: one tensor per transform
+            self.pixel_values = [pixels.pin_memory() for pixels in self.pixel_values]
         return self
+
+
+class TransformSet:
+    """Several test transforms of one decoded image (several models in one pass): :meth:`pixels` gives one tensor
+    per distinct transform (equal transforms are applied once; ``slot[i]`` is where transform ``i`` lands)."""
+
+    def __init__(self, transforms: Sequence[Any]):
+        signatures: list[str] = []
+        self.transforms, self.slot = [], []
+        for transform in transforms:
+            signature = f"{type(transform).__qualname__}{sorted(vars(transform).items())!r}"
+            if signature not in signatures:
+                signatures.append(signature)
+                self.transforms.append(transform)
+            self.slot.append(signatures.index(signature))
+
+    def pixels(self, image: Image.Image, key: str | None) -> tuple[torch.Tensor, ...]:
+        return tuple(transform.pixels(image, key) for transform in self.transforms)
+
+    def min_decode_scale(self, size: tuple[int, int]) -> float | None:
+        """The scale every transform can take (a reduced decode changes none of them)."""
+        scales = [transform.min_decode_scale(size) for transform in self.transforms]
+        return None if None in scales else max(scales)
 
 
 class _PreparedImages(torch.utils.data.Dataset):
@@ -78,7 +103,7 @@ class _PreparedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.sources)
 
-    def __getitem__(self, index: int) -> torch.Tensor | BaseException:
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, ...] | BaseException:
         try:
             return prepare_image(self.transform, *self.sources[index], fast_decode=self.fast_decode)
         except Exception as err:  # an unreadable image is a result, not a crash
@@ -94,11 +119,12 @@ def picklable(err: BaseException) -> BaseException:
         return RuntimeError(f"{type(err).__name__}: {err}")
 
 
-def collate(items: list[torch.Tensor | BaseException]) -> PreparedBatch:
+def collate(items: list[torch.Tensor | tuple[torch.Tensor, ...] | BaseException]) -> PreparedBatch:
     """One batch; in a worker the pixels are stacked straight into shared memory (``default_collate``), so passing
-    them to the main process copies nothing."""
-    ok = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)]
-    errors = {i: item for i, item in enumerate(items) if not isinstance(item, torch.Tensor)}
+    them to the main process copies nothing. A :class:`TransformSet`'s tuples become one stacked tensor per
+    transform."""
+    ok = [i for i, item in enumerate(items) if not isinstance(item, BaseException)]
+    errors = {i: item for i, item in enumerate(items) if isinstance(item, BaseException)}
     pixels = torch.utils.data.default_collate([items[i] for i in ok]) if ok else None
     return PreparedBatch(len(items), pixels, ok, errors)
 
@@ -143,16 +169,30 @@ class DatasetSources(Sequence):
         return row["image"], row.get("image_name")
 
 
+class UnkeyedSources(Sequence):
+    """A sequence of images as sources whose crops the pixels seed (read where indexed: lazy sequences stay lazy)."""
+
+    def __init__(self, images: Sequence[Any]):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Source:
+        return self.images[index], None
+
+
 def source_windows(images: Iterable[Any] | Dataset, window: int) -> Iterator[Sequence[Source]]:
-    """``images`` as sequences of sources: a Dataset, list, tuple or stacked ``(N, H, W, C)`` array whole; any other
-    iterable (a generator) in windows of ``window`` images, so it is never read into memory at once."""
+    """``images`` as sequences of sources: a Dataset, any sequence (list, tuple, a lazy one) or stacked
+    ``(N, H, W, C)`` array whole; any other iterable (a generator) in windows of ``window`` images, so it is never
+    read into memory at once."""
     if isinstance(images, Dataset):
         yield DatasetSources(images)
         return
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
-    if isinstance(images, (list, tuple)):
-        yield [(image, None) for image in images]
+    if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+        yield UnkeyedSources(images)
         return
     iterator = iter(images)
     while chunk := list(islice(iterator, window)):
@@ -166,9 +206,12 @@ def is_single_image(images: Any) -> bool:
 
 
 def as_image_source(image: Any) -> Any:
-    """What :func:`open_image` accepts. Numpy arrays are ``(H, W)``, ``(H, W, 1|3|4)``: ``uint8`` and other integer
-    arrays hold 0–255, ``uint16`` 0–65535, float and bool arrays 0–1; anything else is a ``ValueError`` naming the
-    array's dtype, shape and range (never a silently white or black image)."""
+    """What :func:`open_image` accepts (an exception in place of an image is raised). Numpy arrays are ``(H, W)``,
+    ``(H, W, 1|3|4)``: ``uint8`` and other integer arrays hold 0–255, ``uint16`` 0–65535, float and bool arrays
+    0–1; anything else is a ``ValueError`` naming the array's dtype, shape and range (never a silently white or
+    black image)."""
+    if isinstance(image, BaseException):  # an input known to hold no image (:mod:`.image_sources`)
+        raise image
     if not isinstance(image, np.ndarray):
         return image
     if image.ndim == 3 and image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
@@ -203,5 +246,6 @@ def as_image_source(image: Any) -> Any:
     return Image.fromarray(image)
 
 
-__all__ = ["DatasetSources", "PreparedBatch", "as_image_source", "default_num_workers", "is_single_image",
+__all__ = ["DatasetSources", "PreparedBatch", "TransformSet", "as_image_source", "default_num_workers",
+           "is_single_image",
            "iter_prepared_batches", "prepare_image", "source_windows", "worker_count"]

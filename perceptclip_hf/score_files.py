@@ -1,11 +1,12 @@
 """Score files: the ``.csv`` / ``.jsonl`` / ``.parquet`` results of scoring images, safe to resume and never foreign.
 
 Every score file has a record beside it, ``<file>.meta.json``: who wrote it, the model (id and fingerprint), the
-settings that change scores (crops, seed, resize), its columns and a summary of each run. A file without that
+settings that change scores (crops, seed, resize), its columns and a summary of each run. Each row's ``id`` names its
+input (a file's absolute path, a shard sample's key, a table row's id). A file without that
 record, or with a record of another model or other settings, is never touched: resuming or overwriting it is an
 error naming the file and the difference, and the file stays byte-identical. Rows are appended a batch at a time
 (one write, then flush), so an interrupted run leaves at most one partial last line — its own — which a resume
-cuts before appending. Paths are stored absolute, so a resume from another folder skips what is done.
+cuts before appending. File ids are absolute paths, so a resume from another folder skips what is done.
 
 A Parquet file cannot be appended to, so its rows are appended to a pending JSONL file beside it
 (``<file>.pending.jsonl``) while the run goes, and written into the Parquet file (atomically: a temporary file,
@@ -32,7 +33,7 @@ META_SUFFIX = ".meta.json"
 PENDING_SUFFIX = ".pending.jsonl"
 PARQUET_METADATA_KEY = b"perceptclip"
 WRITER = "perceptclip predict"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows are named by "id" (was "path": files only)
 
 
 def meta_path(path: str | os.PathLike) -> Path:
@@ -101,8 +102,8 @@ def check_own_json(path: str | os.PathLike, writer: str, option: str = "--output
 class Previous:
     """What an earlier run of the same model and settings left in a score file."""
 
-    done: set[str] = field(default_factory=set)  # real paths of images with a result
-    failed: set[str] = field(default_factory=set)  # real paths of images whose row holds an error
+    done: set[str] = field(default_factory=set)  # input keys (:func:`input_key`) of inputs with a result
+    failed: set[str] = field(default_factory=set)  # input keys of inputs whose row holds an error
     rows: int = 0
     partial_line: bool = False
 
@@ -180,12 +181,12 @@ class ScoreFile:
             self.handle.flush()
         return previous
 
-    def _read_previous(self) -> tuple[Previous, list[dict[str, Any]] | None]:
-        """Parse the file, raising (without touching it) on anything this command would not have written. Returns
-        the previous rows' summary and, with ``retry_errors``, the rows to keep."""
+    def _load_rows(self) -> tuple[list[dict[str, Any]], bool]:
+        """Every row (Parquet: the file's, then the pending ones) and whether a partial last line was left out;
+        raises (without touching the file) on anything this command would not have written."""
         data = self.rows_path.read_bytes() if self.rows_path.exists() else b""
-        previous = Previous(partial_line=bool(data) and not data.endswith(b"\n"))
-        if previous.partial_line:
+        partial_line = bool(data) and not data.endswith(b"\n")
+        if partial_line:
             data = data[: data.rfind(b"\n") + 1]
         try:
             text = data.decode("utf-8")
@@ -195,8 +196,47 @@ class ScoreFile:
         rows = self._parse_jsonl(text) if self.is_jsonl else self._parse_csv(text)
         if self.is_parquet and self.path.exists():
             rows = self._read_parquet() + rows
+        return rows, partial_line
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        """The rows of an existing file of this model and settings (read only)."""
+        self._check_owner()
+        self._check_identity()
+        return self._load_rows()[0]
+
+    def previous(self) -> Previous:
+        """What the file holds (read only; an absent file holds nothing)."""
+        if not self._exists():
+            return Previous()
+        self._check_owner()
+        self._check_identity()
+        return self._read_previous()[0]
+
+    def replace_rows(self, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+        """``rows`` as the whole file (written atomically, any pending rows folded in) and ``runs`` as its record."""
+        if self.is_parquet:
+            self._write_parquet(rows, runs)
+            self.rows_path.unlink(missing_ok=True)
+        else:
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            header = "" if self.is_jsonl else self._header()
+            temporary.write_text(header + self._serialize(rows), encoding="utf-8", newline="")
+            os.replace(temporary, self.path)
+        self._write_record(runs)
+
+    def release(self) -> None:
+        """Close the file without recording a run (the file was prepared for other writers)."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def _read_previous(self) -> tuple[Previous, list[dict[str, Any]] | None]:
+        """Parse the file (see :meth:`_load_rows`). Returns the previous rows' summary and, with ``retry_errors``,
+        the rows to keep."""
+        rows, partial_line = self._load_rows()
+        previous = Previous(partial_line=partial_line)
         for row in rows:
-            (previous.failed if row.get("error") else previous.done).add(os.path.realpath(row["path"]))
+            (previous.failed if row.get("error") else previous.done).add(input_key(row["id"]))
         previous.rows = len(rows)
         if not (self.retry_errors and previous.failed):
             return previous, None
@@ -222,8 +262,8 @@ class ScoreFile:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 row = None
-            if not isinstance(row, dict) or not row.get("path"):
-                raise self._damaged(number, "is not a result row (invalid JSON or no 'path')")
+            if not isinstance(row, dict) or not row.get("id"):
+                raise self._damaged(number, "is not a result row (invalid JSON or no 'id')")
             rows.append(row)
         return rows
 
@@ -249,14 +289,8 @@ class ScoreFile:
 
     def _repair(self, previous: Previous, keep: list[dict[str, Any]] | None) -> None:
         """Our own file only: rewrite it without the rows to retry (atomically), or cut the partial last line."""
-        if keep is not None and self.is_parquet:
-            self._write_parquet(keep, (read_record(self.path) or {}).get("runs"))
-            self.rows_path.unlink(missing_ok=True)
-        elif keep is not None:
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            header = "" if self.is_jsonl else self._header()
-            temporary.write_text(header + self._serialize(keep), encoding="utf-8", newline="")
-            os.replace(temporary, self.path)
+        if keep is not None:
+            self.replace_rows(keep, (read_record(self.path) or {}).get("runs", []))
         elif previous.partial_line:
             with open(self.rows_path, "rb+") as handle:
                 data = handle.read()
@@ -317,13 +351,24 @@ class ScoreFile:
 
 
 def csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A result row for CSV: a classifier's ``probabilities`` spread over ``prob_<label>`` columns (JSONL rows keep
-    the mapping)."""
-    if "probabilities" not in row:
+    """A result row for CSV: a classifier's ``probabilities`` (``<name>_probabilities`` with several models)
+    spread over ``prob_<label>`` (``<name>_prob_<label>``) columns; JSONL rows keep the mapping."""
+    if not any(key.endswith("probabilities") for key in row):
         return row
-    row = dict(row)
-    probabilities = row.pop("probabilities")
-    return {**row, **{f"prob_{label}": p for label, p in probabilities.items()}}
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.endswith("probabilities") and isinstance(value, dict):
+            prefix = key[: -len("probabilities")]
+            flat.update({f"{prefix}prob_{label}": p for label, p in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def input_key(id_: str) -> str:
+    """What makes two row ids the same input: a file's real path (another path to it, a symlink, is the same
+    file), any other id as it is."""
+    return os.path.realpath(id_) if os.path.isabs(id_) else id_
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -336,4 +381,4 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 __all__ = ["FORMATS", "META_SUFFIX", "PENDING_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json",
-           "csv_row", "cannot_write_in", "check_writable", "meta_path", "pending_path", "read_record"]
+           "csv_row", "cannot_write_in", "input_key", "check_writable", "meta_path", "pending_path", "read_record"]

@@ -66,8 +66,8 @@ def test_predict_folder_with_corrupt_files_then_resume(quality_dir, photo_folder
     rows = read_rows(output)
     errors = [row for row in rows if row["error"]]
     assert len(rows) == 53 and len(errors) == 3
-    assert {Path(row["path"]).name for row in errors} == {"bad_empty.jpg", "bad_text.png", "bad_truncated.png"}
-    assert sum("/sub/" in row["path"] for row in rows) == 16
+    assert {Path(row["id"]).name for row in errors} == {"bad_empty.jpg", "bad_text.png", "bad_truncated.png"}
+    assert sum("/sub/" in row["id"] for row in rows) == 16
     assert all(row["score_min"] == "1.0" and row["score_max"] == "5.0" and row["higher_is_better"] == "True"
                for row in rows if not row["error"])
     assert summary_counts(first.stderr) == (50, 3, 0)
@@ -81,9 +81,9 @@ def test_predict_folder_with_corrupt_files_then_resume(quality_dir, photo_folder
     failed_before = sum(bool(row["error"]) for row in rows[:20])
     assert summary_counts(resumed.stderr) == (33 - (3 - failed_before), 3 - failed_before, 20)
     final = read_rows(output)
-    assert len(final) == 53 and len({row["path"] for row in final}) == 53
-    scores = {row["path"]: row["score"] for row in rows}  # seeded crops: the same scores (up to batching)
-    assert all(row["score"] == scores[row["path"]] == "" or abs(float(row["score"]) - float(scores[row["path"]])) < 1e-5
+    assert len(final) == 53 and len({row["id"] for row in final}) == 53
+    scores = {row["id"]: row["score"] for row in rows}  # seeded crops: the same scores (up to batching)
+    assert all(row["score"] == scores[row["id"]] == "" or abs(float(row["score"]) - float(scores[row["id"]])) < 1e-5
                for row in final)
 
 

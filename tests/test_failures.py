@@ -153,7 +153,7 @@ def test_resume_from_another_folder_skips_what_is_done(photos, quality_dir, tmp_
     output = tmp_path / "scores.csv"
     first = perceptclip("predict", "photos", "--model", quality_dir, "-o", "scores.csv", "--tta", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert all(Path(row["path"]).is_absolute() for row in read_rows(output))
+    assert all(Path(row["id"]).is_absolute() for row in read_rows(output))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     resumed = perceptclip("predict", "../photos", "--model", quality_dir, "-o", "../scores.csv", "--tta", "2",
@@ -218,7 +218,7 @@ def test_folders_links_unknown_extensions_and_duplicates_are_scored_once_or_coun
                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = read_rows(output)
-    real = [os.path.realpath(row["path"]) for row in rows]
+    real = [os.path.realpath(row["id"]) for row in rows]
     assert len(real) == len(set(real)) == 6 and not any(row["error"] for row in rows)
     assert {Path(r).name for r in real} == {"scan.jfif", "download", "im0.png", "im1.png", "im2.png", "im3.png"}
     record = json.loads(Path(f"{output}.meta.json").read_text())["runs"][0]
@@ -614,12 +614,12 @@ def test_an_interrupted_last_line_of_ours_is_cut_and_rescored(suffix, photos, qu
     assert resumed.returncode == 0, resumed.stderr
     assert "1 scored, 0 failed, 3 skipped" in resumed.stderr
     rows = read_rows(output)
-    assert [row["path"] for row in rows] == [row["path"] for row in complete]
+    assert [row["id"] for row in rows] == [row["id"] for row in complete]
     assert [float(row["score"]) for row in rows] == pytest.approx([float(row["score"]) for row in complete], abs=1e-5)
     output.write_text("")  # killed before the header was written
     again = predict(photos, quality_dir, output, "--resume")
     assert "4 scored, 0 failed, 0 skipped" in again.stderr, again.stderr
-    assert [row["path"] for row in read_rows(output)] == [row["path"] for row in complete]
+    assert [row["id"] for row in read_rows(output)] == [row["id"] for row in complete]
 
 
 def test_failed_images_are_kept_until_retry_errors(photos, quality_dir, tmp_path):
@@ -634,7 +634,7 @@ def test_failed_images_are_kept_until_retry_errors(photos, quality_dir, tmp_path
     assert "1 scored, 0 failed, 4 skipped" in retried.stderr
     rows = read_rows(output)
     assert len(rows) == 5 and not any(row["error"] for row in rows)
-    assert len({row["path"] for row in rows}) == 5
+    assert len({row["id"] for row in rows}) == 5
 
 
 # ----------------------------------------------------------------------------- train.py misuse, and resuming after kills

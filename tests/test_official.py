@@ -142,7 +142,7 @@ def test_official_iqa_folder_scores_as_the_official_code_and_is_converted_once(r
     assert '"test_resize_size": [\n    512,\n    384\n  ]' in (folder / "config.json").read_text()
     assert "Resize((512, 384))" in (folder / "README.md").read_text()
     with (tmp_path / "scores2.csv").open() as handle:
-        rows = {os.path.basename(row["path"]): float(row["score"]) for row in csv.DictReader(handle)}
+        rows = {os.path.basename(row["id"]): float(row["score"]) for row in csv.DictReader(handle)}
     assert len(rows) == 3
     for name, score in rows.items():
         with torch.no_grad():

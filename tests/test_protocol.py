@@ -67,7 +67,7 @@ def test_resume_skips_the_images_already_scored_by_path_not_by_count(quality_dir
     output = tmp_path / "scores.csv"
     assert main(["predict", str(folder), "--model", str(quality_dir), "--output", str(output)]) == 0
     first_lines = output.read_bytes().splitlines(keepends=True)
-    assert [Path(row["path"]).name for row in read_csv_rows(output)] == ["im2.png", "im4.png"]
+    assert [Path(row["id"]).name for row in read_csv_rows(output)] == ["im2.png", "im4.png"]
     capsys.readouterr()
 
     for index in (1, 3, 5):
@@ -76,7 +76,7 @@ def test_resume_skips_the_images_already_scored_by_path_not_by_count(quality_dir
     assert "3 scored, 0 failed, 2 skipped" in capsys.readouterr().err
 
     rows = read_csv_rows(output)
-    paths = [row["path"] for row in rows]
+    paths = [row["id"] for row in rows]
     assert sorted(paths) == sorted(os.path.abspath(folder / name) for name in names)  # each image exactly once
     assert [Path(p).name for p in paths[2:]] == ["im1.png", "im3.png", "im5.png"]
     assert all(row["score"] and not row["error"] for row in rows)

@@ -56,12 +56,12 @@ def test_worker_rows_equal_in_process_rows_and_one_image_at_a_time(photo_folder,
         assert "31 scored, 1 failed" in result.stderr
         assert json.loads(Path(f"{output}.meta.json").read_text())["runs"][-1]["num_workers"] == workers
         rows[workers, suffix] = read_rows(output)
-    paths = [row["path"] for row in rows[0, ".csv"]]
-    assert len(paths) == 32 and all([row["path"] for row in part] == paths for part in rows.values())
+    paths = [row["id"] for row in rows[0, ".csv"]]
+    assert len(paths) == 32 and all([row["id"] for row in part] == paths for part in rows.values())
     reference = one_by_one(quality_dir, paths)
     for part in rows.values():
         for row, expected in zip(part, reference):
-            if row["path"].endswith(BROKEN):
+            if row["id"].endswith(BROKEN):
                 assert BROKEN in row["error"] and "error" in expected
             else:
                 assert abs(float(row["score"]) - expected["score"]) < 1e-5, (row, expected)
@@ -79,7 +79,7 @@ def test_classification_parquet_rows_carry_a_column_per_class(photo_folder, emot
     scorer = PerceptScorer.from_pretrained(emotion_dir, num_workers=0, merge_lora=False)
     assert len(rows) == 32
     for row in [row for row in rows if not row["error"]][:3]:
-        expected = scorer(row["path"])
+        expected = scorer(row["id"])
         assert row["label"] == expected["label"]
         assert [row[f"prob_{label}"] for label in scorer.labels] == pytest.approx(
             list(expected["probabilities"].values()), abs=1e-5)
@@ -159,10 +159,10 @@ def test_parquet_output_killed_midway_resumes_to_the_uninterrupted_rows(quality_
     assert resumed.returncode == 0, resumed.stderr
     assert f"{240 - done} scored, 0 failed, {done} skipped" in resumed.stderr
     assert not pending.exists()
-    expected = {row["path"]: row["score"] for row in read_rows(whole)}
+    expected = {row["id"]: row["score"] for row in read_rows(whole)}
     rows = read_rows(output)
-    assert len(rows) == 240 and {row["path"] for row in rows} == set(expected)
-    assert max(abs(row["score"] - expected[row["path"]]) for row in rows) < 1e-6
+    assert len(rows) == 240 and {row["id"] for row in rows} == set(expected)
+    assert max(abs(row["score"] - expected[row["id"]]) for row in rows) < 1e-6
 
 
 def test_a_damaged_parquet_output_stops_resume_and_is_left_untouched(photo_folder, quality_dir, tmp_path):
@@ -206,7 +206,7 @@ def test_fast_decode_scores_are_recorded_and_not_mixed_with_full_decodes(emotion
     scorer = PerceptScorer.from_pretrained(emotion_dir, fast_decode=True, num_workers=0)
     for row in read_rows(output):
         assert list(row["probabilities"].values()) == pytest.approx(
-            list(scorer(row["path"])["probabilities"].values()), abs=1e-5)
+            list(scorer(row["id"])["probabilities"].values()), abs=1e-5)
     assert json.loads(Path(f"{output}.meta.json").read_text())["settings"]["fast_decode"] is True
     before = sha256(output)
     mixed = perceptclip("predict", folder, "--model", emotion_dir, "-o", output, "--resume", cwd=tmp_path)

@@ -41,13 +41,18 @@ def load_plugins(modules: Sequence[str] = ()) -> None:
             raise UsageError(f"--plugin {module}: {err}; put the module on PYTHONPATH (or install it)") from None
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16, several: bool = False) -> None:
+    """--model (repeatable with ``several``), --base-model, --task, --device, --dtype, --batch-size."""
     from ..official import OFFICIAL_REPOS
 
-    parser.add_argument("--model", "-m", required=True,
+    parser.add_argument("--model", "-m", required=True, action="append" if several else "store",
                         help="trained PerceptCLIP model: a local directory (save_pretrained) or a Hub id; or an "
                              "official checkpoint, converted once and cached: quality, memorability, emotion (the "
-                             "official PerceptCLIP repos), an official repo id, or a folder holding its .pth")
+                             "official PerceptCLIP repos), an official repo id, or a folder holding its .pth"
+                        + ("; repeat it to score with several models in one pass (each image decoded once, models "
+                           "on the same base share its weights): columns are then prefixed with each model's name, "
+                           "NAME from --model NAME=MODEL, else its task (quality, memorability, emotion)"
+                           if several else ""))
     parser.add_argument("--base-model", default=None,
                         help="local copy of the base backbone for adapter-only checkpoints "
                              "(default: the config's base_model_name_or_path; official: openai/clip-vit-large-patch14)")
@@ -116,21 +121,32 @@ def check_model_argument(model: str) -> None:
 
 def load_scorer(args: argparse.Namespace, **overrides: Any):
     """The :class:`PerceptScorer` the arguments describe; loading failures become usage errors."""
-    from ..inference import PerceptScorer, resolve_device
+    from ..inference import PerceptScorer
 
     check_model_argument(args.model)
+    return PerceptScorer.from_pretrained(args.model, load_kwargs=load_options(args),
+                                         **{**scorer_options(args), **overrides})
+
+
+def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The scorer settings of the arguments (device checked)."""
+    from ..inference import resolve_device
+
     try:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         raise UsageError(f"--device {args.device}: {err}") from err
-    options = dict(device=args.device, dtype=args.dtype, tta=getattr(args, "tta", None),
-                   seed=getattr(args, "seed", 0), batch_size=args.batch_size,
-                   num_workers=getattr(args, "num_workers", None), fast_decode=getattr(args, "fast_decode", False))
-    options.update(overrides)
-    load_kwargs = {"base_model_name_or_path": args.base_model} if args.base_model else {}
+    return dict(device=args.device, dtype=args.dtype, tta=getattr(args, "tta", None),
+                seed=getattr(args, "seed", 0), batch_size=args.batch_size,
+                num_workers=getattr(args, "num_workers", None), fast_decode=getattr(args, "fast_decode", False))
+
+
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What model loading takes from the arguments: a local base backbone, an official checkpoint's task."""
+    options = {"base_model_name_or_path": args.base_model} if args.base_model else {}
     if getattr(args, "task", None):
-        load_kwargs["task"] = args.task
-    return PerceptScorer.from_pretrained(args.model, load_kwargs=load_kwargs, **options)
+        options["task"] = args.task
+    return options
 
 
 def progress(iterable: Iterable, **kwargs: Any):

@@ -1,66 +1,144 @@
-"""`perceptclip predict`: score images (files, folders, globs) into a CSV / JSONL file or stdout, resumable."""
+"""`perceptclip predict`: score images (files, folders, globs, shards, tables) with one model or several into a
+CSV / JSONL / Parquet file or stdout, resumable."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import re
 import sys
 from typing import Any
 
 from .common import (
     UsageError,
+    add_input_arguments,
     add_model_arguments,
     add_tta_arguments,
-    add_input_arguments,
     check_model_argument,
-    collect_images,
     echo,
-    load_scorer,
+    load_options,
     progress,
+    scorer_options,
 )
+from .inputs import Tally, collect_inputs, predictions, reasons, report_not_scored
 
 
 NAME = "predict"
-HELP = "score images (files, folders, globs)"
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+HELP = "score images (files, folders, globs, WebDataset shards, Parquet, datasets)"
 DESCRIPTION = ("Score images with a trained model. Folders are searched recursively (symlinked folders once; images "
                "by extension or content); what is found but not scored is listed with its reason. Unreadable images "
-               "become rows with an 'error' column and are counted in the final summary. Paths are stored absolute; "
-               "<output>.meta.json records the model, the settings and each run, and makes --resume / --overwrite "
+               "become rows with an 'error' column and are counted in the final summary. Each row's 'id' names its "
+               "input: the absolute path of a file, the __key__ of a shard sample, the --id-column value (default: "
+               "the row index) of a table row. <output>.meta.json records the model, the settings and each run, and makes --resume / --overwrite "
                "refuse files this command did not write. "
                "Regression models write score, score_min, score_max, higher_is_better; emotion models the top "
-               "label and one prob_<label> column per class.")
+               "label and one prob_<label> column per class. Several --model score in one pass, their columns "
+               "prefixed with each model's name.")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    add_model_arguments(parser)
+    parser.add_argument("paths", nargs="*", metavar="INPUT",
+                        help="image files, folders or glob patterns; WebDataset shards (.tar, brace patterns like "
+                             "shards/{000000..000099}.tar); Parquet files (.parquet, globs); save_to_disk folders")
+    add_model_arguments(parser, several=True)
     add_tta_arguments(parser)
     add_input_arguments(parser)
+    tables = parser.add_argument_group("datasets (Parquet files, save_to_disk folders, --hf-dataset)")
+    tables.add_argument("--hf-dataset", metavar="NAME", default=None,
+                        help="a dataset datasets.load_dataset reads: a Hub id or a local dataset folder")
+    tables.add_argument("--split", default=None,
+                        help="split of --hf-dataset or of a save_to_disk DatasetDict (default: its only split)")
+    tables.add_argument("--streaming", action="store_true",
+                        help="stream --hf-dataset (read once in order, never downloaded whole)")
+    tables.add_argument("--image-column", default="image", help="column holding the images (default: image)")
+    tables.add_argument("--id-column", default=None,
+                        help="column whose values name the rows in the output (default: the row index, counted over "
+                             "all Parquet files in order)")
     parser.add_argument("--output", "-o", default=None,
                         help="results file, .csv, .jsonl or .parquet (default: CSV on stdout)")
     parser.add_argument("--resume", action="store_true",
                         help="continue --output (written by this command with the same model and settings), "
-                             "skipping the images already in it")
+                             "skipping the inputs already in it")
     parser.add_argument("--retry-errors", action="store_true",
-                        help="with --resume: score again the images whose rows hold an error")
+                        help="with --resume: score again the inputs whose rows hold an error")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --output (only one this command wrote)")
 
 
-def result_columns(scorer) -> list[str]:
-    """CSV columns of a model's rows."""
+def model_names(models: list[str]) -> dict[str, str]:
+    """``{name: model}`` of the --model values: ``NAME=MODEL``, else the model's task (an official alias, the
+    ``task`` of a local folder's config), else its last path part."""
+    from ..official import OFFICIAL_TASKS, resolve_alias
+
+    named: dict[str, str] = {}
+    for value in models:
+        name, _, source = value.partition("=")
+        if not (source and NAME_PATTERN.fullmatch(name) and not os.path.exists(value)):
+            name, source = default_name(value, OFFICIAL_TASKS, resolve_alias), value
+        if name in named:
+            raise UsageError(f"--model {value}: another --model is also named {name!r}; name them apart with "
+                             "--model NAME=MODEL")
+        named[name] = source
+    return named
+
+
+def default_name(source: str, official_tasks: dict[str, str], resolve_alias) -> str:
+    resolved = resolve_alias(source)
+    if resolved in official_tasks:
+        return official_tasks[resolved]
+    try:
+        with open(os.path.join(source, "config.json"), encoding="utf-8") as handle:
+            return str(json.load(handle)["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return os.path.basename(os.path.normpath(source)) or source
+
+
+def load_models(args: argparse.Namespace):
+    """The :class:`ScorerSet` of the --model arguments (one or several)."""
+    from ..model_set import ScorerSet
+
+    named = model_names(args.model)
+    if len(named) > 1 and args.task:
+        raise UsageError("--task names the task of one official checkpoint; with several --model, use their aliases "
+                         "(quality, memorability, emotion) or folders")
+    for source in named.values():
+        check_model_argument(source)
+    return ScorerSet.from_pretrained(named, load_kwargs=load_options(args), **scorer_options(args))
+
+
+def model_columns(scorer) -> list[str]:
+    """A model's columns (after ``id``, before ``error``)."""
     if scorer.is_classification:
-        return ["path", "label", *(f"prob_{label}" for label in scorer.labels), "error"]
-    return ["path", "score", "score_min", "score_max", "higher_is_better", "error"]
+        return ["label", *(f"prob_{label}" for label in scorer.labels)]
+    return ["score", "score_min", "score_max", "higher_is_better"]
 
 
-def result_row(scorer, path: str, result: dict[str, Any]) -> dict[str, Any]:
-    """One output row: the path, the prediction (or error) and, for scores, their range and direction."""
-    row = {"path": os.path.abspath(path), **result}
-    if "error" not in result and not scorer.is_classification:
-        low, high = scorer.score_range or (None, None)
-        row.update(score_min=low, score_max=high, higher_is_better=scorer.higher_is_better)
+def result_columns(models) -> list[str]:
+    """The output's columns: ``id``, each model's (prefixed ``<name>_`` when there are several), ``error``."""
+    prefixes = column_prefixes(models)
+    return ["id", *(prefixes[name] + column for name, scorer in models.scorers.items()
+                    for column in model_columns(scorer)), "error"]
+
+
+def column_prefixes(models) -> dict[str, str]:
+    return {name: f"{name}_" if len(models.scorers) > 1 else "" for name in models.scorers}
+
+
+def result_row(models, id_: str, results: dict[str, Any]) -> dict[str, Any]:
+    """One output row: the input's id, each model's prediction (scores with their range and direction), or the
+    error of an unreadable input."""
+    if "error" in results:
+        return {"id": id_, "error": results["error"]}
+    row = {"id": id_}
+    for (name, result), prefix in zip(results.items(), column_prefixes(models).values()):
+        scorer = models.scorers[name]
+        if not scorer.is_classification:
+            low, high = scorer.score_range or (None, None)
+            result = {**result, "score_min": low, "score_max": high, "higher_is_better": scorer.higher_is_better}
+        row.update({prefix + key: value for key, value in result.items()})
     return row
 
 
@@ -86,22 +164,35 @@ class StdoutRows:
         sys.stdout.flush()
 
 
-def score_file(args: argparse.Namespace, columns: list[str] | None = None, scorer=None):
-    """The output file of the arguments; without a scorer only its location and owner can be checked."""
+def score_file(args: argparse.Namespace, columns: list[str] | None = None, models=None):
+    """The output file of the arguments; without models only its location and owner can be checked."""
     from ..score_files import ScoreFile
 
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    if scorer is None:
+    if models is None:
         return ScoreFile(args.output, [], {}, mode=mode)
-    identity = {"model_fingerprint": scorer.fingerprint(), "task": scorer.config.task,
-                "base_model": scorer.config.base_model_name_or_path,
-                "settings": {"crops": scorer.num_crops, "seed": args.seed if scorer.num_crops > 1 else None,
-                             **({"fast_decode": True} if scorer.fast_decode else {})}}
-    recorded = {"model": os.path.abspath(args.model) if os.path.isdir(args.model) else args.model,
-                "device": str(scorer.device), "dtype": str(scorer.dtype).replace("torch.", ""),
-                "batch_size": args.batch_size, "num_workers": scorer.num_workers,
-                "lora_merged": scorer.lora_merged, "version": package_version()}
+    identities = {name: model_identity(scorer, args.seed) for name, scorer in models.scorers.items()}
+    sources = {name: os.path.abspath(source) if os.path.isdir(source) else source
+               for name, source in model_names(args.model).items()}
+    merged = {name: scorer.lora_merged for name, scorer in models.scorers.items()}
+    engine = models.engine
+    recorded = {"device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
+                "batch_size": args.batch_size, "num_workers": engine.num_workers, "version": package_version()}
+    if len(identities) == 1:  # one model: the record of a single-model file
+        identity = next(iter(identities.values()))
+        recorded.update(model=next(iter(sources.values())), lora_merged=next(iter(merged.values())))
+    else:
+        identity = {"models": identities}
+        recorded.update(models=sources, lora_merged=merged, shared_base_bytes=models.shared_bytes)
     return ScoreFile(args.output, columns, identity, recorded, mode=mode, retry_errors=args.retry_errors)
+
+
+def model_identity(scorer, seed: int) -> dict[str, Any]:
+    """What must match to continue a file: the model's fingerprint, task, base and score-changing settings."""
+    return {"model_fingerprint": scorer.fingerprint(), "task": scorer.config.task,
+            "base_model": scorer.config.base_model_name_or_path,
+            "settings": {"crops": scorer.num_crops, "seed": seed if scorer.num_crops > 1 else None,
+                         **({"fast_decode": True} if scorer.fast_decode else {})}}
 
 
 def package_version() -> str:
@@ -115,6 +206,11 @@ def package_version() -> str:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model loads: options and the output's location and owner."""
+    if not args.paths and not args.hf_dataset:
+        raise UsageError("name the images to score: files, folders, globs, shards, Parquet files, save_to_disk "
+                         "folders, or --hf-dataset NAME")
+    if args.streaming and not args.hf_dataset:
+        raise UsageError("--streaming streams --hf-dataset; pass --hf-dataset NAME too")
     if args.output is None:
         if args.resume or args.overwrite or args.retry_errors:
             raise UsageError("--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet "
@@ -127,53 +223,122 @@ def check_arguments(args: argparse.Namespace) -> None:
     score_file(args).check()
 
 
-def report_not_scored(found, shown: int = 20) -> None:
-    for path, reason in found.not_scored[:shown]:
-        echo(f"not scored: {path}: {reason}")
-    if len(found.not_scored) > shown:
-        echo(f"not scored: ... and {len(found.not_scored) - shown} more (all listed in the output's .meta.json)")
-
-
 def run(args: argparse.Namespace) -> int:
+    from ..multiprocess_scoring import local_device, process_part
+
+    part = process_part()
+    several = part[1] > 1
+    if several and args.output is None:
+        raise UsageError(f"{part[1]} processes each write a part of --output: pass --output (a .csv, .jsonl or "
+                         ".parquet file)")
     check_arguments(args)
-    check_model_argument(args.model)
-    found = collect_images(args.paths)
-    report_not_scored(found)
-    if not found.images:
+    for source in model_names(args.model).values():
+        check_model_argument(source)
+    image_sets, found = collect_inputs(args, part)
+    main = part[0] == 0
+    if main:
+        report_not_scored(found.not_scored)
+    if not several and all(image_set.length == 0 for image_set in image_sets):
         raise UsageError(f"no images found in {' '.join(args.paths)}"
                          + (f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
                             if found.not_scored else ""))
-    scorer = load_scorer(args)
-    columns = result_columns(scorer)
-    output = score_file(args, columns, scorer) if args.output else StdoutRows(columns)
-    previous = output.open()
-    real_paths = {path: os.path.realpath(path) for path in found.images}
-    already = previous.done | previous.failed
-    todo = [path for path, real in real_paths.items() if real not in already]
-    skipped = len(found.images) - len(todo)
-    failed_before = len(set(real_paths.values()) & previous.failed)
-    counts = {"scored": 0, "failed": 0}
+    if several:
+        args.device = local_device(args.device)
+    models = load_models(args)
+    if models.shared_bytes and main:
+        echo(f"{len(models.scorers)} models share their base weights: {models.shared_bytes / 2**20:.1f} MiB held "
+             "once")
+    columns = result_columns(models)
+    if several:
+        output, previous = open_part(args, columns, models, part)
+    else:
+        output = score_file(args, columns, models) if args.output else StdoutRows(columns)
+        previous = output.open()
+    tally = Tally(not_scored=list(found.not_scored) if main else [])
+    score(args, models, image_sets, output, previous, tally, desc=f"predict {part[0]}/{part[1]}" if several
+          else "predict")
+    if several:
+        tally = merge_part_files(args, columns, models, part)
+        if not main:
+            return 0
+    where = args.output or "stdout"
+    parts = [f"summary: {tally.scored} scored, {tally.failed} failed, {tally.skipped} skipped"]
+    if tally.skipped:
+        parts.append(f" (already in {where}" + (
+            f"; {tally.failed_before} of them failed before: --retry-errors re-scores them"
+            if tally.failed_before else "") + ")")
+    if tally.not_scored:
+        parts.append(f"; {len(tally.not_scored)} not scored ({reasons(tally.not_scored)})")
+    echo("".join(parts) + (f" in {part[1]} processes" if several else "") + f"; results in {where}")
+    return 0
+
+
+def score(args, models, image_sets, output, previous, tally: Tally, desc: str) -> None:
+    """Score the image sets into ``output`` a batch of rows at a time; its record gets the run's summary."""
+    known = [image_set.length for image_set in image_sets]
+    total = sum(known) if None not in known else None
+    completed = False
     try:
         rows: list[dict[str, Any]] = []
-        results = scorer.iter_predictions(todo, on_error="record")
-        for path, result in zip(todo, progress(results, total=len(todo), desc="predict", unit="img")):
-            counts["failed" if "error" in result else "scored"] += 1
+        results = predictions(models, image_sets, previous, tally)
+        for id_, result in progress(results, total=total, desc=desc, unit="img"):
             if "error" in result:
-                echo(f"error: {result['error']}" if path in result["error"] else f"error: {path}: {result['error']}")
-            rows.append(result_row(scorer, path, result))
+                tally.failed += 1
+                echo(f"error: {result['error']}" if id_ in result["error"] else f"error: {id_}: {result['error']}")
+            else:
+                tally.scored += 1
+            rows.append(result_row(models, id_, result))
             if len(rows) == args.batch_size:
                 output.write(rows)
                 rows = []
         output.write(rows)
+        completed = True
     finally:
-        output.close({**counts, "skipped": skipped, "completed": counts["scored"] + counts["failed"] == len(todo),
-                      "not_scored": [f"{path}: {reason}" for path, reason in found.not_scored]})
-    where = args.output or "stdout"
-    parts = [f"summary: {counts['scored']} scored, {counts['failed']} failed, {skipped} skipped"]
-    if skipped:
-        parts.append(f" (already in {where}" + (f"; {failed_before} of them failed before: --retry-errors re-scores "
-                                                "them" if failed_before else "") + ")")
-    if found.not_scored:
-        parts.append(f"; {len(found.not_scored)} not scored ({found.reasons()})")
-    echo("".join(parts) + f"; {len(found.images)} images; results in {where}")
-    return 0
+        output.close({"scored": tally.scored, "failed": tally.failed, "skipped": tally.skipped,
+                      "completed": completed, "not_scored": [f"{what}: {why}" for what, why in tally.not_scored]})
+
+
+def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[int, int]):
+    """One of several processes: the main one prepares --output as one process would (with --resume, the parts
+    of a killed run with another number of processes are merged into it; without, every leftover part is
+    removed); then each process opens its part file (continuing its own with --resume) and reads what --output
+    and its part already hold."""
+    from ..multiprocess_scoring import barrier, leftover_parts, merge_parts, part_path, remove_parts
+    from ..score_files import Previous, ScoreFile
+
+    target = score_file(args, columns, models)
+    path = part_path(args.output, part)
+    if part[0] == 0:
+        target.check()
+        leftovers = leftover_parts(args.output)
+        if args.resume:
+            merge_parts(target, [other for other in leftovers if f"-of-{part[1]:05d}" not in other.name])
+        else:
+            remove_parts(leftovers)
+        target.open()
+        target.release()
+        path.parent.mkdir(exist_ok=True)
+    barrier()
+    output = ScoreFile(path, columns, target.identity, target.recorded, mode="resume" if args.resume else "new",
+                       retry_errors=args.retry_errors)
+    own, merged = output.open(), target.previous()
+    return output, Previous(done=own.done | merged.done, failed=own.failed | merged.failed)
+
+
+def merge_part_files(args: argparse.Namespace, columns: list[str], models, part: tuple[int, int]) -> Tally:
+    """After every process is done: the main one merges the parts into --output; returns the run's totals."""
+    from ..multiprocess_scoring import barrier, merge_parts, part_path
+    from ..score_files import read_record
+
+    barrier()
+    tally = Tally()
+    if part[0] != 0:
+        return tally
+    parts = [part_path(args.output, (index, part[1])) for index in range(part[1])]
+    for path in parts:
+        run = ((read_record(path) or {}).get("runs") or [{}])[-1]
+        tally.scored, tally.failed = tally.scored + run.get("scored", 0), tally.failed + run.get("failed", 0)
+        tally.skipped += run.get("skipped", 0)
+        tally.not_scored += [tuple(entry.split(": ", 1)) for entry in run.get("not_scored", [])]
+    merge_parts(score_file(args, columns, models), parts)
+    return tally

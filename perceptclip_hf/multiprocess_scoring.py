@@ -1,0 +1,111 @@
+"""Scoring in several processes (``accelerate launch``, ``torchrun``; one machine or several sharing a folder).
+
+Each process takes a contiguous share of every input (:mod:`.image_sources`: by shard for tar shards, by row group
+for Parquet, by index otherwise) and writes its rows to its own part file,
+``<output>.parts/part-RRRRR-of-NNNNN<suffix>`` (a score file like any other: resumable, never foreign). When all
+are done the main process merges the parts into the output, in process order (for one input: the single-process
+order), and removes them. A run killed before the
+merge leaves its parts: with ``--resume`` each process continues its own (parts of a run with another number of
+processes are merged into the output first), skipping what its part and the output hold.
+
+The processes meet at two barriers of a ``gloo`` process group (CPU or GPU alike, only for the barriers), started
+from the launcher's ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` variables; a barrier waits as long as the slowest
+share takes (up to a week).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from .errors import OutputError
+from .score_files import META_SUFFIX, PENDING_SUFFIX, WRITER, ScoreFile, read_record
+
+PART_NAME = re.compile(r"part-(\d{5})-of-(\d{5})(\.[a-z]+)$")
+BARRIER_TIMEOUT = timedelta(days=7)
+
+
+def process_part() -> tuple[int, int]:
+    """``(this process, processes)`` from the launcher's environment; with several processes the ``gloo`` group
+    for :func:`barrier` is started (once)."""
+    parts = int(os.environ.get("WORLD_SIZE", "1"))
+    if parts == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    return dist.get_rank(), parts
+
+
+def barrier() -> None:
+    """Wait for every scoring process (nothing to wait for in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def local_device(device: str | None) -> str | None:
+    """The device of this process: as given, else its own GPU (``LOCAL_RANK``) when there are GPUs."""
+    import torch
+
+    if device is not None or not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+
+
+def parts_folder(output: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(output)}.parts")
+
+
+def part_path(output: str | os.PathLike, part: tuple[int, int]) -> Path:
+    """Where process ``part[0]`` of ``part[1]`` writes its rows."""
+    return parts_folder(output) / f"part-{part[0]:05d}-of-{part[1]:05d}{Path(output).suffix.lower()}"
+
+
+def leftover_parts(output: str | os.PathLike) -> list[Path]:
+    """The part files an earlier run left (any number of processes), in process order; each one ours."""
+    folder = parts_folder(output)
+    if not folder.is_dir():
+        return []
+    parts = sorted({Path(str(path)[: -len(META_SUFFIX)]) for path in folder.glob(f"part-*{META_SUFFIX}")
+                    if PART_NAME.search(path.name[: -len(META_SUFFIX)])})
+    for part in parts:
+        if (read_record(part) or {}).get("writer") != WRITER:
+            raise OutputError(f"--output {output}: {part} is not a part file of {WRITER}; it is left untouched: "
+                              "move it away or choose another --output")
+    return parts
+
+
+def merge_parts(target: ScoreFile, parts: list[Path]) -> int:
+    """Append the rows of ``parts`` (each checked: same model, settings and columns) to ``target`` (written
+    atomically), add their runs to its record, then remove them. Returns the number of rows merged."""
+    rows = target.read_rows() if target.path.exists() or target.rows_path.exists() else []
+    runs = (read_record(target.path) or {}).get("runs", [])
+    merged = 0
+    for part in parts:
+        part_file = ScoreFile(part, target.columns, target.identity, mode="resume")
+        part_rows = part_file.read_rows() if part_file.rows_path.exists() or part.exists() else []
+        rows += part_rows
+        merged += len(part_rows)
+        runs += [{**run, "part": part.name} for run in (read_record(part) or {}).get("runs", [])]
+    target.replace_rows(rows, runs)
+    remove_parts(parts)
+    return merged
+
+
+def remove_parts(parts: list[Path]) -> None:
+    """Remove part files (ours: :func:`leftover_parts` checks them), and their folder once empty."""
+    for part in parts:
+        for path in (part, Path(f"{part}{META_SUFFIX}"), Path(f"{part}{PENDING_SUFFIX}")):
+            path.unlink(missing_ok=True)
+    folders = {part.parent for part in parts}
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+__all__ = ["barrier", "leftover_parts", "local_device", "merge_parts", "part_path", "parts_folder", "process_part",
+           "remove_parts"]
