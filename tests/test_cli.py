@@ -121,7 +121,7 @@ def test_installed_console_script(quality_dir, tmp_path):
     result = perceptclip("predict", "one.png", "--model", quality_dir, "--tta", "2", cwd=tmp_path,
                          command=(executable,))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith("path,score") and "one.png," in result.stdout
+    assert result.stdout.splitlines()[0].startswith("id,score") and "one.png," in result.stdout
 
 
 def test_predict_emotion_jsonl_has_label_and_probabilities(emotion_dir, tmp_path, capsys):
