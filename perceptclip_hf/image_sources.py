@@ -196,7 +196,10 @@ def hub_dataset_set(name: str, split: str | None = None, streaming: bool = False
     """A dataset ``datasets.load_dataset`` reads (Hub id or local folder), its ``split``; streamed: read once
     (``part``: a process's share, by shard where the shards divide evenly, ``split_dataset_by_node``)."""
     from datasets import load_dataset
+    from huggingface_hub.utils import logging as hub_logging
 
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # an unreachable Hub is one line below, not a warning per retry
     try:
         dataset = load_dataset(name, split=split, streaming=streaming)
     except Exception as err:
@@ -206,6 +209,8 @@ def hub_dataset_set(name: str, split: str | None = None, streaming: bool = False
                              "DIR`, copy DIR here and pass --hf-dataset DIR") from None
         raise InputError(f"--hf-dataset {name}" + (f" --split {split}" if split else "")
                          + f": cannot load it ({type(err).__name__}: {one_line(err, 300)})") from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
     dataset = choose_split(dataset, split, f"--hf-dataset {name}")
     if not streaming:
         return table_set(dataset, name, image_column, id_column).share(part)

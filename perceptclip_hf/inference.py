@@ -149,7 +149,7 @@ class PerceptScorer:
                                                    resize_short=resize_short, interpolation=interpolation)
         self._fingerprint = None
         if merge_lora:
-            self._fingerprint = self.fingerprint()  # of the trained tensors, before LoRA is folded in
+            self.fingerprint()  # of the trained tensors, before LoRA is folded in
             self.lora_merged = merge_lora_weights(self.model)
         else:
             self.lora_merged = 0
@@ -191,12 +191,14 @@ class PerceptScorer:
         """A short hash of what the model computes with: its trained tensors (LoRA and heads, or every weight of a
         fully fine-tuned model) and the backbone it loads. Equal fingerprints ⇒ equal scores, wherever the model
         folder lives."""
-        digest = hashlib.sha256(str(self.config.base_model_name_or_path).encode())
-        state = self.model.state_dict() if self.config.adaptation == "full" else self.model.adapter_state_dict()
-        for name in sorted(state):
-            digest.update(name.encode())
-            digest.update(state[name].detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        if self._fingerprint is None:  # computed once: the trained tensors do not change while scoring
+            digest = hashlib.sha256(str(self.config.base_model_name_or_path).encode())
+            state = self.model.state_dict() if self.config.adaptation == "full" else self.model.adapter_state_dict()
+            for name in sorted(state):
+                digest.update(name.encode())
+                digest.update(state[name].detach().float().cpu().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     # ----- preprocessing and forward --------------------------------------------------------------------------
 

@@ -82,12 +82,11 @@ def leftover_parts(output: str | os.PathLike) -> list[Path]:
 def merge_parts(target: ScoreFile, parts: list[Path]) -> int:
     """Append the rows of ``parts`` (each checked: same model, settings and columns) to ``target`` (written
     atomically), add their runs to its record, then remove them. Returns the number of rows merged."""
-    rows = target.read_rows() if target.path.exists() or target.rows_path.exists() else []
+    rows = target.read_rows()
     runs = (read_record(target.path) or {}).get("runs", [])
     merged = 0
     for part in parts:
-        part_file = ScoreFile(part, target.columns, target.identity, mode="resume")
-        part_rows = part_file.read_rows() if part_file.rows_path.exists() or part.exists() else []
+        part_rows = ScoreFile(part, target.columns, target.identity, mode="resume").read_rows()
         rows += part_rows
         merged += len(part_rows)
         runs += [{**run, "part": part.name} for run in (read_record(part) or {}).get("runs", [])]

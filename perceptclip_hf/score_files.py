@@ -199,7 +199,9 @@ class ScoreFile:
         return rows, partial_line
 
     def read_rows(self) -> list[dict[str, Any]]:
-        """The rows of an existing file of this model and settings (read only)."""
+        """The rows of a file of this model and settings (read only; an absent file holds none)."""
+        if not self._exists():
+            return []
         self._check_owner()
         self._check_identity()
         return self._load_rows()[0]

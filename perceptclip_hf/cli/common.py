@@ -7,7 +7,6 @@ import glob
 import importlib
 import importlib.metadata
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,6 @@ from ..errors import UserError
 PROG = "perceptclip"
 # Installed packages may register tasks and datasets for the command line under this entry-point group.
 PLUGIN_GROUP = "perceptclip_hf.plugins"
-GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class UsageError(UserError):
@@ -181,6 +179,7 @@ def collect_images(arguments: Sequence[str]) -> Collected:
     content) and globs → absolute image paths in order, one per real file; the rest is counted with its reason.
     A path met twice is scored once; another path to the same file is reported as such."""
     from ..data.files import NOT_AN_IMAGE, VISITED_FOLDER, is_image_file, walk_images
+    from ..image_sources import GLOB_CHARS
 
     found, paths, walked = Collected(), [], []
 

@@ -32,8 +32,8 @@ DESCRIPTION = ("Score images with a trained model. Folders are searched recursiv
                "by extension or content); what is found but not scored is listed with its reason. Unreadable images "
                "become rows with an 'error' column and are counted in the final summary. Each row's 'id' names its "
                "input: the absolute path of a file, the __key__ of a shard sample, the --id-column value (default: "
-               "the row index) of a table row. <output>.meta.json records the model, the settings and each run, and makes --resume / --overwrite "
-               "refuse files this command did not write. "
+               "the row index) of a table row. <output>.meta.json records the model, the settings and each run, and "
+               "makes --resume / --overwrite refuse files this command did not write. "
                "Regression models write score, score_min, score_max, higher_is_better; emotion models the top "
                "label and one prob_<label> column per class. Several --model score in one pass, their columns "
                "prefixed with each model's name.")
@@ -71,13 +71,11 @@ def add_arguments(parser) -> None:
 def model_names(models: list[str]) -> dict[str, str]:
     """``{name: model}`` of the --model values: ``NAME=MODEL``, else the model's task (an official alias, the
     ``task`` of a local folder's config), else its last path part."""
-    from ..official import OFFICIAL_TASKS, resolve_alias
-
     named: dict[str, str] = {}
     for value in models:
         name, _, source = value.partition("=")
         if not (source and NAME_PATTERN.fullmatch(name) and not os.path.exists(value)):
-            name, source = default_name(value, OFFICIAL_TASKS, resolve_alias), value
+            name, source = default_name(value), value
         if name in named:
             raise UsageError(f"--model {value}: another --model is also named {name!r}; name them apart with "
                              "--model NAME=MODEL")
@@ -85,10 +83,12 @@ def model_names(models: list[str]) -> dict[str, str]:
     return named
 
 
-def default_name(source: str, official_tasks: dict[str, str], resolve_alias) -> str:
+def default_name(source: str) -> str:
+    from ..official import OFFICIAL_TASKS, resolve_alias
+
     resolved = resolve_alias(source)
-    if resolved in official_tasks:
-        return official_tasks[resolved]
+    if resolved in OFFICIAL_TASKS:
+        return OFFICIAL_TASKS[resolved]
     try:
         with open(os.path.join(source, "config.json"), encoding="utf-8") as handle:
             return str(json.load(handle)["task"])
@@ -96,17 +96,15 @@ def default_name(source: str, official_tasks: dict[str, str], resolve_alias) -> 
         return os.path.basename(os.path.normpath(source)) or source
 
 
-def load_models(args: argparse.Namespace):
-    """The :class:`ScorerSet` of the --model arguments (one or several)."""
-    from ..model_set import ScorerSet
-
+def check_models(args: argparse.Namespace) -> dict[str, str]:
+    """The named --model arguments, each checked before anything loads."""
     named = model_names(args.model)
     if len(named) > 1 and args.task:
         raise UsageError("--task names the task of one official checkpoint; with several --model, use their aliases "
                          "(quality, memorability, emotion) or folders")
     for source in named.values():
         check_model_argument(source)
-    return ScorerSet.from_pretrained(named, load_kwargs=load_options(args), **scorer_options(args))
+    return named
 
 
 def model_columns(scorer) -> list[str]:
@@ -232,8 +230,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{part[1]} processes each write a part of --output: pass --output (a .csv, .jsonl or "
                          ".parquet file)")
     check_arguments(args)
-    for source in model_names(args.model).values():
-        check_model_argument(source)
+    named = check_models(args)
     image_sets, found = collect_inputs(args, part)
     main = part[0] == 0
     if main:
@@ -244,13 +241,15 @@ def run(args: argparse.Namespace) -> int:
                             if found.not_scored else ""))
     if several:
         args.device = local_device(args.device)
-    models = load_models(args)
+    from ..model_set import ScorerSet
+
+    models = ScorerSet.from_pretrained(named, load_kwargs=load_options(args), **scorer_options(args))
     if models.shared_bytes and main:
         echo(f"{len(models.scorers)} models share their base weights: {models.shared_bytes / 2**20:.1f} MiB held "
              "once")
     columns = result_columns(models)
     if several:
-        output, previous = open_part(args, columns, models, part)
+        target, output, previous = open_part(args, columns, models, part)
     else:
         output = score_file(args, columns, models) if args.output else StdoutRows(columns)
         previous = output.open()
@@ -258,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     score(args, models, image_sets, output, previous, tally, desc=f"predict {part[0]}/{part[1]}" if several
           else "predict")
     if several:
-        tally = merge_part_files(args, columns, models, part)
+        tally = merge_part_files(args, target, part)
         if not main:
             return 0
     where = args.output or "stdout"
@@ -299,10 +298,10 @@ def score(args, models, image_sets, output, previous, tally: Tally, desc: str) -
 
 
 def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[int, int]):
-    """One of several processes: the main one prepares --output as one process would (with --resume, the parts
-    of a killed run with another number of processes are merged into it; without, every leftover part is
-    removed); then each process opens its part file (continuing its own with --resume) and reads what --output
-    and its part already hold."""
+    """One of several processes: the main one prepares --output (``target``, returned) as one process would (with
+    --resume, the parts of a killed run with another number of processes are merged into it; without, every
+    leftover part is removed); then each process opens its part file (continuing its own with --resume) and reads
+    what --output and its part already hold."""
     from ..multiprocess_scoring import barrier, leftover_parts, merge_parts, part_path, remove_parts
     from ..score_files import Previous, ScoreFile
 
@@ -322,11 +321,12 @@ def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[
     output = ScoreFile(path, columns, target.identity, target.recorded, mode="resume" if args.resume else "new",
                        retry_errors=args.retry_errors)
     own, merged = output.open(), target.previous()
-    return output, Previous(done=own.done | merged.done, failed=own.failed | merged.failed)
+    return target, output, Previous(done=own.done | merged.done, failed=own.failed | merged.failed)
 
 
-def merge_part_files(args: argparse.Namespace, columns: list[str], models, part: tuple[int, int]) -> Tally:
-    """After every process is done: the main one merges the parts into --output; returns the run's totals."""
+def merge_part_files(args: argparse.Namespace, target, part: tuple[int, int]) -> Tally:
+    """After every process is done: the main one merges the parts into ``target`` (--output); returns the run's
+    totals."""
     from ..multiprocess_scoring import barrier, merge_parts, part_path
     from ..score_files import read_record
 
@@ -340,5 +340,5 @@ def merge_part_files(args: argparse.Namespace, columns: list[str], models, part:
         tally.scored, tally.failed = tally.scored + run.get("scored", 0), tally.failed + run.get("failed", 0)
         tally.skipped += run.get("skipped", 0)
         tally.not_scored += [tuple(entry.split(": ", 1)) for entry in run.get("not_scored", [])]
-    merge_parts(score_file(args, columns, models), parts)
+    merge_parts(target, parts)
     return tally
