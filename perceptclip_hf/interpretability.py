@@ -1,11 +1,12 @@
-"""Attention-head interpretability (paper sec. 6).
+"""Interpretability (paper sec. 6): what a prediction rests on.
 
 * :func:`head_importance`: for each (layer, head), replace the CLS query's attention row by a uniform map
   (1 / seq_len over all tokens) and measure the mean absolute change of the prediction over the images.
 * :func:`cls_attention_maps`: the CLS token's attention over the patch grid, of the fine-tuned model or of
   the base backbone (LoRA disabled).
-* :func:`save_heatmaps`: PNG overlays of those maps for chosen heads, and of the fine-tuned − base difference.
-* :func:`explain`: all of it for a set of images (the ``perceptclip explain`` command), as a report dict.
+* :func:`explain`: for a set of images (the ``perceptclip explain`` command), a report dict and heatmap PNGs
+  (:mod:`.heatmaps`): attention-head masking on attention backbones with a CLS token (CLIP, ViT, DINOv2), Grad-CAM
+  (:mod:`.gradcam`) on convolutional ones (ResNet, ConvNeXt); fine-tuned − base maps only where LoRA gives a base.
 
 Mechanism: during a probe, the backbone's attention implementation is switched to :func:`probe_attention`,
 a registered ``AttentionInterface`` function computing eager attention that can mask heads and record the
@@ -21,20 +22,17 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.modeling_utils import AttentionInterface
 
-from .geometry import center_crop
+from .gradcam import NotConvolutional, grad_cam, target_description
+from .heatmaps import Panel, attention_panels, grad_cam_panels, save_heatmaps, write_panels
 from .preprocessing import center_view_transform
 
 PROBE_ATTENTION = "perceptclip_probe"
-JET = np.array([[0, 0, 0.5], [0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0.5, 0, 0]])  # blue → red
-DIVERGING = np.array([[0.02, 0.19, 0.38], [0.57, 0.77, 0.87], [0.97, 0.97, 0.97], [0.96, 0.65, 0.51],
-                      [0.4, 0.0, 0.12]])  # negative (blue) → 0 (white) → positive (red)
 
 
 @dataclass
@@ -192,108 +190,134 @@ def patch_grid(config, image_hw: Sequence[int]) -> tuple[int, int]:
     return image_hw[0] // patch, image_hw[1] // patch
 
 
-# ----- heatmaps --------------------------------------------------------------------------------------------------
+# ----- explain ---------------------------------------------------------------------------------------------------
 
-def colorize(values: np.ndarray, colormap: np.ndarray) -> np.ndarray:
-    """Values in ``[0, 1]`` → uint8 RGB by piecewise-linear interpolation of ``colormap`` stops."""
-    positions = np.linspace(0.0, 1.0, len(colormap))
-    values = np.clip(values, 0.0, 1.0)
-    channels = [np.interp(values, positions, colormap[:, c]) for c in range(3)]
-    return (np.stack(channels, axis=-1) * 255.0 + 0.5).astype(np.uint8)
-
-
-def overlay(image: Image.Image, heat: np.ndarray, colormap: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """``image`` blended with ``heat`` (values in ``[0, 1]``, upsampled bilinearly to the image size)."""
-    heat_image = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR)
-    colored = Image.fromarray(colorize(np.asarray(heat_image, dtype=np.float32) / 255.0, colormap))
-    return Image.blend(image.convert("RGB"), colored, alpha)
-
-
-def display_view(image: Image.Image, size: int = 224) -> Image.Image:
-    """The square region the model sees with resize + center crop, resized to ``size`` for display."""
-    return center_crop(image, min(image.size)).resize((size, size), Image.BILINEAR)
-
-
-def save_heatmaps(
-    image: Image.Image,
-    tuned: torch.Tensor,
-    base: torch.Tensor,
-    heads: Sequence[tuple[int, int]],
-    out_dir: str | Path,
-    stem: str,
-    display_size: int = 224,
-) -> list[Path]:
-    """Write, for each ``(layer, head)`` in ``heads``, ``{stem}_L{layer}_H{head}.png`` (fine-tuned CLS attention,
-    min-max scaled, jet) and ``{stem}_L{layer}_H{head}_diff.png`` (fine-tuned − base, blue < 0 < red, scaled by
-    the largest |difference|). ``tuned``/``base``: one image's maps ``(num_layers, num_heads, grid_h, grid_w)``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    view = display_view(image, display_size)
-    written = []
-    for layer, head in heads:
-        tuned_map = tuned[layer, head].float().numpy()
-        difference = tuned_map - base[layer, head].float().numpy()
-        spread = tuned_map.max() - tuned_map.min()
-        scaled = (tuned_map - tuned_map.min()) / spread if spread > 0 else np.zeros_like(tuned_map)
-        limit = np.abs(difference).max()
-        centered = 0.5 + 0.5 * difference / limit if limit > 0 else np.full_like(difference, 0.5)
-        for suffix, heat, colormap in (("", scaled, JET), ("_diff", centered, DIVERGING)):
-            path = out_dir / f"{stem}_L{layer}_H{head}{suffix}.png"
-            overlay(view, heat, colormap).save(path)
-            written.append(path)
-    return written
-
-
-IMPORTANCE_MEASURE = " when a head's CLS attention row is replaced by a uniform map"
+ATTENTION_METHOD, GRAD_CAM_METHOD = "attention-head masking", "grad-cam"
+SUPPORTED = ("explain supports backbones with a CLS token and attention (CLIP, ViT, DINOv2: attention-head masking) "
+             "and convolutional backbones (ResNet, ConvNeXt, ...: Grad-CAM on the last feature map)")
 REPORT_FILE = "head_importance.json"
+IMPORTANCE_MEASURE = " when a head's CLS attention row is replaced by a uniform map"
+
+
+class UnsupportedBackbone(ValueError):
+    """The backbone has neither CLS attention nor a convolutional feature map to explain."""
+
+
+def explanation_method(model: nn.Module) -> str:
+    """Attention-head masking for attention backbones with a CLS token (CLIP, ViT, DINOv2), else Grad-CAM (for
+    which :func:`explain` raises :class:`UnsupportedBackbone` when the backbone has no feature map)."""
+    backbone = model.backbone
+    has_cls = any(name.endswith(("cls_token", "class_embedding")) for name, _ in backbone.named_parameters())
+    return ATTENTION_METHOD if has_cls and getattr(backbone, "_supports_attention_backend", False) else GRAD_CAM_METHOD
+
+
+def base_comparison(model: nn.Module) -> tuple[bool, str]:
+    """Whether fine-tuned − base maps mean something (the model has LoRA adapters to switch off; merged ones are
+    unmerged by peft when disabled), and the report's sentence about them."""
+    if any(isinstance(module, LoraLayer) for module in model.modules()):
+        return True, "_diff maps: the fine-tuned model minus the base backbone (LoRA adapters disabled, same head)"
+    return False, (f"no _diff maps: the model has no LoRA adapters (adaptation {model.config.adaptation!r}), so there "
+                   "is no base to compare with")
+
+
+def prediction_text(config, logits: torch.Tensor) -> str:
+    """One image's prediction on the explained view, for titles: ``score 3.21`` or ``awe (p=0.42)``."""
+    if not config.is_classification:
+        return f"score {float(logits.mean()):.4g}"
+    probabilities = logits.sigmoid() if config.problem_type == "multi_label_classification" else logits.softmax(-1)
+    top = int(probabilities.argmax())
+    return f"{config.id2label.get(top, str(top))} (p={float(probabilities[top]):.2f})"
+
+
+def explain_attention(model: nn.Module, pixel_values: torch.Tensor, top_k: int, batch_size: int, progress: bool,
+                      compare: bool, draw: bool) -> tuple[dict, list[list[Panel]]]:
+    """Head importance, its ranking and (``draw``) the CLS-attention panels of the ``top_k`` heads per image."""
+    importance = head_importance(model, pixel_values, batch_size=batch_size, progress=progress)
+    ranking = rank_heads(importance)
+    heads = [(layer, head) for layer, head, _ in ranking[:top_k]]
+    measure = ("mean |change of the baseline top-class probability|" if model.config.is_classification
+               else "mean |change of the score|")
+    fields = dict(num_layers=importance.shape[0], num_heads=importance.shape[1], measure=measure + IMPORTANCE_MEASURE,
+                  importance=importance.tolist(), top_heads=[list(pair) for pair in heads],
+                  ranking=[{"layer": layer, "head": head, "importance": value} for layer, head, value in ranking])
+    if not draw:
+        return fields, []
+    tuned = cls_attention_maps(model, pixel_values)
+    base = cls_attention_maps(model, pixel_values, base=True) if compare else None
+    return fields, [attention_panels(tuned[:, i], None if base is None else base[:, i], heads)
+                    for i in range(len(pixel_values))]
+
+
+def explain_grad_cam(model: nn.Module, pixel_values: torch.Tensor, batch_size: int, compare: bool,
+                     draw: bool) -> tuple[dict, list[list[Panel]]]:
+    """Grad-CAM of each image's prediction: where it comes from (report fields) and (``draw``) its panels."""
+    try:
+        cam = grad_cam(model, pixel_values, batch_size)
+    except NotConvolutional:
+        raise UnsupportedBackbone(f"{SUPPORTED}; this model's backbone is {type(model.backbone).__name__} "
+                                  f"({model.config.vision_config.model_type})") from None
+    target, (height, width) = target_description(model), cam.maps.shape[1:]
+    fields = dict(target=target, feature_map={"module": cam.module, "channels": cam.channels, "size": [height, width]},
+                  measure=f"Grad-CAM: relu(sum over channels of the feature map weighted by the spatial mean of "
+                          f"d({target})/d(feature map)); no head ranking: the backbone has no attention heads")
+    if not draw:
+        return fields, []
+    base = None
+    if compare:
+        with adapters_disabled(model):
+            base = grad_cam(model, pixel_values, batch_size).maps
+    feature_map = f"the last feature map ({cam.module or 'backbone output'}, {cam.channels} channels, {height}×{width})"
+    return fields, [grad_cam_panels(cam.maps[i], None if base is None else base[i], target, feature_map)
+                    for i in range(len(pixel_values))]
 
 
 def explain(model: nn.Module, images: Sequence[Image.Image], *, names: Sequence[str] | None = None, top_k: int = 4,
             out_dir: str | Path | None = None, batch_size: int = 64, progress: bool = False,
             metadata: dict | None = None) -> dict:
-    """Head importance over ``images`` (PIL, whole-image view: resize + center crop), the ranking, and with
-    ``out_dir`` the heatmaps of the ``top_k`` heads per image and ``head_importance.json``. Returns the report,
-    which starts with ``metadata`` (e.g. the model's name)."""
+    """Explain the predictions on ``images`` (PIL, whole-image view: resize + center crop), by
+    :func:`explanation_method`: head importance, its ranking and the ``top_k`` heads' CLS attention maps, or
+    Grad-CAM. With ``out_dir``: heatmaps per image and ``head_importance.json``. Returns the report, which starts
+    with ``metadata`` (e.g. the model's name). Raises :class:`UnsupportedBackbone` for other backbones."""
     if not images:
         raise ValueError("explain needs at least one image.")
     names = list(names) if names is not None else [f"image_{i}" for i in range(len(images))]
     transform = center_view_transform(model.config)
     device = next(model.parameters()).device
     pixel_values = torch.stack([transform.transform_image(image, None) for image in images]).to(device)
-    importance = head_importance(model, pixel_values, batch_size=max(batch_size, len(images)), progress=progress)
-    ranking = rank_heads(importance)
-    top_heads = [(layer, head) for layer, head, _ in ranking[:top_k]]
+    model.eval()
+    with torch.no_grad():
+        logits = model(pixel_values).logits.float().cpu()
+    method = explanation_method(model)
+    compare, diff_note = base_comparison(model)
+    draw = out_dir is not None
+    if method == ATTENTION_METHOD:
+        fields, panels = explain_attention(model, pixel_values, top_k, max(batch_size, len(images)), progress,
+                                           compare, draw)
+    else:
+        fields, panels = explain_grad_cam(model, pixel_values, batch_size, compare, draw)
+    predictions = [prediction_text(model.config, row) for row in logits]
     written: list[Path] = []
-    if out_dir is not None:
-        tuned = cls_attention_maps(model, pixel_values)
-        base = cls_attention_maps(model, pixel_values, base=True)
-        for index, (image, name) in enumerate(zip(images, names)):
-            stem = f"{index:03d}_{Path(name).stem}"
-            written += save_heatmaps(image, tuned[:, index], base[:, index], top_heads, out_dir, stem)
-    measure = ("mean |change of the baseline top-class probability|" if model.config.is_classification
-               else "mean |change of the score|")
-    report = {
-        **(metadata or {}),
-        "images": names,
-        "num_layers": importance.shape[0],
-        "num_heads": importance.shape[1],
-        "measure": measure + IMPORTANCE_MEASURE,
-        "importance": importance.tolist(),
-        "ranking": [{"layer": layer, "head": head, "importance": value} for layer, head, value in ranking],
-        "top_heads": [list(pair) for pair in top_heads],
-        "heatmaps": [path.name for path in written],
-    }
-    if out_dir is not None:
+    for index, (image, name, image_panels) in enumerate(zip(images, names, panels)):
+        written += write_panels(image, image_panels, out_dir, f"{index:03d}_{Path(name).stem}", name=Path(name).name,
+                                prediction=predictions[index])
+    report = {**(metadata or {}), "method": method, "images": names, "predictions": predictions, **fields,
+              "diff_maps": diff_note, "heatmaps": [path.name for path in written]}
+    if draw:
         (Path(out_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
 
 __all__ = [
+    "ATTENTION_METHOD",
+    "GRAD_CAM_METHOD",
     "ProbeState",
-    "explain",
+    "UnsupportedBackbone",
     "adapters_disabled",
     "attention_probe",
+    "base_comparison",
     "cls_attention_maps",
+    "explain",
+    "explanation_method",
     "head_importance",
     "masked_logits",
     "rank_heads",

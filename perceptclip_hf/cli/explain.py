@@ -1,56 +1,50 @@
-"""`perceptclip explain`: attention-head importance and heatmaps (paper sec. 6), via `interpretability.explain`."""
+"""`perceptclip explain`: attention-head importance and heatmaps (paper sec. 6), or Grad-CAM for convolutional
+backbones, via `interpretability.explain`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .common import UsageError, add_model_arguments, collect_images, echo, load_scorer, positive_int
+from .common import (
+    UsageError,
+    add_model_arguments,
+    check_out_folder,
+    collect_images,
+    echo,
+    load_scorer,
+    positive_int,
+)
 
 
 NAME = "explain"
-HELP = "attention-head importance and heatmaps (paper sec. 6)"
-DESCRIPTION = ("Rank attention heads by how much the prediction changes when a head's CLS attention is made "
-               "uniform (mean over the images), and write heatmaps of the top heads' CLS attention and of its "
-               "difference from the base CLIP (LoRA disabled). Images are resized and center-cropped (whole-image view). "
-               "Writes head_importance.json and, per image and top head, <image>_L<layer>_H<head>.png and "
-               "..._diff.png to --out.")
+HELP = "attention-head importance and heatmaps (paper sec. 6); Grad-CAM for CNN backbones"
+DESCRIPTION = ("Attention backbones with a CLS token (CLIP, ViT, DINOv2): rank attention heads by how much the "
+               "prediction changes when a head's CLS attention is made uniform (mean over the images), and write "
+               "heatmaps of the top heads' CLS attention, per image <image>_L<layer>_H<head>.png, and for LoRA models "
+               "of its difference from the base backbone (LoRA disabled), ..._diff.png. Convolutional backbones "
+               "(ResNet, ConvNeXt): one Grad-CAM heatmap of the prediction per image, <image>_gradcam.png. Images are "
+               "resized and center-cropped (whole-image view); each heatmap has a title (image, head or Grad-CAM, "
+               "prediction), a colour bar and a caption. Writes head_importance.json (method, ranking or Grad-CAM "
+               "details, the heatmaps) to --out.")
 
 
 WRITER = "perceptclip explain"
 
 
-def check_out_folder(out: Path, report_file: str) -> None:
-    """``--out`` is new, empty or an earlier output of this command (its report names it): created here, before the
-    model loads; a folder holding other files is left untouched."""
-    from ..errors import OutputError
-    from ..score_files import check_own_json
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file; name a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / report_file).exists():
-            raise OutputError(f"--out {out} holds files not written by {WRITER}; they are left untouched: choose a "
-                              "new or empty folder")
-        check_own_json(out / report_file, WRITER, "--out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"--out {out}: cannot create it ({err.strerror}); choose another folder") from None
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--top-k", type=positive_int, default=4, help="heads to draw heatmaps for (default: 4)")
+    parser.add_argument("--top-k", type=positive_int, default=4,
+                        help="heads to draw heatmaps for (default: 4; attention backbones only)")
     add_model_arguments(parser, batch_size=64)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.images import open_image
-    from ..interpretability import REPORT_FILE, explain
+    from ..interpretability import ATTENTION_METHOD, REPORT_FILE, UnsupportedBackbone, explain
 
-    check_out_folder(Path(args.out), REPORT_FILE)
+    check_out_folder(Path(args.out), REPORT_FILE, WRITER)
     found = collect_images(args.images)
     paths = found.images
     if not paths:
@@ -65,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
             echo(f"error: {path}: {err}")
     if not images:
         raise UsageError("none of the images could be read")
-    report = explain(scorer.model, images, names=names, top_k=args.top_k, out_dir=args.out,
-                     batch_size=args.batch_size, progress=True, metadata={"writer": WRITER, "model": args.model})
-    top = ", ".join(f"L{layer}H{head}" for layer, head in report["top_heads"])
+    try:
+        report = explain(scorer.model, images, names=names, top_k=args.top_k, out_dir=args.out,
+                         batch_size=args.batch_size, progress=True, metadata={"writer": WRITER, "model": args.model})
+    except UnsupportedBackbone as err:
+        raise UsageError(f"--model {args.model}: {err}") from None
+    if report["method"] == ATTENTION_METHOD:
+        method = "top heads " + ", ".join(f"L{layer}H{head}" for layer, head in report["top_heads"])
+    else:
+        method = f"Grad-CAM on {report['feature_map']['module'] or 'the backbone output'}"
     not_scored = f", {len(found.not_scored)} not images or duplicates ({found.reasons()})" if found.not_scored else ""
-    echo(f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable{not_scored}; top heads {top}; "
-         f"{len(report['heatmaps'])} heatmaps and {REPORT_FILE} in {Path(args.out)}")
+    echo(f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable{not_scored}; {method}; "
+         f"{len(report['heatmaps'])} heatmaps and {REPORT_FILE} in {Path(args.out)} ({report['diff_maps']})")
     return 0
