@@ -2,7 +2,9 @@
 sweep chosen on validation, `results.json` + `results.md` with per-split values and the task's median (IQA) or mean,
 and cross-dataset evaluation of each trained model. The only place that knows a run's folder layout:
 
-    <output_dir>/results.json, results.md
+    <output_dir>/results.json, results.md, train.log (run_log.LOG_FILE)
+    <output_dir>/report/report.html, .md, *.png   the run's summary (run_reports)
+    <output_dir>/split_<k>/report/               split k's test report (a folder per dataset when several)
     <output_dir>/split_<k>/lr_<lr>/          Trainer checkpoints of one learning rate
     <output_dir>/split_<k>/lr_<lr>/stage2/<dataset>/   multi-dataset stage 2: each head's checkpoints
     <output_dir>/split_<k>/model/            the selected model (save_pretrained)
@@ -32,7 +34,11 @@ from .recipe import (
     resolve_task,
     vision_config_of,
 )
+from .reports import HTML_FILE
+from .run_log import run_log
+from .run_reports import REPORT_DIR, write_split_reports, write_summary_report
 from .score_files import cannot_write_in
+from .tasks import score_meaning
 from .training import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -71,12 +77,23 @@ def run_model_dir(run_dir: str | Path) -> Path:
 
 def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentArguments,
                    base_args: TrainingArguments) -> dict:
-    """Train and test on every requested split (and LR), write `results.json` / `results.md`, save models."""
+    """Train and test on every requested split (and LR), write `results.json` / `results.md`, save models; the
+    main process logs it all to `<output_dir>/train.log`."""
     task = validate_arguments(model_args, data_args, experiment, base_args)
+    with run_log(base_args.output_dir, enabled=base_args.process_index == 0) as log_path:
+        logger.info("experiment: %s (%s), split(s) %s, learning rate(s) %s; log %s", "+".join(task.datasets),
+                    task.name, data_args.splits, experiment.learning_rates or [base_args.learning_rate], log_path)
+        results = _run_experiment(task, model_args, data_args, experiment, base_args)
+        logger.info("results (%s over splits): %s", task.aggregation, rounded(results["aggregate"]))
+    return results
+
+
+def _run_experiment(task, model_args, data_args: DataArguments, experiment: ExperimentArguments,
+                    base_args: TrainingArguments) -> dict:
     output_dir = Path(base_args.output_dir)
     learning_rates = experiment.learning_rates or [base_args.learning_rate]
     multi = len(task.datasets) > 1
-    split_results = []
+    split_results, histories, sweep = [], {}, []
     for split in data_args.splits:
         candidates = []
         for lr in learning_rates:
@@ -86,17 +103,25 @@ def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentA
             model = build_model(model_args, task, test_resize_short=resize)
             data = prepare_splits(task, data_args, split, model, base_args.seed)
             args = training_arguments(base_args, run_dir, task, lr, multi)
+            outputs: dict = {}
             trainer, validation, test = train_one(model, task, data, args, experiment.early_stopping_patience,
-                                                  experiment.resume)
+                                                  experiment.resume, outputs)
             if multi and experiment.stage2_epochs > 0:
                 stage2_heads(model, task, data, args, experiment.stage2_epochs, run_dir / STAGE2_DIR)
-                validation, test = evaluate_parts(trainer, data)
-            candidates.append({"learning_rate": lr, "validation": validation, "test": test, "trainer": trainer})
-            logger.info("split %s lr %g: validation %s test %s", split, lr, validation, test)
+                validation, test = evaluate_parts(trainer, data, outputs=outputs)
+            candidates.append({"learning_rate": lr, "validation": validation, "test": test, "trainer": trainer,
+                               "test_set": data.get("test"), "test_output": outputs.get("test")})
+            histories[f"split {split} · lr {lr:g}"] = list(trainer.state.log_history)
+            logger.info("split %s lr %g: validation %s; test %s", split, lr, rounded(validation), rounded(test))
         best = max(candidates, key=lambda c: c["validation"].get(task.best_metric, float("-inf")))
+        sweep += [{"split": split, "learning_rate": c["learning_rate"], "validation": c["validation"],
+                   "chosen": c is best} for c in candidates]
         model_dir = split_model_dir(output_dir, split)
         if experiment.save_model or experiment.cross_eval_dataset:
             best["trainer"].save_model(str(model_dir))
+        if experiment.report and base_args.process_index == 0 and best["test_output"] is not None:
+            write_split_reports(split_dir(output_dir, split), split, best["learning_rate"], task, data_args,
+                                best["test_set"], best["test_output"], score_meaning(best["trainer"].model.config))
         row = {"split": split, "learning_rate": best["learning_rate"], "validation": best["validation"],
                "test": best["test"]}
         if experiment.cross_eval_dataset:
@@ -126,7 +151,14 @@ def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentA
             for name in experiment.cross_eval_dataset
         }
     write_results(results, output_dir)
+    if experiment.report and base_args.process_index == 0:
+        summary = write_summary_report(output_dir, results, histories, sweep, task.best_metric)
+        logger.info("report: %s (and split_<k>/%s/report.html per split)", summary.out_dir / HTML_FILE, REPORT_DIR)
     return results
+
+
+def rounded(metrics: dict) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()) or "none"
 
 
 def per_dataset_results(name: str, split_results: list[dict], task) -> dict:
@@ -149,14 +181,15 @@ def validate_arguments(model_args, data_args: DataArguments, experiment: Experim
     if len(experiment.cross_eval_data_dir) != len(experiment.cross_eval_dataset):
         raise ConfigurationError("--cross_eval_data_dir: give one folder per --cross_eval_dataset "
                                  f"{experiment.cross_eval_dataset}, got {experiment.cross_eval_data_dir}")
-    task = resolve_task(data_args.dataset)
+    data_args.check_own_data_options()
+    task = resolve_task([data_args.dataset_info(name) for name in data_args.dataset])
     for name in experiment.cross_eval_dataset:
         if get_dataset_info(name).task != task.name:
             raise ConfigurationError(f"--cross_eval_dataset {name}: not a {task.name} dataset, as --dataset is")
     if not data_args.splits:
         raise ConfigurationError("--splits: give at least one split index, e.g. --splits 0")
     for name in task.datasets:
-        info = get_dataset_info(name)
+        info = data_args.dataset_info(name)
         bad = [s for s in data_args.splits if not 0 <= s < info.num_splits]
         if bad:
             raise ConfigurationError(f"--splits {bad}: out of range for {name}, whose splits are "

@@ -79,13 +79,31 @@ def build_repo_folder(
             write_peft_adapter(config, load_lora_weights(out_dir), out_dir / ADAPTER_DIR)
         else:
             logger.warning("No peft adapter written: adaptation=%r has no LoRA.", config.adaptation)
-    if isinstance(results, (str, Path)):
+    report = None
+    if isinstance(results, (str, Path)):  # a run's results.json: its report/ comes along
+        from .run_reports import REPORT_DIR
+
+        report = copy_run_report(Path(results).parent / REPORT_DIR, out_dir / REPORT_DIR)
         results = json.loads(Path(results).read_text())
     card = render_model_card(config, results=results, repo_id=repo_id, notes=notes,
-                             peft_adapter=(out_dir / ADAPTER_DIR).is_dir())
+                             peft_adapter=(out_dir / ADAPTER_DIR).is_dir(), report=report)
     card.save(out_dir / CARD_FILE)
     check_repo_folder(out_dir)
     return out_dir
+
+
+def copy_run_report(report_dir: Path, out_dir: Path) -> str | None:
+    """Copy a train.py run's summary report (PNG, report.md, report.html) into the repo; its folder name, or `None`
+    when the run has none."""
+    files = [path for path in sorted(report_dir.glob("*")) if path.suffix in (".png", ".md", ".html")]
+    from .reports import MARKDOWN_FILE
+
+    if not any(path.name == MARKDOWN_FILE for path in files):
+        return None
+    out_dir.mkdir()
+    for path in files:
+        shutil.copyfile(path, out_dir / path.name)
+    return out_dir.name
 
 
 def copy_saved_model(model_dir: Path, out_dir: Path) -> None:

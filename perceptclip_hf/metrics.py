@@ -201,6 +201,35 @@ def regression_metrics(pred: ArrayLike, y: ArrayLike, fit: LogisticFit = "robust
     }
 
 
+def bootstrap_intervals(pred: ArrayLike, y: ArrayLike, resamples: int = 1000, confidence: float = 0.95,
+                        seed: int = 0, fit: LogisticFit = "robust") -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of ``srcc``, ``krcc`` and ``plcc`` over ``resamples`` resamplings (with
+    replacement, seeded) of the (prediction, label) pairs. PLCC is of the 4PL-fitted predictions, the curve fitted
+    once on all pairs (refitting per resample would cost a fit each)."""
+    pred_arr, y_arr = _paired_arrays(pred, y)
+    try:
+        fitted = logistic_4pl(pred_arr, *fit_logistic_4pl(pred_arr, y_arr, fit=fit))
+    except LogisticFitError:
+        fitted = pred_arr
+    rows = np.random.default_rng(seed).integers(0, pred_arr.size, (resamples, pred_arr.size))
+    values = {
+        "srcc": _rowwise_pearson(stats.rankdata(pred_arr[rows], axis=1), stats.rankdata(y_arr[rows], axis=1)),
+        "krcc": np.array([stats.kendalltau(pred_arr[r], y_arr[r]).statistic for r in rows]),
+        "plcc": _rowwise_pearson(fitted[rows], y_arr[rows]),
+    }
+    tail = 100 * (1 - confidence) / 2  # a resample of tied values has no correlation (nan): left out
+    return {name: tuple(float(v) for v in np.nanpercentile(samples, [tail, 100 - tail]))
+            for name, samples in values.items()}
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (nan for a constant row)."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)

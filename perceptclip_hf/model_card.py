@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .metrics import aggregate_splits
 from .modeling import PerceptCLIPConfig
-from .tasks import TaskSpec, get_task, list_tasks, task_of_config
+from .tasks import TaskSpec, get_task, list_tasks, score_meaning, task_of_config
 
 TEMPLATES = files("perceptclip_hf.model_cards")
 LAYOUT_TEMPLATE = "layout.md"
@@ -128,6 +128,21 @@ def architecture_rows(config: PerceptCLIPConfig) -> dict[str, str]:
     return rows
 
 
+def model_description(config: PerceptCLIPConfig) -> str:
+    """The real architecture in words: backbone and its source, adaptation, head (`CLIP's vision encoder
+    (openai/clip-vit-large-patch14) adapted with LoRA on the attention q_proj/k_proj/v_proj projections, its frozen
+    visual projection, and an MLP head (hidden 512 → 256)`)."""
+    model_type = config.vision_config.model_type
+    clip = model_type == "clip_vision_model"
+    source = config.base_model_name_or_path or "randomly initialised"
+    backbone = f"CLIP's vision encoder ({source})" if clip else f"a `{model_type}` backbone ({source})"
+    adaptation = {"lora": f"adapted with LoRA on the attention {'/'.join(config.lora_target_modules)} projections",
+                  "full": "fully fine-tuned", "frozen": "kept frozen"}[config.adaptation]
+    head = (f"an MLP head (hidden {' → '.join(map(str, config.head_hidden_sizes))})" if config.head_type == "mlp"
+            else "a linear head")
+    return f"{backbone} {adaptation}{', its frozen visual projection,' if clip else ''} and {head}"
+
+
 def preprocessing_text(config: PerceptCLIPConfig, spec: TaskSpec) -> str:
     """How this model's images are prepared at test time (`perceptclip predict`, `PerceptScorer`), in one paragraph."""
     from .modeling import default_image_processor
@@ -161,9 +176,11 @@ def render_model_card(
     repo_id: str | None = None,
     notes: str | None = None,
     peft_adapter: bool = False,
+    report: str | None = None,
 ) -> ModelCard:
     """The model card of a PerceptCLIP repo. `results`: a run's `results.json` content (model-index, tables and
-    recipe); `notes`: an extra paragraph (provenance); `peft_adapter`: the repo has an `adapter/` folder."""
+    recipe); `notes`: an extra paragraph (provenance); `peft_adapter`: the repo has an `adapter/` folder; `report`: the
+    repo's folder holding the run's summary report (embedded and linked)."""
     spec = task_of_config(config)
     datasets = parse_results(results, config.task) if results else []
     multi_dataset = len(datasets) > 1 or bool(config.heads and len(config.heads) > 1)
@@ -177,7 +194,8 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         license="mit",
-        tags=["perceptclip", "clip", "lora", *spec.card_tags],
+        tags=["perceptclip", *(["clip"] if config.vision_config.model_type == "clip_vision_model" else []),
+              *(["lora"] if config.adaptation == "lora" else []), *spec.card_tags],
         metrics=sorted({m for d in datasets for m in d.metrics}) or None,
         eval_results=eval_results(datasets) or None,
     )
@@ -201,6 +219,9 @@ def render_model_card(
         peft_adapter=peft_adapter,
         task_title=spec.title,
         preprocessing=preprocessing_text(config, spec),
+        model_description=model_description(config),
+        report=report,
+        score_meaning=score_meaning(config),
     )
 
 

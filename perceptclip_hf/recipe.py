@@ -19,9 +19,11 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .data import get_dataset_info
+from .data import DatasetInfo, get_dataset_info
+from .data.own_data import OWN_DATASETS, OwnData, own_dataset_info
 from .errors import ConfigurationError, loading_model, one_line
 from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
+from .recipe_help import TRAINER_GROUP, USAGE, group_options
 from .tasks import TaskSpec, get_task
 
 # Config fields a recipe may set (the architecture and its adaptation); `loss` defaults to the task's.
@@ -31,6 +33,8 @@ TASK_FILLED_OPTIONS = ("loss",)
 # Options that choose one thing in two ways (what, options): the command line's choice drops the recipe's other.
 ALTERNATIVE_OPTIONS = (("the backbone: pretrained weights, or a random one of that config",
                         ("base_model_name_or_path", "vision_config")),)
+
+OWN_DATA_TASKS = {"table": "quality", "imagefolder": "emotion"}  # the task of your own data without --task
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +75,25 @@ ModelArguments = _model_arguments_class()
 
 @dataclass
 class DataArguments:
-    """The data: one dataset, or several for multi-dataset training (one head each), and the split protocol."""
+    """The data: one dataset, or several for multi-dataset training (one head each), and the split protocol. Besides
+    the registry's datasets, `table` (your CSV / TSV / JSON(L) of images and labels) and `imagefolder` (one
+    sub-folder per class)."""
 
-    dataset: list[str] = field(default_factory=lambda: ["synthetic_iqa"],
-                               metadata={"help": "Registry name(s); see `perceptclip list`."})
-    data_dir: list[str] = field(default_factory=lambda: ["outputs/synthetic_iqa"],
-                                metadata={"help": "Folder of each dataset in its original layout."})
+    dataset: list[str] = field(default_factory=lambda: ["synthetic_iqa"], metadata={
+        "help": "Registry name(s) (see `perceptclip list`), or your own data: table (with --table) or imagefolder."})
+    data_dir: list[str] = field(default_factory=lambda: ["outputs/synthetic_iqa"], metadata={
+        "help": "Folder of each dataset in its original layout (table: the folder its image paths start from)."})
+    table: str | None = field(default=None, metadata={
+        "help": "--dataset table: the CSV / TSV / JSON / JSONL file of images and labels (in --data_dir, or a path)."})
+    image_column: str = field(default="path", metadata={"help": "--dataset table: the column of image paths."})
+    label_column: str | None = field(default=None, metadata={
+        "help": "--dataset table: the column of labels (default: score, or label for a classification task)."})
+    group_column: str | None = field(default=None, metadata={
+        "help": "--dataset table: a column of shared content (prompt, source photo): splits keep each group on one "
+                "side (default: random 80/20 splits)."})
+    task: str | None = field(default=None, metadata={
+        "help": "Your own data's task: quality (table's default), memorability, emotion (imagefolder's default) "
+                "or a registered one."})
     splits: list[int] = field(default_factory=lambda: [0], metadata={"help": "Split indices to run (protocol)."})
     validation_fraction: float = 0.1
     crop_size: int | None = field(default=None, metadata={"help": "Default: the backbone's image size."})
@@ -86,10 +103,39 @@ class DataArguments:
     resize_short: int | None = field(default=None, metadata={
         "help": "IQA: resize the short side before cropping (default: the dataset's protocol, e.g. 384 for KonIQ)."})
     max_train_samples: int | None = None
+    _own_infos: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def dataset_info(self, name: str) -> DatasetInfo:
+        """The registry's row of dataset `name`, or of your own data (`table`, `imagefolder`: read once)."""
+        if name not in OWN_DATASETS:
+            return get_dataset_info(name)
+        if name not in self._own_infos:
+            data_dir = self.data_dir[self.dataset.index(name)] if name in self.dataset else None
+            if data_dir is None or len(self.data_dir) != len(self.dataset):
+                raise ConfigurationError(f"--dataset {name}: give its folder as --data_dir (one per --dataset)")
+            if name == "table" and not self.table:
+                raise ConfigurationError("--dataset table: give --table FILE, your CSV / TSV / JSON(L) of images "
+                                         "and labels (image paths relative to --data_dir)")
+            task = get_task(self.task or OWN_DATA_TASKS[name])
+            own = OwnData(name, data_dir, self.table, self.image_column, self.label_column, self.group_column)
+            self._own_infos[name] = own_dataset_info(own, task.name, task.is_classification)
+        return self._own_infos[name]
+
+    def check_own_data_options(self) -> None:
+        """The own-data options go with their dataset: `--table` etc. with `--dataset table`, `--task` with either."""
+        table_options = [f"--{name}" for name, default in (("table", None), ("label_column", None),
+                                                          ("group_column", None), ("image_column", "path"))
+                         if getattr(self, name) != default]
+        if table_options and "table" not in self.dataset:
+            raise ConfigurationError(f"{' '.join(table_options)}: read with --dataset table only, not with "
+                                     f"--dataset {' '.join(self.dataset)}")
+        if self.task and not set(OWN_DATASETS) & set(self.dataset):
+            raise ConfigurationError(f"--task {self.task}: the task of your own data (--dataset table or "
+                                     f"imagefolder); {' '.join(self.dataset)} has its own task")
 
     def resize_short_for(self, name: str) -> int | None:
         """IQA short-side resize of dataset `name`: the override, else its protocol's."""
-        return self.resize_short or get_dataset_info(name).test_resize_short
+        return self.resize_short or self.dataset_info(name).test_resize_short
 
 
 @dataclass
@@ -106,6 +152,9 @@ class ExperimentArguments:
         "help": "Datasets to test each trained model on (cross-dataset generalisation, paper Table 2)."})
     cross_eval_data_dir: list[str] = field(default_factory=list)
     save_model: bool = True
+    report: bool = field(default=True, metadata={
+        "help": "Write the run's reports: report/ (curves, sweep, per-split metrics) and split_<k>/report/ (test "
+                "figures and worst cases), each as PNGs, report.html and report.md."})
 
 
 DATACLASSES = (ModelArguments, DataArguments, ExperimentArguments, TrainingArguments)
@@ -141,9 +190,12 @@ class RecipeParser(HfArgumentParser):
     exit 2), prefixed with `source` (`<recipe>: <option>`) for a recipe's value."""
 
     def __init__(self, prog: str | None = None, source: str | None = None, **kwargs):
-        super().__init__(DATACLASSES, prog=prog, **kwargs)
+        super().__init__(DATACLASSES, prog=prog, usage=USAGE, **kwargs)
         self.add_argument("--config", help="YAML recipe (configs/<dataset>.yaml); command-line options override it.")
         self.source = source
+        if self.add_help:
+            group_options(self, [("Model", ModelArguments), ("Data", DataArguments),
+                                 ("Experiment", ExperimentArguments), (TRAINER_GROUP, TrainingArguments)])
 
     def error(self, message: str):
         if self.source:
@@ -257,12 +309,14 @@ class TrainingTask:
         return self.spec.aggregation
 
 
-def resolve_task(dataset_names: list[str]) -> TrainingTask:
-    infos = [get_dataset_info(name) for name in dataset_names]
+def resolve_task(datasets: list[str | DatasetInfo]) -> TrainingTask:
+    """What the datasets (registry names, or rows such as `DataArguments.dataset_info`'s) imply."""
+    infos = [d if isinstance(d, DatasetInfo) else get_dataset_info(d) for d in datasets]
     tasks = {info.task for info in infos}
     if len(tasks) != 1:
-        raise ConfigurationError(f"--dataset {' '.join(dataset_names)}: multi-dataset training needs datasets of "
-                                 f"one task, got {dict(zip(dataset_names, (i.task for i in infos)))}")
+        names = [info.name for info in infos]
+        raise ConfigurationError(f"--dataset {' '.join(names)}: multi-dataset training needs datasets of "
+                                 f"one task, got {dict(zip(names, (i.task for i in infos)))}")
     info = infos[0]
     return TrainingTask(
         spec=get_task(info.task), datasets=[i.name for i in infos],

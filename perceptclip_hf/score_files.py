@@ -33,7 +33,7 @@ META_SUFFIX = ".meta.json"
 PENDING_SUFFIX = ".pending.jsonl"
 PARQUET_METADATA_KEY = b"perceptclip"
 WRITER = "perceptclip predict"
-FORMAT_VERSION = 2  # 2: rows are named by "id" (was "path": files only)
+FORMAT_VERSION = 3  # 2: rows are named by "id" (was "path": files only); 3: regression rows say their score_scale
 
 
 def meta_path(path: str | os.PathLike) -> Path:

@@ -184,4 +184,27 @@ def task_of_config(config: PerceptCLIPConfig) -> TaskSpec:
                     score_range=tuple(config.score_range) if config.score_range else None)
 
 
-__all__ = ["TaskSpec", "get_task", "list_tasks", "register_task", "task_of_config"]
+def score_scale(config: PerceptCLIPConfig) -> str | None:
+    """`"calibrated"` (trained to the labels' values: MSE), `"relative"` (trained to correlate with them: PLCC, whose
+    score ranks images on a scale of its own), or `None` for a classifier."""
+    if config.is_classification:
+        return None
+    return "relative" if config.loss == "plcc" else "calibrated"
+
+
+def score_meaning(config: PerceptCLIPConfig) -> str:
+    """One sentence on what a model's output means, the same in reports, CSV notes, cards and the demo."""
+    if config.is_classification:
+        labels = [str(config.id2label[i]) for i in sorted(config.id2label)]
+        return f"class probabilities over {len(labels)} classes ({', '.join(labels)}); the label is the most probable."
+    direction = "higher is better" if config.higher_is_better else "lower is better"
+    span = f"{config.score_range[0]:.3g}–{config.score_range[1]:.3g}" if config.score_range else None
+    if score_scale(config) == "relative":
+        return (f"a relative score ({direction}): trained with the PLCC loss, it ranks images but its scale is its "
+                "own" + (f", not the training labels' {span}" if span else "") + "; compare scores of this model "
+                "with each other, not with human ratings.")
+    return (f"a calibrated score ({direction}): trained with {config.loss.upper()} to the training labels' values"
+            + (f", on their scale {span}." if span else "."))
+
+
+__all__ = ["TaskSpec", "get_task", "list_tasks", "register_task", "score_meaning", "score_scale", "task_of_config"]

@@ -17,11 +17,12 @@ from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_N
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .data import benchmark_splits, get_dataset_info, load_benchmark, repeat_dataset
+from .data import benchmark_splits, repeat_dataset
 from .errors import corrupt_weights
 from .metrics import aggregate_splits
 from .preprocessing import build_transform, transform_kwargs, with_image_transform
 from .recipe import DataArguments, TrainingTask
+from .run_log import HistoryCallback
 
 logger = logging.getLogger(__name__)
 TRAINER_STATE_FILE = TRAINER_STATE_NAME
@@ -63,12 +64,16 @@ def prepare_splits(task: TrainingTask, data_args: DataArguments, split: int, mod
     raw: dict[str, list[Dataset]] = {"train": [], "validation": [], "test": []}
     transforms: dict[str, list] = {"train": [], "validation": [], "test": []}
     for head_index, (name, data_dir) in enumerate(zip(task.datasets, data_args.data_dir)):
-        info = get_dataset_info(name)
-        splits = benchmark_splits(name, load_benchmark(name, data_dir), split, data_dir=data_dir,
+        info = data_args.dataset_info(name)
+        splits = benchmark_splits(info, info.loader(data_dir), split, data_dir=data_dir,
                                   validation_fraction=data_args.validation_fraction)
         if data_args.max_train_samples and "train" in splits:
             train = splits["train"].shuffle(seed=seed)
             splits["train"] = train.select(range(min(len(train), data_args.max_train_samples)))
+        replicas = data_args.replicas or info.replicas if task.spec.multi_crop_test else 1
+        logger.info("data: %s split %d (%s protocol): %s images%s", name, split, info.split_protocol,
+                    ", ".join(f"{part} {len(ds)}" for part, ds in splits.items()),
+                    f"; each train image {replicas} times per epoch" if replicas > 1 else "")
         for part in raw:
             if part not in splits:
                 continue
@@ -136,18 +141,48 @@ def training_arguments(base: TrainingArguments, output_dir: Path, task: Training
 
 
 def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: TrainingArguments, patience: int,
-              resume: bool) -> tuple[Trainer, dict, dict]:
-    """Train with early stopping, keep the best checkpoint on validation, return validation and test metrics."""
+              resume: bool, outputs: dict | None = None) -> tuple[Trainer, dict, dict]:
+    """Train with early stopping, keep the best checkpoint on validation, return validation and test metrics (and
+    in `outputs`, the predictions of each part: :func:`evaluate_parts`)."""
     trainer = Trainer(
         model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("validation"),
         compute_metrics=make_compute_metrics(task),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), HistoryCallback()],
     )
+    for line in start_summary(model, args):
+        logger.info(line)
     checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     if resume and checkpoint is None:
         logger.info("--resume: no complete checkpoint in %s yet, training from scratch", args.output_dir)
+    elif checkpoint is not None:
+        state = json.loads((Path(checkpoint) / TRAINER_STATE_FILE).read_text())
+        logger.info("resuming from %s (epoch %g, step %d)", Path(checkpoint).name, round(state.get("epoch") or 0, 4),
+                    state.get("global_step", 0))
     trainer.train(resume_from_checkpoint=checkpoint)
-    return trainer, *evaluate_parts(trainer, data)
+    trainer.remove_callback(EarlyStoppingCallback)  # it watches validation only: the test evaluations lack its metric
+    return trainer, *evaluate_parts(trainer, data, outputs=outputs)
+
+
+def start_summary(model, args: TrainingArguments) -> list[str]:
+    """What a run is about to do: its model (backbone, adaptation, trainable parameters), device and folder (its data
+    sizes are logged by :func:`prepare_splits`)."""
+    config = model.config
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    adaptation = config.adaptation
+    if adaptation == "lora":
+        adaptation += f" (r={config.lora_r}, alpha={config.lora_alpha:g}, on {'/'.join(config.lora_target_modules)})"
+    precision = "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else str(next(model.parameters()).dtype)
+    epochs = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+    return [
+        f"run: {args.output_dir}",
+        f"  model: {config.vision_config.model_type} backbone "
+        f"({config.base_model_name_or_path or 'randomly initialised'}), adaptation {adaptation}, head "
+        f"{config.head_hidden_sizes} → {config.num_labels}, loss {config.loss}; "
+        f"{trainable:,} trainable of {total:,} parameters",
+        f"  device: {args.device.type} ({precision}), {args.world_size} process(es), batch "
+        f"{args.per_device_train_batch_size} per device, {epochs}, learning rate {args.learning_rate:g}",
+    ]
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -202,11 +237,18 @@ def _weights_files(checkpoint: Path) -> list[Path]:
     return [checkpoint / n for n in (SAFE_WEIGHTS_NAME, ADAPTER_SAFE_WEIGHTS_NAME) if (checkpoint / n).exists()]
 
 
-def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validation", "test")) -> list[dict]:
-    """The task metrics of each part present in `data` (empty dict for an absent part), without the prefix."""
+def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validation", "test"),
+                   outputs: dict | None = None) -> list[dict]:
+    """The task metrics of each part present in `data` (empty dict for an absent part), without the prefix; with
+    `outputs`, each part's `PredictionOutput` (predictions, label ids) is kept there under its name."""
     results = []
     for part in parts:
-        metrics = trainer.evaluate(data[part], metric_key_prefix=part) if part in data else {}
+        metrics = {}
+        if part in data:
+            output = trainer.predict(data[part], metric_key_prefix=part)
+            metrics = output.metrics
+            if outputs is not None:
+                outputs[part] = output
         results.append({k[len(part) + 1:]: v for k, v in metrics.items() if k.startswith(part + "_")
                         and isinstance(v, float) and not k.endswith(("_runtime", "_per_second", "_loss"))})
     return results

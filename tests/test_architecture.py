@@ -121,7 +121,8 @@ def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_pat
     assert main(["predict", str(data_dir), "--model", str(model_dir), "--output", str(scores_csv)]) == 0
     with scores_csv.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 90 and {(r["score_min"], r["score_max"]) for r in rows} == {("1.0", "10.0")}
+    assert len(rows) == 90 and {(r["score_scale"], r["score_min"], r["score_max"]) for r in rows} == {
+        ("calibrated", "1.0", "10.0")}  # MSE-trained: its scores are on the labels' scale
     # A user without the package (remote code only) loads the new task's model from its config alone.
     run_python(BLOCK_PACKAGE + f"""
 from transformers import AutoModel

@@ -68,8 +68,9 @@ def test_predict_folder_with_corrupt_files_then_resume(quality_dir, photo_folder
     assert len(rows) == 53 and len(errors) == 3
     assert {Path(row["id"]).name for row in errors} == {"bad_empty.jpg", "bad_text.png", "bad_truncated.png"}
     assert sum("/sub/" in row["id"] for row in rows) == 16
-    assert all(row["score_min"] == "1.0" and row["score_max"] == "5.0" and row["higher_is_better"] == "True"
-               for row in rows if not row["error"])
+    # The tiny quality model has the task's PLCC loss: a relative score, with no range beside it.
+    assert all(row["score_scale"] == "relative" and row["score_min"] == row["score_max"] == ""
+               and row["higher_is_better"] == "True" for row in rows if not row["error"])
     assert summary_counts(first.stderr) == (50, 3, 0)
 
     # An interrupted run: the header, 20 rows and half of the 21st line.

@@ -59,7 +59,7 @@ def test_three_models_in_one_pass_equal_three_separate_runs(three_models, photos
     assert result.returncode == 0, result.stderr
     assert "14 scored, 1 failed" in result.stderr and "3 models share their base weights" in result.stderr
     rows = read_rows(output)
-    assert list(rows[0])[:3] == ["id", "quality_score", "quality_score_min"] and list(rows[0])[-1] == "error"
+    assert list(rows[0])[:3] == ["id", "quality_score", "quality_score_scale"] and list(rows[0])[-1] == "error"
     assert [row["id"] for row in rows] == [row["id"] for row in separate["quality"]]
     for index, row in enumerate(rows):
         if row["error"]:

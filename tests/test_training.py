@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -71,6 +72,10 @@ assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
 
     reported = {r.metric_type: r.metric_value for r in ModelCard.load(tmp_path / "hub" / "README.md").data.eval_results}
     assert reported["srcc"] == pytest.approx(results["aggregate"]["srcc"])
+    # ... and embeds the run's summary report, whose files come along.
+    assert (tmp_path / "hub" / "report" / "training_curves.png").read_bytes() == (
+        tmp_path / "run" / "report" / "training_curves.png").read_bytes()
+    assert "](report/training_curves.png)" in (tmp_path / "hub" / "README.md").read_text()
 
 
 def test_command_line_overrides_the_recipe_and_unknown_keys_are_named(tmp_path, synthetic_dir):
@@ -133,6 +138,14 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, synthetic_
                                            "--resume", "true"), capture_output=True, text=True, cwd=REPO_ROOT,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The log (appended to) says where training went on: a checkpoint the kill left whole, at its epoch.
+    resumed_from = re.findall(r"resuming from (checkpoint-\d+) \(epoch ([\d.]+), step (\d+)\)",
+                              (run_dir / "train.log").read_text())
+    assert len(resumed_from) == 1, resumed_from
+    name, epoch, step = resumed_from[0]
+    state = json.loads((run_dir / "split_0" / checkpoint.parent.name / name / "trainer_state.json").read_text())
+    assert (float(epoch), int(step)) == (pytest.approx(state["epoch"], abs=1e-3), state["global_step"])
+    assert name == checkpoint.name or int(step) > int(checkpoint.name.split("-")[1])
     expected = json.loads((tmp_path / "whole" / "results.json").read_text())["splits"][0]
     got = json.loads((run_dir / "results.json").read_text())["splits"][0]
     for part in ("validation", "test"):

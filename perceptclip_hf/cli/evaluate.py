@@ -8,7 +8,16 @@ import os
 from pathlib import Path
 
 from ..metrics import LOGISTIC_FITS
-from .common import UsageError, add_model_arguments, add_tta_arguments, add_input_arguments, load_scorer, progress
+from .common import (
+    UsageError,
+    add_input_arguments,
+    add_model_arguments,
+    add_tta_arguments,
+    check_out_folder,
+    echo,
+    load_scorer,
+    progress,
+)
 
 
 NAME = "evaluate"
@@ -19,6 +28,7 @@ DESCRIPTION = ("Predict a benchmark split (original dataset layout in --data-dir
 
 
 WRITER = "perceptclip evaluate"
+REPORT_JSON = "evaluation.json"  # the metrics, in a --report folder (marks it as this command's)
 
 
 def add_arguments(parser) -> None:
@@ -28,6 +38,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="test", help="part of the split to evaluate (default: test)")
     parser.add_argument("--output", "-o", default=None,
                         help="also write the metrics JSON to this file (replaces only a report of this command)")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="also write a report to this folder: figures (PNG), report.html and report.md "
+                             "(a new or empty folder, or an earlier report of this command)")
     parser.add_argument("--plcc-fit", choices=LOGISTIC_FITS, default="robust",
                         help="4-parameter logistic fit before PLCC: robust (default: two starts) or loda (LoDa's and "
                              "pyiqa's single start, to compare with their published numbers); see docs/protocol.md")
@@ -38,8 +51,9 @@ def add_arguments(parser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset_info
-    from ..evaluation import evaluate_benchmark
+    from ..evaluation import benchmark_report, predict_benchmark
     from ..score_files import check_own_json, check_writable
+    from ..tasks import score_meaning
 
     try:
         info = get_dataset_info(args.dataset)
@@ -50,18 +64,26 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_writable(args.output)
         check_own_json(args.output, WRITER)
+    if args.report:
+        check_out_folder(Path(args.report), REPORT_JSON, WRITER, "--report")
     scorer = load_scorer(args, resize_short=info.test_resize_short, interpolation=info.interpolation)
     try:
-        metrics, num_images = evaluate_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
-                                                 progress=lambda it, total: progress(it, total=total,
-                                                                                     desc="evaluate", unit="img"),
-                                                 fit=args.plcc_fit)
+        predictions = predict_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
+                                        progress=lambda it, total: progress(it, total=total, desc="evaluate",
+                                                                            unit="img"))
     except ValueError as err:
         raise UsageError(str(err)) from None
     report = {"writer": WRITER, "model": args.model, "dataset": info.name, "split_index": args.split_index,
-              "split": args.split, "num_images": num_images, "plcc_fit": args.plcc_fit, "metrics": metrics}
+              "split": args.split, "num_images": len(predictions.labels), "plcc_fit": args.plcc_fit,
+              "metrics": predictions.metrics(args.plcc_fit)}
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
+    if args.report:
+        (Path(args.report) / REPORT_JSON).write_text(text + "\n", encoding="utf-8")
+        document = benchmark_report(predictions, args.report, f"{args.model} on {info.name}",
+                                    context=f"The {args.split} part of split {args.split_index}.",
+                                    score_meaning=score_meaning(scorer.config), fit=args.plcc_fit)
+        echo(f"report: {Path(args.report) / 'report.html'} ({len(document.figures)} figures)")
     print(text)
     return 0

@@ -34,7 +34,9 @@ DESCRIPTION = ("Score images with a trained model. Folders are searched recursiv
                "input: the absolute path of a file, the __key__ of a shard sample, the --id-column value (default: "
                "the row index) of a table row. <output>.meta.json records the model, the settings and each run, and "
                "makes --resume / --overwrite refuse files this command did not write. "
-               "Regression models write score, score_min, score_max, higher_is_better; emotion models the top "
+               "Regression models write score, score_scale (calibrated: trained to the labels' values, with their "
+               "range in score_min / score_max; relative: PLCC-trained, it ranks images on a scale of its own, no "
+               "range), higher_is_better; emotion models the top "
                "label and one prob_<label> column per class. Several --model score in one pass, their columns "
                "prefixed with each model's name.")
 
@@ -111,7 +113,7 @@ def model_columns(scorer) -> list[str]:
     """A model's columns (after ``id``, before ``error``)."""
     if scorer.is_classification:
         return ["label", *(f"prob_{label}" for label in scorer.labels)]
-    return ["score", "score_min", "score_max", "higher_is_better"]
+    return ["score", "score_scale", "score_min", "score_max", "higher_is_better"]
 
 
 def result_columns(models) -> list[str]:
@@ -128,14 +130,18 @@ def column_prefixes(models) -> dict[str, str]:
 def result_row(models, id_: str, results: dict[str, Any]) -> dict[str, Any]:
     """One output row: the input's id, each model's prediction (scores with their range and direction), or the
     error of an unreadable input."""
+    from ..tasks import score_scale
+
     if "error" in results:
         return {"id": id_, "error": results["error"]}
     row = {"id": id_}
     for (name, result), prefix in zip(results.items(), column_prefixes(models).values()):
         scorer = models.scorers[name]
-        if not scorer.is_classification:
-            low, high = scorer.score_range or (None, None)
-            result = {**result, "score_min": low, "score_max": high, "higher_is_better": scorer.higher_is_better}
+        if not scorer.is_classification:  # a relative score has no range: its scale is its own (tasks.score_meaning)
+            scale = score_scale(scorer.config)
+            low, high = scorer.score_range if scorer.score_range and scale == "calibrated" else (None, None)
+            result = {**result, "score_scale": scale, "score_min": low, "score_max": high,
+                      "higher_is_better": scorer.higher_is_better}
         row.update({prefix + key: value for key, value in result.items()})
     return row
 

@@ -23,13 +23,14 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(results: dict, output_dir: str) -> str:
     from ..experiment import RESULTS_FILE, RESULTS_TABLE
+    from ..run_log import LOG_FILE
 
     agg = results["aggregate"]
     shown = ", ".join(f"{k.upper()} {v:.3f}" for k, v in agg.items() if k in ("srcc", "plcc", "accuracy"))
     lines = [
         f"PerceptCLIP · {results['dataset']} ({results['task']}) · {len(results['splits'])} split(s)",
         f"  test on held-out content ({results['metric_aggregation']}): {shown}",
-        f"  results: {output_dir}/{RESULTS_FILE}, {output_dir}/{RESULTS_TABLE}",
+        f"  results: {output_dir}/{RESULTS_FILE}, {output_dir}/{RESULTS_TABLE}; log: {output_dir}/{LOG_FILE}",
     ]
     return "\n".join(lines)
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def train(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..experiment import run_experiment, split_model_dir
     from ..recipe import parse_args
-    from ..tasks import get_task
+    from ..modeling import PerceptCLIPConfig
+    from ..tasks import score_meaning
     from .common import load_plugins
 
     load_plugins()  # installed task / dataset plugins, as `perceptclip train` loads them
@@ -57,9 +59,8 @@ def train(argv: list[str] | None = None, prog: str | None = None) -> int:
         model_dir = split_model_dir(training_args.output_dir, data_args.splits[0])
         if experiment.save_model and model_dir.exists():
             print(f"  model: {model_dir}  (AutoModel.from_pretrained(..., trust_remote_code=True))")
-            relative = (" (a PLCC-trained score is relative: it ranks images, its scale is not the label's)"
-                        if (model_args.loss or get_task(results["task"]).loss) == "plcc" else "")
-            print(f"  a few held-out images scored by the saved model{relative}:")
+            print(f"  its output: {score_meaning(PerceptCLIPConfig.from_pretrained(model_dir))}")
+            print("  a few held-out images scored by the saved model:")
             for row in score_examples(model_dir, data_args):
                 predicted = f"score {row['score']:+.4f}" if "score" in row else f"predicted {row.get('label')}"
                 print(f"    {row['image']:<28} label {row['true_label']:.2f}  {predicted}")
@@ -68,11 +69,12 @@ def train(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def score_examples(model_dir: Path, data_args, count: int = 3) -> list[dict]:
     """Score a few held-out images with the saved model, as a user would (`PerceptScorer`)."""
-    from ..data import benchmark_splits, load_benchmark
+    from ..data import benchmark_splits
     from ..inference import PerceptScorer
 
-    name, data_dir = data_args.dataset[0], data_args.data_dir[0]
-    test = benchmark_splits(name, load_benchmark(name, data_dir), data_args.splits[0], data_dir=data_dir)["test"]
+    info, data_dir = data_args.dataset_info(data_args.dataset[0]), data_args.data_dir[0]
+    test = benchmark_splits(info, info.loader(data_dir), data_args.splits[0], data_dir=data_dir,
+                            validation_fraction=data_args.validation_fraction)["test"]
     rows = test.select(range(min(count, len(test))))
     scorer = PerceptScorer.from_pretrained(str(model_dir))
     predictions = scorer(list(rows["image_path"]))

@@ -19,6 +19,7 @@ def load_table(
     *,
     image_column: str = "path",
     label_column: str | None = None,
+    group_column: str | None = None,
     image_root: PathLike | None = None,
     task: Literal["regression", "classification"] = "regression",
     class_names: Sequence[str] | None = None,
@@ -30,7 +31,8 @@ def load_table(
     """A UTF-8 table of images and labels: ``.csv``, ``.tsv``, ``.json`` (objects or lists) or ``.jsonl``.
 
     Image paths are relative to ``image_root`` (default: the table's folder). ``label_column`` defaults
-    to ``score`` (regression) or ``label`` (classification). ``task="classification"``
+    to ``score`` (regression) or ``label`` (classification); ``group_column`` (e.g. a prompt or source photo) is
+    kept as the ``group`` column, for content-disjoint splits. ``task="classification"``
     makes ``label`` a ``ClassLabel``: values are class names (``class_names`` defaults to the sorted
     distinct values) or integer indices into ``class_names``. An image listed twice is an error unless
     ``duplicates`` is ``"first"`` or ``"mean"`` (see :func:`.records.merge_duplicates`).
@@ -38,12 +40,13 @@ def load_table(
     path = require_file(path, "table file")
     if label_column is None:
         label_column = "label" if task == "classification" else "score"
-    rows = _read_table(path, [image_column, label_column])
+    rows = _read_table(path, [image_column, label_column, *([group_column] if group_column else [])])
     image_dir = Path(image_root) if image_root is not None else path.parent
     errors = RowErrors(LoadReport(name), on_error)
+    columns = dict(image_dir=image_dir, name_column=image_column, label_column=label_column,
+                   meta_columns={"group": group_column} if group_column else None)
     if task == "regression":
-        records = records_from_rows(rows, errors, image_dir=image_dir, name_column=image_column,
-                                    label_column=label_column)
+        records = records_from_rows(rows, errors, **columns)
         return build_dataset(records, name=name, root=image_dir, errors=errors, verify_images=verify_images,
                              num_source_rows=len(rows), duplicates=duplicates)
     if task != "classification":
@@ -51,8 +54,7 @@ def load_table(
     if class_names is None:
         class_names = sorted({str(row.get(label_column, "")).strip() for _, row in rows} - {""})
     names = list(class_names)
-    records = records_from_rows(rows, errors, image_dir=image_dir, name_column=image_column,
-                                label_column=label_column, parse_label=lambda v, where: _class_index(v, names, where))
+    records = records_from_rows(rows, errors, **columns, parse_label=lambda v, where: _class_index(v, names, where))
     return build_dataset(records, name=name, root=image_dir, errors=errors, class_names=names,
                          verify_images=verify_images, num_source_rows=len(rows), duplicates=duplicates)
 
@@ -112,7 +114,9 @@ def _read_table(path: Path, required: list[str]) -> list[tuple[str, dict]]:
         raise DatasetFormatError(f"{bad}: expected an object with keys {required}")
     missing = [col for col in required if rows and all(col not in row for _, row in rows)]
     if missing:
-        raise DatasetFormatError(f"{path}: missing column(s) {missing}; pass image_column=/label_column=")
+        present = sorted({str(key) for _, row in rows for key in row})
+        raise DatasetFormatError(f"{path}: missing column(s) {missing}, its columns are {present}; name yours with "
+                                 "image_column= / label_column= / group_column= (train.py: --image_column ...)")
     return rows
 
 

@@ -113,15 +113,15 @@ def load_benchmark(name: str, data_dir: str | Path, **kwargs) -> Dataset:
 
 
 def benchmark_splits(
-    name: str, ds: Dataset, split: int = 0, *, data_dir: str | Path | None = None,
+    name: str | DatasetInfo, ds: Dataset, split: int = 0, *, data_dir: str | Path | None = None,
     validation_fraction: float = 0.1, seed: int = LODA_SEED,
 ) -> DatasetDict:
-    """Split ``split`` (0-based) of dataset ``name`` under its protocol (see :mod:`.splits`).
+    """Split ``split`` (0-based) of dataset ``name`` (or its info) under its protocol (see :mod:`.splits`).
 
     ``validation_fraction`` applies where the protocol has no official validation set; LaMem needs
     ``data_dir`` (its split files).
     """
-    info = get_dataset_info(name)
+    info = name if isinstance(name, DatasetInfo) else get_dataset_info(name)
     if not 0 <= split < info.num_splits:
         raise ValueError(f"{info.name} has splits 0..{info.num_splits - 1}, got {split}")
     protocol = info.split_protocol
