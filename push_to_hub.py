@@ -5,6 +5,7 @@
     python push_to_hub.py --model-dir path/to/saved_model --repo-id me/model --private   # any saved model
     python push_to_hub.py --from-official PerceptCLIP/PerceptCLIP_Emotions --repo-id me/emotions
     python push_to_hub.py --run-dir runs/koniq --repo-id me/x --dry-run out/             # write the folder only
+    python push_to_hub.py --run-dir runs/koniq --repo-id me/x --space space/             # + a Space (the demo)
 """
 
 import sys

@@ -17,6 +17,8 @@ USAGE = """Publish a PerceptCLIP model on the Hugging Face Hub (remote code, ada
     perceptclip push --model-dir path/to/saved_model --repo-id me/model --private   # any saved model
     perceptclip push --from-official PerceptCLIP/PerceptCLIP_Emotions --repo-id me/emotions
     perceptclip push --run-dir runs/koniq --repo-id me/x --dry-run out/             # write the folder only
+    perceptclip push --run-dir runs/koniq --repo-id me/x --space space/             # + a Space (the demo)
+    perceptclip push --repo-id me/x --space space/                                  # the Space only
 
 (`python push_to_hub.py ...` is the same command.)"""
 
@@ -35,7 +37,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     from ..hub import DEFAULT_COMMIT_MESSAGE
 
     parser = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--run-dir", type=Path,
                         help="training run: <run>/results.json and <run>/model/ (or train.py's <run>/split_<k>/model/)")
     source.add_argument("--model-dir", type=Path, help="any PerceptCLIP save_pretrained dir (card without results)")
@@ -55,7 +57,25 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--dry-run", metavar="DIR", type=Path, help="write the repo folder to DIR; upload nothing")
     parser.add_argument("--peft-adapter", action="store_true",
                         help="also write adapter/, a standard peft LoRA adapter of the backbone (+~9 MB for ViT-L/14)")
+    parser.add_argument("--space", metavar="DIR", type=Path,
+                        help="also write a Hugging Face Space folder to DIR (app.py: the `perceptclip demo` app of "
+                             "--repo-id, requirements.txt, README.md); upload it yourself with `hf upload "
+                             "me/my-space DIR --repo-type space`. Without a model source, only the Space is written "
+                             "(for a model already on the Hub)")
+    parser.add_argument("--space-requirement", metavar="LINE",
+                        help="--space: the requirements.txt line that installs perceptclip-hf (not on PyPI yet), "
+                             "e.g. 'perceptclip-hf[demo] @ git+https://github.com/<owner>/<repo>.git@<tag>' "
+                             "(default: perceptclip-hf[demo]==<this version>, with a note to replace it)")
     args = parser.parse_args(argv)
+    if not (args.run_dir or args.model_dir or args.from_official):
+        if not args.space:
+            parser.error("one of the arguments --run-dir --model-dir --from-official is required (or --space DIR "
+                         "alone, for a model already on the Hub)")
+        if args.dry_run or args.peft_adapter or args.private or args.revision:
+            parser.error("--dry-run, --peft-adapter, --private and --revision publish a model: add --run-dir, "
+                         "--model-dir or --from-official (--space alone only writes the Space folder)")
+    if args.space_requirement and not args.space:
+        parser.error("--space-requirement applies to --space DIR")
     if args.from_official:
         args.from_official = resolve_alias(args.from_official)
         args.task = args.task or OFFICIAL_TASKS.get(args.from_official)
@@ -101,6 +121,14 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..hub import upload_repo_folder
 
     args = parse_args(argv, prog)
+    if args.space:
+        from ..space import write_space_folder
+
+        space = write_space_folder(args.space, args.repo_id, args.space_requirement)
+        print(f"Wrote the Space {space} (app.py serves {args.repo_id}); upload it with "
+              f"`hf upload <you>/<space> {space} --repo-type space`.")
+        if not (args.run_dir or args.model_dir or args.from_official):
+            return 0
     if args.dry_run:
         folder = write_folder(args, args.dry_run)
         print(f"Wrote {folder} (dry run: nothing uploaded).")
