@@ -29,6 +29,7 @@ __all__ = [
     "LogisticFitError",
     "LogisticFitWarning",
     "aggregate_splits",
+    "bootstrap_intervals",
     "classification_metrics",
     "fit_logistic_4pl",
     "krcc",
@@ -37,6 +38,7 @@ __all__ = [
     "plcc",
     "plcc_4pl",
     "regression_metrics",
+    "softmax",
     "srcc",
 ]
 
@@ -230,7 +232,8 @@ def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
@@ -238,7 +241,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _as_probabilities(scores: np.ndarray) -> np.ndarray:
     """Rows already on the simplex are kept; anything else is treated as logits and softmaxed."""
     on_simplex = (scores >= 0).all() and (scores <= 1).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
-    return scores if on_simplex else _softmax(scores)
+    return scores if on_simplex else softmax(scores)
 
 
 def _mean_average_precision(probs: np.ndarray, labels: np.ndarray) -> float:

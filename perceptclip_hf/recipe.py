@@ -123,9 +123,9 @@ class DataArguments:
 
     def check_own_data_options(self) -> None:
         """The own-data options go with their dataset: `--table` etc. with `--dataset table`, `--task` with either."""
-        table_options = [f"--{name}" for name, default in (("table", None), ("label_column", None),
-                                                          ("group_column", None), ("image_column", "path"))
-                         if getattr(self, name) != default]
+        defaults = {f.name: f.default for f in fields(self)}
+        table_options = [f"--{name}" for name in ("table", "image_column", "label_column", "group_column")
+                         if getattr(self, name) != defaults[name]]
         if table_options and "table" not in self.dataset:
             raise ConfigurationError(f"{' '.join(table_options)}: read with --dataset table only, not with "
                                      f"--dataset {' '.join(self.dataset)}")

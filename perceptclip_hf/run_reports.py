@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import BenchmarkPredictions, benchmark_report
+from .metrics import softmax
 from .preprocessing import undecoded
 from .reports import Report
 from .reports.plots import training_curves
@@ -35,10 +36,9 @@ def test_predictions(task, data_args, ds, output) -> list[BenchmarkPredictions]:
         head_logits = logits[rows, : task.head_sizes[head]]
         info = data_args.dataset_info(name)
         if task.spec.is_classification:
-            shifted = np.exp(head_logits - head_logits.max(axis=1, keepdims=True))
             positive = [info.class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
             found.append(BenchmarkPredictions(name, list(paths[rows]), labels[rows].astype(np.int64),
-                                              probabilities=shifted / shifted.sum(axis=1, keepdims=True),
+                                              probabilities=softmax(head_logits),
                                               class_names=list(info.class_names), positive_classes=positive))
         else:
             found.append(BenchmarkPredictions(name, list(paths[rows]), labels[rows], scores=head_logits.mean(axis=1)))
