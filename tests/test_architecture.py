@@ -46,6 +46,16 @@ def test_no_python_module_over_400_lines():
     assert len(sizes) > 30 and {name: n for name, n in sizes.items() if n > 400} == {}
 
 
+def test_the_documents_links_and_images_exist():
+    documents = [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md"), REPO_ROOT / "benchmarks" / "RESULTS.md"]
+    links = {(document, target) for document in documents
+             for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text())
+             if not re.match(r"[a-z]+:|#", target)}
+    missing = [f"{document.relative_to(REPO_ROOT)}: {target}" for document, target in sorted(links)
+               if not (document.parent / target.split("#")[0]).exists()]
+    assert len(links) > 5 and missing == []
+
+
 # ----- a new task: one register_task call ------------------------------------------------------------------------
 
 def write_aesthetics_fixture(folder: Path, count: int = 90) -> Path:
