@@ -40,7 +40,8 @@ def load_models(models: Sequence[str] | Mapping[str, str], *, load_kwargs: dict 
         from .score_rows import model_names
 
         models = model_names(list(models))
-    scorer_kwargs.setdefault("num_workers", 0)
+    if scorer_kwargs.get("num_workers") is None:  # also when the command line passes its unset value
+        scorer_kwargs["num_workers"] = 0
     return ScorerSet.from_pretrained(models, load_kwargs=load_kwargs, **scorer_kwargs)
 
 
@@ -159,17 +160,16 @@ def histogram(models: ScorerSet, table) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    several = len(models.scorers) > 1
+    from .score_rows import column_prefixes
+
+    prefixes = column_prefixes(models)
     figure = Figure(figsize=(5, 2.6 * len(models.scorers)), layout="constrained")
     FigureCanvasAgg(figure)
     for axes, (name, scorer) in zip(figure.subplots(len(models.scorers), 1, squeeze=False)[:, 0],
                                     models.scorers.items()):
-        prefix = f"{name}_" if several else ""
-        column = f"{prefix}label" if scorer.is_classification else f"{prefix}score"
-        values = table[column].dropna() if column in table else []
+        values = table[prefixes[name] + ("label" if scorer.is_classification else "score")].dropna()
         if scorer.is_classification:
-            counts = values.value_counts().reindex(scorer.labels, fill_value=0) if len(values) else None
-            axes.bar(scorer.labels, counts.tolist() if counts is not None else [0] * len(scorer.labels))
+            axes.bar(scorer.labels, values.value_counts().reindex(scorer.labels, fill_value=0).tolist())
             axes.tick_params(axis="x", labelrotation=45)
             axes.set_ylabel("images")
         else:

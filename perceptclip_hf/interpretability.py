@@ -286,7 +286,7 @@ def explain(model: nn.Module, images: Sequence[Image.Image], *, names: Sequence[
     pixel_values = torch.stack([transform.transform_image(image, None) for image in images]).to(device)
     model.eval()
     with torch.no_grad():
-        logits = model(pixel_values).logits.float().cpu()
+        logits = torch.cat([model(chunk).logits.float().cpu() for chunk in pixel_values.split(batch_size)])
     method = explanation_method(model)
     compare, diff_note = base_comparison(model)
     draw = out_dir is not None
