@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .data import DatasetInfo, get_dataset_info
-from .data.own_data import OWN_DATASETS, OwnData, own_dataset_info
+from .data import DatasetInfo, benchmark_splits, get_dataset_info
+from .data.own_data import OWN_DATA_TASKS, OWN_DATASETS, OwnData, own_dataset_info
 from .errors import ConfigurationError, loading_model, one_line
 from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
 from .recipe_help import TRAINER_GROUP, USAGE, group_options
@@ -33,8 +33,6 @@ TASK_FILLED_OPTIONS = ("loss",)
 # Options that choose one thing in two ways (what, options): the command line's choice drops the recipe's other.
 ALTERNATIVE_OPTIONS = (("the backbone: pretrained weights, or a random one of that config",
                         ("base_model_name_or_path", "vision_config")),)
-
-OWN_DATA_TASKS = {"table": "quality", "imagefolder": "emotion"}  # the task of your own data without --task
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +118,12 @@ class DataArguments:
             own = OwnData(name, data_dir, self.table, self.image_column, self.label_column, self.group_column)
             self._own_infos[name] = own_dataset_info(own, task.name, task.is_classification)
         return self._own_infos[name]
+
+    def split_parts(self, name: str, data_dir: str, split: int) -> dict:
+        """Dataset `name`'s parts (train / validation / test) of split `split`, read from `data_dir`."""
+        info = self.dataset_info(name)
+        return benchmark_splits(info, info.loader(data_dir), split, data_dir=data_dir,
+                                validation_fraction=self.validation_fraction)
 
     def check_own_data_options(self) -> None:
         """The own-data options go with their dataset: `--table` etc. with `--dataset table`, `--task` with either."""

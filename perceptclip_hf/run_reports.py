@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import BenchmarkPredictions, benchmark_report
-from .metrics import softmax
+from .metrics import aggregate_splits, softmax
 from .preprocessing import undecoded
 from .reports import Report
 from .reports.plots import training_curves
@@ -36,7 +36,7 @@ def test_predictions(task, data_args, ds, output) -> list[BenchmarkPredictions]:
         head_logits = logits[rows, : task.head_sizes[head]]
         info = data_args.dataset_info(name)
         if task.spec.is_classification:
-            positive = [info.class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
+            positive = list(task.head_positive_classes[head]) if task.head_positive_classes[head] else None
             found.append(BenchmarkPredictions(name, list(paths[rows]), labels[rows].astype(np.int64),
                                               probabilities=softmax(head_logits),
                                               class_names=list(info.class_names), positive_classes=positive))
@@ -73,9 +73,10 @@ def write_summary_report(output_dir: Path, results: dict, histories: dict[str, l
     report.heading("Test metrics per split")
     names = list(results["aggregate"])
     rows = [[row["split"], *(row["test"].get(n, float("nan")) for n in names)] for row in results["splits"]]
-    for how, reduce in (("median", np.median), ("mean", np.mean)):
+    for how in ("median", "mean"):
         marker = " (reported)" if how == results["metric_aggregation"] else ""
-        rows.append([how + marker, *(float(reduce([r["test"][n] for r in results["splits"]])) for n in names)])
+        aggregate = aggregate_splits([r["test"] for r in results["splits"]], how=how)
+        rows.append([how + marker, *(aggregate[n] for n in names)])
     report.table(["split", *names], rows)
     for name, metrics in results.get("cross_dataset", {}).items():
         report.heading(f"Cross-dataset: {name}")

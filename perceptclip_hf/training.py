@@ -17,7 +17,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_N
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .data import benchmark_splits, repeat_dataset
+from .data import repeat_dataset
 from .errors import corrupt_weights
 from .metrics import aggregate_splits
 from .preprocessing import build_transform, transform_kwargs, with_image_transform
@@ -65,8 +65,7 @@ def prepare_splits(task: TrainingTask, data_args: DataArguments, split: int, mod
     transforms: dict[str, list] = {"train": [], "validation": [], "test": []}
     for head_index, (name, data_dir) in enumerate(zip(task.datasets, data_args.data_dir)):
         info = data_args.dataset_info(name)
-        splits = benchmark_splits(info, info.loader(data_dir), split, data_dir=data_dir,
-                                  validation_fraction=data_args.validation_fraction)
+        splits = data_args.split_parts(name, data_dir, split)
         if data_args.max_train_samples and "train" in splits:
             train = splits["train"].shuffle(seed=seed)
             splits["train"] = train.select(range(min(len(train), data_args.max_train_samples)))
@@ -85,7 +84,7 @@ def prepare_splits(task: TrainingTask, data_args: DataArguments, split: int, mod
                     kwargs.update(num_crops=data_args.test_crops if part == "test" else data_args.eval_crops,
                                   seed=seed)
                 else:
-                    ds = repeat_dataset(ds, data_args.replicas or info.replicas)
+                    ds = repeat_dataset(ds, replicas)
             if multi:
                 label_type = Value(task.spec.label_dtype)
                 ds = ds.select_columns(list(SHARED_COLUMNS)).cast_column("label", label_type)
@@ -159,7 +158,6 @@ def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: Trainin
         logger.info("resuming from %s (epoch %g, step %d)", Path(checkpoint).name, round(state.get("epoch") or 0, 4),
                     state.get("global_step", 0))
     trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.remove_callback(EarlyStoppingCallback)  # it watches validation only: the test evaluations lack its metric
     return trainer, *evaluate_parts(trainer, data, outputs=outputs)
 
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def train(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..experiment import run_experiment, split_model_dir
     from ..recipe import parse_args
-    from ..modeling import PerceptCLIPConfig
+    from ..inference import PerceptScorer
     from ..tasks import score_meaning
     from .common import load_plugins
 
@@ -59,24 +59,19 @@ def train(argv: list[str] | None = None, prog: str | None = None) -> int:
         model_dir = split_model_dir(training_args.output_dir, data_args.splits[0])
         if experiment.save_model and model_dir.exists():
             print(f"  model: {model_dir}  (AutoModel.from_pretrained(..., trust_remote_code=True))")
-            print(f"  its output: {score_meaning(PerceptCLIPConfig.from_pretrained(model_dir))}")
+            scorer = PerceptScorer.from_pretrained(str(model_dir))
+            print(f"  its output: {score_meaning(scorer.config)}")
             print("  a few held-out images scored by the saved model:")
-            for row in score_examples(model_dir, data_args):
+            for row in score_examples(scorer, data_args):
                 predicted = f"score {row['score']:+.4f}" if "score" in row else f"predicted {row.get('label')}"
                 print(f"    {row['image']:<28} label {row['true_label']:.2f}  {predicted}")
     return 0
 
 
-def score_examples(model_dir: Path, data_args, count: int = 3) -> list[dict]:
+def score_examples(scorer, data_args, count: int = 3) -> list[dict]:
     """Score a few held-out images with the saved model, as a user would (`PerceptScorer`)."""
-    from ..data import benchmark_splits
-    from ..inference import PerceptScorer
-
-    info, data_dir = data_args.dataset_info(data_args.dataset[0]), data_args.data_dir[0]
-    test = benchmark_splits(info, info.loader(data_dir), data_args.splits[0], data_dir=data_dir,
-                            validation_fraction=data_args.validation_fraction)["test"]
+    test = data_args.split_parts(data_args.dataset[0], data_args.data_dir[0], data_args.splits[0])["test"]
     rows = test.select(range(min(count, len(test))))
-    scorer = PerceptScorer.from_pretrained(str(model_dir))
     predictions = scorer(list(rows["image_path"]))
     return [{"image": Path(path).name, "true_label": label, **prediction}
             for path, label, prediction in zip(rows["image_path"], rows["label"], predictions)]

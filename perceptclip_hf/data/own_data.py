@@ -15,7 +15,8 @@ from .custom import load_imagefolder, load_table
 from .errors import DatasetFormatError
 from .registry import DatasetInfo
 
-OWN_DATASETS = ("table", "imagefolder")
+OWN_DATA_TASKS = {"table": "quality", "imagefolder": "emotion"}  # the task of your own data without --task
+OWN_DATASETS = tuple(OWN_DATA_TASKS)
 NUM_SPLITS = 10
 
 
@@ -67,4 +68,4 @@ def own_dataset_info(data: OwnData, task: str, classification: bool) -> DatasetI
     )
 
 
-__all__ = ["OWN_DATASETS", "OwnData", "own_dataset_info"]
+__all__ = ["OWN_DATASETS", "OWN_DATA_TASKS", "OwnData", "own_dataset_info"]

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ..metrics import (
     LogisticFitError,
@@ -74,6 +73,8 @@ def classification_report(out_dir: str | Path, title: str, paths: Sequence[str],
                           class_names: Sequence[str], *, positive_classes: Sequence[int] | None = None,
                           context: str = "") -> Report:
     """Write the report of class probabilities `(N, C)` against true class ids (in `class_names` order)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # on use, as in `metrics`
+
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=1)
     classes = list(range(len(class_names)))
