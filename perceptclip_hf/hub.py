@@ -21,9 +21,9 @@ from safetensors.torch import save_file
 
 from . import modeling
 from .errors import ModelLoadError, OutputError
-from .model_card import is_hub_model_id, render_model_card
+from .model_card import render_model_card
 from .modeling import LORA_KEY_MARKER, PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor, lora_config
-from .official import load_official_checkpoint
+from .official import is_hub_model_id, load_official_checkpoint
 
 logger = logging.getLogger(__name__)
 

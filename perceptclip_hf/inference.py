@@ -30,7 +30,6 @@ from .data.errors import DatasetFormatError
 from .errors import ModelLoadError, loading_model
 from .input_pipeline import (
     PreparedBatch,
-    default_num_workers,
     is_single_image,
     iter_prepared_batches,
     prepare_image,
@@ -40,6 +39,7 @@ from .input_pipeline import (
 from .modeling import PerceptCLIPPreTrainedModel
 from .preprocessing import build_inference_transform
 from .tasks import task_of_config
+from .workers import default_num_workers
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
 OnError = Literal["raise", "record"]

@@ -32,16 +32,6 @@ from .data.images import open_image
 from .preprocessing import undecoded
 
 Source = tuple[Any, "str | None"]  # (image, crop key)
-MAX_DEFAULT_WORKERS = 8
-
-
-def default_num_workers() -> int:
-    """Worker processes by default: the CPUs this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(MAX_DEFAULT_WORKERS, cpus)
 
 
 def prepare_image(transform, source: Any, key: str | None = None, fast_decode: bool = False) -> torch.Tensor:
@@ -246,6 +236,5 @@ def as_image_source(image: Any) -> Any:
     return Image.fromarray(image)
 
 
-__all__ = ["DatasetSources", "PreparedBatch", "TransformSet", "as_image_source", "default_num_workers",
-           "is_single_image",
+__all__ = ["DatasetSources", "PreparedBatch", "TransformSet", "as_image_source", "is_single_image",
            "iter_prepared_batches", "prepare_image", "source_windows", "worker_count"]

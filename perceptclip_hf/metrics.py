@@ -19,7 +19,6 @@ from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, stats
 
 __all__ = [
     "DegenerateInputWarning",
@@ -94,16 +93,22 @@ def _correlation(
 
 def srcc(pred: ArrayLike, y: ArrayLike) -> float:
     """Spearman rank correlation."""
+    from scipy import stats  # scipy and sklearn are imported on use: `perceptclip --help` starts without them
+
     return _correlation("SRCC", lambda a, b: stats.spearmanr(a, b).statistic, pred, y)
 
 
 def krcc(pred: ArrayLike, y: ArrayLike) -> float:
     """Kendall rank correlation (tau-b)."""
+    from scipy import stats
+
     return _correlation("KRCC", lambda a, b: stats.kendalltau(a, b).statistic, pred, y)
 
 
 def plcc(pred: ArrayLike, y: ArrayLike) -> float:
     """Pearson linear correlation of the raw predictions."""
+    from scipy import stats
+
     return _correlation("PLCC", lambda a, b: stats.pearsonr(a, b).statistic, pred, y)
 
 
@@ -133,6 +138,8 @@ def fit_logistic_4pl(
 
     ``maxfev=None`` takes the fit's default. Raises :class:`LogisticFitError` when no fit succeeds.
     """
+    from scipy import optimize
+
     _check_fit(fit)
     pred_arr, y_arr = _paired_arrays(pred, y)
     if pred_arr.size < 4:
@@ -207,6 +214,8 @@ def bootstrap_intervals(pred: ArrayLike, y: ArrayLike, resamples: int = 1000, co
     """Percentile bootstrap intervals of ``srcc``, ``krcc`` and ``plcc`` over ``resamples`` resamplings (with
     replacement, seeded) of the (prediction, label) pairs. PLCC is of the 4PL-fitted predictions, the curve fitted
     once on all pairs (refitting per resample would cost a fit each)."""
+    from scipy import stats
+
     pred_arr, y_arr = _paired_arrays(pred, y)
     try:
         fitted = logistic_4pl(pred_arr, *fit_logistic_4pl(pred_arr, y_arr, fit=fit))

@@ -9,8 +9,6 @@ layout arranges it around the shared sections (usage, results, training, citatio
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -19,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .metrics import aggregate_splits
 from .modeling import PerceptCLIPConfig
+from .official import is_hub_model_id
 from .tasks import TaskSpec, get_task, list_tasks, score_meaning, task_of_config
 
 TEMPLATES = files("perceptclip_hf.model_cards")
@@ -35,7 +34,6 @@ METRIC_NAMES = {
     "srcc": "SRCC", "plcc": "PLCC", "krcc": "KRCC", "mse": "MSE", "accuracy": "Accuracy",
     "accuracy_2class": "2-class accuracy", "map": "mAP", "macro_f1": "Macro F1", "weighted_f1": "Weighted F1",
 }
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -101,11 +99,6 @@ def eval_results(datasets: list[DatasetResults]) -> list[EvalResult]:
                 metric_type=metric, metric_name=name, metric_value=value,
             ))
     return entries
-
-
-def is_hub_model_id(name: str | None) -> bool:
-    """Whether `name` names a Hub repo (`org/name`) rather than a local directory."""
-    return bool(name) and not os.path.exists(name) and HUB_ID.match(name) is not None
 
 
 def architecture_rows(config: PerceptCLIPConfig) -> dict[str, str]:
@@ -225,4 +218,4 @@ def render_model_card(
     )
 
 
-__all__ = ["DatasetResults", "eval_results", "is_hub_model_id", "parse_results", "render_model_card"]
+__all__ = ["DatasetResults", "eval_results", "parse_results", "render_model_card"]

@@ -23,11 +23,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, is_offline_error
-from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, backbone_vision_config, create_model
+
+if TYPE_CHECKING:  # torch and the model code load with the first checkpoint: the names above serve the CLI at once
+    import torch
+
+    from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ CACHE_DIR_NAME = "perceptclip-official"
 TMP_PREFIX = ".tmp-"
 # Official key prefix → ours (the head's `mlp.fcN` are renamed by number).
 OFFICIAL_KEY_PREFIXES = (("model.base_model.model.", "backbone.vision_model."), ("proj.", "backbone.visual_projection."))
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MLP_KEY = re.compile(r"^mlp\.fc(\d+)\.(weight|bias)$")
 
 
@@ -94,6 +98,8 @@ def single_checkpoint(names, source: str) -> str:
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """`torch.load(weights_only=True)`: tensors only, no code runs."""
+    import torch
+
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
@@ -118,6 +124,8 @@ def official_task(state_dict: dict[str, torch.Tensor], task: str | None, source:
 
 def official_config(state_dict: dict[str, torch.Tensor], task: str, base_model: str) -> PerceptCLIPConfig:
     """The architecture of an official checkpoint: the base CLIP's vision config, the head widths of its `mlp`."""
+    from .modeling import PerceptCLIPConfig, backbone_vision_config
+
     vision = backbone_vision_config(base_model)
     hidden = [state_dict[f"mlp.fc{i}.weight"].shape[0] for i in (1, 2) if f"mlp.fc{i}.weight" in state_dict]
     return PerceptCLIPConfig(task=task, vision_config=vision.to_dict(), base_model_name_or_path=base_model,
@@ -147,6 +155,8 @@ def load_official_checkpoint(
     checkpoint's head widths. The config carries the official preprocessing (:func:`with_official_preprocessing`).
     Emotion labels are in the official order (amusement, awe, contentment, excitement, anger, disgust, fear, sadness).
     """
+    from .modeling import create_model
+
     path = resolve_official_checkpoint(source, **hub_kwargs)
     state_dict = read_state_dict(path)
     task = official_task(state_dict, task or OFFICIAL_TASKS.get(source) or (config.task if config else None), source)
@@ -156,7 +166,7 @@ def load_official_checkpoint(
         config = copy.deepcopy(config)
         config.base_model_name_or_path = base_model or config.base_model_name_or_path
     model = create_model(with_official_preprocessing(config))
-    outputs = state_dict.get("mlp.fc3.weight", torch.empty(0)).shape[0]
+    outputs = state_dict["mlp.fc3.weight"].shape[0] if "mlp.fc3.weight" in state_dict else 0
     if outputs != config.head_sizes[config.default_head]:
         raise ModelLoadError(f"{source}: the checkpoint's head has {outputs} outputs, task {task!r} needs "
                              f"{config.head_sizes[config.default_head]}; check --task")
@@ -178,6 +188,11 @@ def load_official_checkpoint(
 def resolve_alias(name: str) -> str:
     """`quality` / `memorability` / `emotion` → the official repo id, unless a local path of that name exists."""
     return OFFICIAL_REPOS[name] if name in OFFICIAL_REPOS and not os.path.exists(name) else name
+
+
+def is_hub_model_id(name: str | None) -> bool:
+    """Whether `name` names a Hub repo (`org/name`) rather than a local directory."""
+    return bool(name) and not os.path.exists(name) and HUB_ID.match(name) is not None
 
 
 def is_official_source(source: str) -> bool:
@@ -303,6 +318,7 @@ __all__ = [
     "OFFICIAL_REPOS",
     "OFFICIAL_TASKS",
     "convert_official_state_dict",
+    "is_hub_model_id",
     "is_official_source",
     "load_official_checkpoint",
     "local_copy_hint",

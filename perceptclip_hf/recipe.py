@@ -14,6 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, make_dataclass
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -164,14 +165,35 @@ class ExperimentArguments:
 DATACLASSES = (ModelArguments, DataArguments, ExperimentArguments, TrainingArguments)
 
 
+def packaged_recipes() -> list[str]:
+    """Names of the recipes installed with the package (the repository's `configs/`)."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in files("perceptclip_hf.configs").iterdir()
+                  if entry.name.endswith(".yaml"))
+
+
+def recipe_file(config: str | Path) -> Path:
+    """The recipe file `config` names: the file itself when it exists, else the installed recipe of that name
+    (`quickstart`, `quickstart.yaml` or `configs/quickstart.yaml`), so a `pip install`ed package trains from any
+    folder."""
+    path = Path(config)
+    if path.exists() or path.parent not in (Path("."), Path("configs")):
+        return path
+    packaged = files("perceptclip_hf.configs") / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if not packaged.is_file():
+        return path
+    logger.info("--config %s: the recipe installed with the package, %s", config, packaged)
+    return Path(str(packaged))
+
+
 def load_config(path: str | Path) -> dict:
-    """A recipe YAML as a flat dict of dataclass fields; a missing file, bad YAML, or unknown key is a
-    :class:`ConfigurationError` naming the file (and line, key)."""
+    """A recipe YAML (:func:`recipe_file`) as a flat dict of dataclass fields; a missing file, bad YAML, or unknown
+    key is a :class:`ConfigurationError` naming the file (and line, key)."""
     try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = yaml.safe_load(recipe_file(path).read_text()) or {}
     except OSError as err:
         raise ConfigurationError(f"--config {path}: cannot read it ({err.strerror or err}); give the path of a "
-                                 "recipe YAML, e.g. configs/quickstart.yaml") from None
+                                 "recipe YAML or the name of an installed one "
+                                 f"({', '.join(packaged_recipes())})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

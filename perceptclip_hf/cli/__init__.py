@@ -18,6 +18,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
+from .. import __version__
 from . import demo, evaluate, explain, listing, predict, push, train
 from ..errors import DEBUG_ENV, run_command
 from .common import PROG, UsageError, load_plugins
@@ -28,6 +29,7 @@ SUBCOMMANDS = (predict, evaluate, explain, demo, train, push, listing)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="PerceptCLIP: perceptual image scoring "
                                      "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback of expected errors too (same as {DEBUG_ENV}=1)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -52,10 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if passthrough and not args.passthrough:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.argv = passthrough
-    if not args.passthrough:  # `train` / `push` run exactly as `train.py` / `push_to_hub.py`
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # weight-loading bars; ours are tqdm
     if args.debug:
         os.environ[DEBUG_ENV] = "1"  # also for `train` / `push`, which report errors themselves
 

@@ -74,7 +74,7 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_input_arguments(parser: argparse.ArgumentParser, fast_decode: bool = True) -> None:
     """--num-workers and (unless a benchmark protocol forbids other pixels) --fast-decode."""
-    from ..input_pipeline import MAX_DEFAULT_WORKERS
+    from ..workers import MAX_DEFAULT_WORKERS
 
     parser.add_argument("--num-workers", type=non_negative_int, default=None,
                         help="processes that decode and crop images ahead of the model (default: the CPUs available, "
@@ -103,8 +103,7 @@ def positive_int(text: str) -> int:
 def check_model_argument(model: str) -> None:
     """Fail fast, before loading torch models, on a model that is neither a saved directory, an official checkpoint
     (alias, folder or `.pth`) nor a Hub id."""
-    from ..model_card import is_hub_model_id
-    from ..official import OFFICIAL_REPOS, is_official_source, resolve_alias
+    from ..official import OFFICIAL_REPOS, is_hub_model_id, is_official_source, resolve_alias
 
     model = resolve_alias(model)
     if is_official_source(model):
@@ -128,8 +127,13 @@ def load_scorer(args: argparse.Namespace, **overrides: Any):
 
 
 def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The scorer settings of the arguments (device checked)."""
+    """The scorer settings of the arguments (device checked); a command that asks for them loads models, whose
+    transformers weight-loading bars are turned off (ours are tqdm)."""
+    from transformers.utils import logging as transformers_logging
+
     from ..inference import resolve_device
+
+    transformers_logging.disable_progress_bar()
 
     try:
         resolve_device(args.device)

@@ -34,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    from ..hub import DEFAULT_COMMIT_MESSAGE
-
     parser = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run-dir", type=Path,
@@ -52,7 +50,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--repo-id", required=True, help="target repo, e.g. me/perceptclip-koniq")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", help="branch to commit to (created if missing)")
-    parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE)
+    parser.add_argument("--commit-message", help="message of the Hub commit (default: 'Upload PerceptCLIP model')")
     parser.add_argument("--token", help="Hub token (default: the logged-in one / HF_TOKEN)")
     parser.add_argument("--dry-run", metavar="DIR", type=Path, help="write the repo folder to DIR; upload nothing")
     parser.add_argument("--peft-adapter", action="store_true",
@@ -117,10 +115,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def push(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from ..errors import OutputError, kind_of_hub_error, one_line
-    from ..hub import upload_repo_folder
-
-    args = parse_args(argv, prog)
+    args = parse_args(argv, prog)  # --help and usage errors before the model stack loads
     if args.space:
         from ..space import write_space_folder
 
@@ -133,11 +128,15 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
         folder = write_folder(args, args.dry_run)
         print(f"Wrote {folder} (dry run: nothing uploaded).")
         return 0
+    from ..errors import OutputError, kind_of_hub_error, one_line
+    from ..hub import upload_repo_folder
+
     with tempfile.TemporaryDirectory(prefix="perceptclip-hub-") as tmp:
         folder = write_folder(args, Path(tmp))
         try:
             commit = upload_repo_folder(folder, args.repo_id, token=args.token, private=args.private,
-                                        revision=args.revision, commit_message=args.commit_message)
+                                        revision=args.revision,
+                                        **({"commit_message": args.commit_message} if args.commit_message else {}))
         except Exception as err:  # huggingface_hub's HTTP, auth and connection errors
             if not (isinstance(err, (OSError, ValueError)) or kind_of_hub_error(err)):
                 raise
