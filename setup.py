@@ -4,7 +4,10 @@ shipped to the Hub beside the weights (the package imports the very same files a
 
 from setuptools import find_packages, setup
 
-MAPPED = {"perceptclip_hf.modeling": "modeling", "perceptclip_hf.model_cards": "model_cards",
-          "perceptclip_hf.configs": "configs"}
+MAPPED = {
+    "perceptclip_hf.modeling": "modeling",
+    "perceptclip_hf.model_cards": "model_cards",
+    "perceptclip_hf.configs": "configs",
+}
 
 setup(packages=[*find_packages(include=["perceptclip_hf", "perceptclip_hf.*"]), *MAPPED], package_dir=MAPPED)

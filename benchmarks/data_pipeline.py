@@ -5,7 +5,8 @@ Not a test: run by hand. The pipeline is the training one — ``load_agiqa3k`` �
 ``default_data_collator`` — read from the original files, and from ``preresize(ds, 384)`` (where the resize is a
 no-op). Given ``--throughput-json`` (from ``throughput.py``), it says whether loading keeps up with training.
 
-    python benchmarks/data_pipeline.py --data-dir ../shared/data/agiqa3k --throughput-json outputs/benchmarks/throughput_cpu_b32.json
+    python benchmarks/data_pipeline.py --data-dir ../shared/data/agiqa3k \
+        --throughput-json outputs/benchmarks/throughput_cpu_b32.json
 """
 
 from __future__ import annotations
@@ -20,18 +21,23 @@ import time
 from pathlib import Path
 
 import torch
+from throughput import emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 from perceptclip_hf.data import load_agiqa3k
 from perceptclip_hf.preprocessing import IQATrainTransform, preresize, with_image_transform
-from throughput import emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 
 
 def images_per_s(ds, workers: int, batch_size: int, resize_short: int, repeats: int) -> float:
     """Median over ``repeats`` epochs of images/s, timed from the first batch on (worker start-up excluded)."""
-    loader = DataLoader(with_image_transform(ds, IQATrainTransform(resize_short=resize_short)),
-                        batch_size=batch_size, num_workers=workers, collate_fn=default_data_collator, shuffle=True)
+    loader = DataLoader(
+        with_image_transform(ds, IQATrainTransform(resize_short=resize_short)),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=default_data_collator,
+        shuffle=True,
+    )
     rates = []
     for _ in range(repeats):
         batches = iter(loader)
@@ -71,20 +77,32 @@ def main(argv=None) -> dict:
         cached = preresize(ds, args.resize_short, cache_dir=cache_dir)
         cache_seconds = time.perf_counter() - start
         sources = {"original_jpeg": ds, f"preresized_{args.resize_short}": cached}
-        rates = {name: {f"workers_{w}": images_per_s(source, w, args.batch_size, args.resize_short, args.repeats)
-                        for w in args.workers} for name, source in sources.items()}
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "torch": torch.__version__, "num_images": len(ds), "image_size": list(ds[0]["image"].size),
-              "batch_size": args.batch_size, "images_per_s": rates,
-              "preresize_build": {"seconds": cache_seconds, "images_per_s": len(ds) / cache_seconds}}
+        rates = {
+            name: {
+                f"workers_{w}": images_per_s(source, w, args.batch_size, args.resize_short, args.repeats)
+                for w in args.workers
+            }
+            for name, source in sources.items()
+        }
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "num_images": len(ds),
+        "image_size": list(ds[0]["image"].size),
+        "batch_size": args.batch_size,
+        "images_per_s": rates,
+        "preresize_build": {"seconds": cache_seconds, "images_per_s": len(ds) / cache_seconds},
+    }
     if args.throughput_json:
         training = training_images_per_s(args.throughput_json)
         best = max(rate for per_source in rates.values() for rate in per_source.values())
         result["training_images_per_s"] = training
         result["loading_over_training"] = {k: best / v for k, v in training.items()}
-        result["note"] = ("ratio < 1: the best loader configuration cannot feed training (it starves); > 1: "
-                          "loading keeps up. On CPU the loader workers share the cores with training itself.")
+        result["note"] = (
+            "ratio < 1: the best loader configuration cannot feed training (it starves); > 1: "
+            "loading keeps up. On CPU the loader workers share the cores with training itself."
+        )
     return emit(result, args.json)
 
 

@@ -23,12 +23,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Value
-
-from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from agiqa_runs import agiqa_images, agiqa_parser, predict_seconds  # sibling scripts (benchmarks/ is on sys.path)
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
 from scoring import QUICKSTART
 from throughput import emit
+
+from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 
 SHARD_SIZE = 250
 
@@ -43,19 +44,27 @@ def write_inputs(paths: list[Path], root: Path) -> dict[str, list[str]]:
     shards.mkdir()
     for start in range(0, len(paths), SHARD_SIZE):
         with tarfile.open(shards / f"{start // SHARD_SIZE:06d}.tar", "w") as tar:
-            for index, path in enumerate(paths[start:start + SHARD_SIZE], start=start):
+            for index, path in enumerate(paths[start : start + SHARD_SIZE], start=start):
                 data = path.read_bytes()
                 info = tarfile.TarInfo(f"{index:06d}.jpg")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     last = (len(paths) - 1) // SHARD_SIZE
-    table = Dataset.from_dict({"image": [{"bytes": path.read_bytes(), "path": None} for path in paths],
-                               "name": [path.name for path in paths]},
-                              features=Features({"image": ImageFeature(), "name": Value("string")}))
+    table = Dataset.from_dict(
+        {
+            "image": [{"bytes": path.read_bytes(), "path": None} for path in paths],
+            "name": [path.name for path in paths],
+        },
+        features=Features({"image": ImageFeature(), "name": Value("string")}),
+    )
     table.to_parquet(str(root / "table.parquet"))
     table.save_to_disk(str(root / "saved"))
-    return {"folder": [str(folder)], "shards": [str(shards / f"{{000000..{last:06d}}}.tar")],
-            "parquet": [str(root / "table.parquet")], "save_to_disk": [str(root / "saved")]}
+    return {
+        "folder": [str(folder)],
+        "shards": [str(shards / f"{{000000..{last:06d}}}.tar")],
+        "parquet": [str(root / "table.parquet")],
+        "save_to_disk": [str(root / "saved")],
+    }
 
 
 def main(argv=None) -> dict:
@@ -70,18 +79,36 @@ def main(argv=None) -> dict:
         runs: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(args.repeats):
             for kind, arguments in kinds.items():
-                seconds = predict_seconds([*arguments, "--model", model_dir, "--num-workers", str(args.workers),
-                                           "--batch-size", str(args.batch_size)], root / f"{kind}.csv")
+                seconds = predict_seconds(
+                    [
+                        *arguments,
+                        "--model",
+                        model_dir,
+                        "--num-workers",
+                        str(args.workers),
+                        "--batch-size",
+                        str(args.batch_size),
+                    ],
+                    root / f"{kind}.csv",
+                )
                 runs[kind].append(len(paths) / seconds)
     rates = {kind: statistics.median(values) for kind, values in runs.items()}
-    return emit({
-        "benchmark": "input_kinds", "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
-        "command": "python benchmarks/input_kinds.py " + " ".join(argv or sys.argv[1:]),
-        "num_images": len(paths), "workers": args.workers, "batch_size": args.batch_size, "crops": 15,
-        "images_per_s": rates, "runs": runs,
-        "relative_to_folder": {kind: rate / rates["folder"] for kind, rate in rates.items()},
-    }, args.json)
+    return emit(
+        {
+            "benchmark": "input_kinds",
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+            "command": "python benchmarks/input_kinds.py " + " ".join(argv or sys.argv[1:]),
+            "num_images": len(paths),
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "crops": 15,
+            "images_per_s": rates,
+            "runs": runs,
+            "relative_to_folder": {kind: rate / rates["folder"] for kind, rate in rates.items()},
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -25,14 +25,17 @@ import tempfile
 from pathlib import Path
 
 import torch
+from agiqa_runs import agiqa_images, agiqa_parser, predict_seconds  # sibling scripts (benchmarks/ is on sys.path)
+from throughput import IMAGE_SIZE, SIZES, emit
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from perceptclip_hf import PerceptCLIPForClassification, PerceptCLIPForRegression
-from agiqa_runs import agiqa_images, agiqa_parser, predict_seconds  # sibling scripts (benchmarks/ is on sys.path)
-from throughput import IMAGE_SIZE, SIZES, emit
 
-TASKS = {"quality": PerceptCLIPForRegression, "memorability": PerceptCLIPForRegression,
-         "emotion": PerceptCLIPForClassification}
+TASKS = {
+    "quality": PerceptCLIPForRegression,
+    "memorability": PerceptCLIPForRegression,
+    "emotion": PerceptCLIPForClassification,
+}
 MEMORY_PROBE = """
 import json, resource, sys
 from perceptclip_hf.model_set import ScorerSet
@@ -64,8 +67,12 @@ def save_models(root: Path) -> dict[str, str]:
 
 
 def peak_memory(models: dict[str, str], images: list[str], share: bool) -> dict:
-    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, json.dumps(models), json.dumps(images),
-                             "1" if share else "0"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, json.dumps(models), json.dumps(images), "1" if share else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -84,24 +91,41 @@ def main(argv=None) -> dict:
         for _ in range(args.repeats):
             together = [value for model in models.values() for value in ("--model", model)]
             one_pass.append(predict_seconds([str(folder), *together, *settings], root / "all.csv"))
-            separate.append(sum(predict_seconds([str(folder), "--model", model, *settings], root / f"{name}.csv")
-                                for name, model in models.items()))
+            separate.append(
+                sum(
+                    predict_seconds([str(folder), "--model", model, *settings], root / f"{name}.csv")
+                    for name, model in models.items()
+                )
+            )
         probe = [str(path) for path in paths[:32]]
         memory = {"shared": peak_memory(models, probe, True), "not_shared": peak_memory(models, probe, False)}
-    rates = {"one_pass": len(paths) / statistics.median(one_pass),
-             "three_separate_runs": len(paths) / statistics.median(separate)}
-    return emit({
-        "benchmark": "model_set", "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
-        "command": "python benchmarks/model_set.py " + " ".join(argv or sys.argv[1:]),
-        "num_images": len(paths), "models": list(models), "backbone": "CLIP ViT-B/32 (random) + LoRA r=16",
-        "crops": 1, "workers": args.workers, "batch_size": args.batch_size,
-        "images_per_s": rates, "speedup": rates["one_pass"] / rates["three_separate_runs"],
-        "seconds": {"one_pass": one_pass, "three_separate_runs": separate},
-        "memory": memory,
-        "memory_saved_mib": {key: memory["not_shared"][key] - memory["shared"][key]
-                             for key in ("peak_rss_mib", "rss_after_scoring_mib")},
-    }, args.json)
+    rates = {
+        "one_pass": len(paths) / statistics.median(one_pass),
+        "three_separate_runs": len(paths) / statistics.median(separate),
+    }
+    return emit(
+        {
+            "benchmark": "model_set",
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+            "command": "python benchmarks/model_set.py " + " ".join(argv or sys.argv[1:]),
+            "num_images": len(paths),
+            "models": list(models),
+            "backbone": "CLIP ViT-B/32 (random) + LoRA r=16",
+            "crops": 1,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "images_per_s": rates,
+            "speedup": rates["one_pass"] / rates["three_separate_runs"],
+            "seconds": {"one_pass": one_pass, "three_separate_runs": separate},
+            "memory": memory,
+            "memory_saved_mib": {
+                key: memory["not_shared"][key] - memory["shared"][key]
+                for key in ("peak_rss_mib", "rss_after_scoring_mib")
+            },
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -34,12 +34,12 @@ def official_state_dict(model) -> dict[str, torch.Tensor]:
     out = {}
     for key, tensor in model.state_dict().items():
         if key.startswith("heads.default.layers."):
-            index, kind = key[len("heads.default.layers."):].split(".")
+            index, kind = key[len("heads.default.layers.") :].split(".")
             out[f"mlp.fc{int(index) + 1}.{kind}"] = tensor
             continue
         for theirs, ours in OFFICIAL_KEY_PREFIXES:
             if key.startswith(ours):
-                out[theirs + key[len(ours):]] = tensor
+                out[theirs + key[len(ours) :]] = tensor
                 break
     return out
 
@@ -67,8 +67,21 @@ def build_fixture(work: Path) -> tuple[Path, Path, Path]:
 
 
 def timed_predict(official: Path, base: Path, image: Path, output: Path, env: dict) -> tuple[float, str]:
-    command = ["perceptclip", "predict", str(image), "--model", str(official), "--base-model", str(base),
-               "--task", "quality", "--device", "cpu", "--output", str(output)]
+    command = [
+        "perceptclip",
+        "predict",
+        str(image),
+        "--model",
+        str(official),
+        "--base-model",
+        str(base),
+        "--task",
+        "quality",
+        "--device",
+        "cpu",
+        "--output",
+        str(output),
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
@@ -94,11 +107,14 @@ def main() -> None:
     cached = next((work / "hf-cache" / "perceptclip-official").iterdir())
     scores = [(work / name).read_text().splitlines()[1] for name in ("first.csv", "second.csv")]
     figures = {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
-        "torch": torch.__version__, "fixture_seconds": round(fixture_s, 1),
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "torch": torch.__version__,
+        "fixture_seconds": round(fixture_s, 1),
         "pth_mib": round((official / "perceptCLIP_IQA.pth").stat().st_size / 2**20, 1),
         "cached_folder_mib": round(sum(f.stat().st_size for f in cached.rglob("*") if f.is_file()) / 2**20, 1),
-        "first_call_seconds": round(first_s, 1), "second_call_seconds": round(second_s, 1),
+        "first_call_seconds": round(first_s, 1),
+        "second_call_seconds": round(second_s, 1),
         "first_call_converted": "Converting the official checkpoint" in first_log,
         "second_call_converted": "Converting the official checkpoint" in second_log,
         "same_row": scores[0].split(",")[1:] == scores[1].split(",")[1:],

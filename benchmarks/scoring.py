@@ -10,7 +10,8 @@ Not a test: run by hand, on an otherwise idle machine. One run measures:
     prepared beforehand (with every torch thread, and with one), and `perceptclip predict` (in-process
     ``cli.main``: model loading and the folder walk included, interpreter start-up not) at each worker count;
     0 workers is the serial path (median of 3 runs each, the worker counts alternating). Overlap = the engine's
-    rate / the slower stage's own rate (decode with those workers, or the model on ready batches). Where both stages need every core, the stages cannot both run at
+    rate / the slower stage's own rate (decode with those workers, or the model on ready batches). Where both
+    stages need every core, the stages cannot both run at
     their own rate: the CPU ceiling ``cores / (1 / decode rate of one worker + 1 / model rate on one thread)`` is
     the most any overlap can reach, and the engine's rate is also given as a fraction of it;
 (c) a CLIP ViT-B/32 with LoRA (random, LoRA non-zero) on ready 224 px batches, LoRA merged vs unmerged;
@@ -31,30 +32,42 @@ import time
 from pathlib import Path
 
 import torch
+from throughput import build_model, emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.cli import main as perceptclip
 from perceptclip_hf.inference import PerceptScorer, TorchThreads
 from perceptclip_hf.input_pipeline import iter_prepared_batches, prepare_image
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
-from throughput import build_model, emit  # sibling script (benchmarks/ is on sys.path when run as a script)
 
 # The quickstart recipe's backbone and head (configs/quickstart.yaml), random weights.
-QUICKSTART = dict(vision_config=dict(model_type="resnet", embedding_size=16, hidden_sizes=[16, 32, 64],
-                                     depths=[1, 1, 1], layer_type="basic", downsample_in_first_stage=False,
-                                     image_size=48),
-                  adaptation="full", head_hidden_sizes=[64, 32], task="quality")
+QUICKSTART = dict(
+    vision_config=dict(
+        model_type="resnet",
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64],
+        depths=[1, 1, 1],
+        layer_type="basic",
+        downsample_in_first_stage=False,
+        image_size=48,
+    ),
+    adaptation="full",
+    head_hidden_sizes=[64, 32],
+    task="quality",
+)
 PROJECTED_WORKERS = 15
 
 
-def decode_rate(paths: list[str], transform, workers: int, batch_size: int, fast_decode: bool = False,
-                repeats: int = 3) -> float:
+def decode_rate(
+    paths: list[str], transform, workers: int, batch_size: int, fast_decode: bool = False, repeats: int = 3
+) -> float:
     """Images/s of decode + transform alone, timed from the first batch on (worker start-up excluded); median of
     ``repeats`` passes."""
     rates = []
     for _ in range(repeats):
-        batches = iter_prepared_batches([(path, None) for path in paths], transform, batch_size, workers,
-                                        fast_decode=fast_decode)
+        batches = iter_prepared_batches(
+            [(path, None) for path in paths], transform, batch_size, workers, fast_decode=fast_decode
+        )
         next(batches)
         start, count = time.perf_counter(), 0
         for batch in batches:
@@ -66,8 +79,12 @@ def decode_rate(paths: list[str], transform, workers: int, batch_size: int, fast
 def model_rate(scorer: PerceptScorer, paths: list[str], threads: int, batches: int = 8, repeats: int = 3) -> float:
     """Images/s of the model alone (normalisation included) on ``threads`` torch threads, on batches of uint8
     pixels prepared beforehand (median of ``repeats`` passes)."""
-    ready = [batch.pixel_values for batch in iter_prepared_batches(
-        [(path, None) for path in paths[: batches * scorer.batch_size]], scorer.transform, scorer.batch_size)]
+    ready = [
+        batch.pixel_values
+        for batch in iter_prepared_batches(
+            [(path, None) for path in paths[: batches * scorer.batch_size]], scorer.transform, scorer.batch_size
+        )
+    ]
     with TorchThreads(threads):
         scorer.predict_logits(ready[0])  # warm-up
         rates = []
@@ -85,8 +102,20 @@ def predict_rate(folder: str, model_dir: str, workers: int, batch_size: int, out
     output.unlink(missing_ok=True)
     Path(f"{output}.meta.json").unlink(missing_ok=True)
     start = time.perf_counter()
-    status = perceptclip(["predict", folder, "--model", model_dir, "--output", str(output),
-                          "--num-workers", str(workers), "--batch-size", str(batch_size)])
+    status = perceptclip(
+        [
+            "predict",
+            folder,
+            "--model",
+            model_dir,
+            "--output",
+            str(output),
+            "--num-workers",
+            str(workers),
+            "--batch-size",
+            str(batch_size),
+        ]
+    )
     seconds = time.perf_counter() - start
     assert status == 0, f"perceptclip predict exited {status}"
     return count / seconds
@@ -106,10 +135,15 @@ def fast_decode_difference(model_dir: str, paths: list[str], workers: int) -> di
     differences = [abs(a - b) for a, b in zip(scores[False], scores[True])]
     spread = statistics.pstdev(scores[False])
     levels = (pixels[True].float() - pixels[False].float()).abs()
-    return {"pixel_mean_abs_levels": float(levels.mean()), "pixel_p99_abs_levels": float(levels.quantile(0.99)),
-            "score_max_abs": max(differences), "score_mean_abs": statistics.fmean(differences), "score_std": spread,
-            "score_mean_abs_over_std": statistics.fmean(differences) / spread,
-            "srcc_full_vs_fast": float(spearmanr(scores[False], scores[True])[0])}
+    return {
+        "pixel_mean_abs_levels": float(levels.mean()),
+        "pixel_p99_abs_levels": float(levels.quantile(0.99)),
+        "score_max_abs": max(differences),
+        "score_mean_abs": statistics.fmean(differences),
+        "score_std": spread,
+        "score_mean_abs_over_std": statistics.fmean(differences) / spread,
+        "srcc_full_vs_fast": float(spearmanr(scores[False], scores[True])[0]),
+    }
 
 
 def lora_merge(batch_size: int, repeats: int) -> dict:
@@ -133,9 +167,13 @@ def lora_merge(batch_size: int, repeats: int) -> dict:
             scorer.predict_logits(pixels)
             times[merged].append(time.perf_counter() - start)
     rates = {merged: batch_size / statistics.median(seconds) for merged, seconds in times.items()}
-    return {"unmerged_images_per_s": rates[False], "merged_images_per_s": rates[True],
-            "layers_merged": scorers[True].lora_merged, "speedup": rates[True] / rates[False],
-            "max_abs_output_change": float((outputs[True] - outputs[False]).abs().max())}
+    return {
+        "unmerged_images_per_s": rates[False],
+        "merged_images_per_s": rates[True],
+        "layers_merged": scorers[True].lora_merged,
+        "speedup": rates[True] / rates[False],
+        "max_abs_output_change": float((outputs[True] - outputs[False]).abs().max()),
+    }
 
 
 def main(argv=None) -> dict:
@@ -160,18 +198,26 @@ def main(argv=None) -> dict:
         quickstart_dir = str(temporary / "quickstart")
         PerceptCLIPForRegression(PerceptCLIPConfig(**QUICKSTART)).eval().save_pretrained(quickstart_dir)
         single_crop_dir = str(temporary / "single_crop")
-        single_crop = {**QUICKSTART, "task": "memorability",
-                       "vision_config": {**QUICKSTART["vision_config"], "image_size": 224}}
+        single_crop = {
+            **QUICKSTART,
+            "task": "memorability",
+            "vision_config": {**QUICKSTART["vision_config"], "image_size": 224},
+        }
         PerceptCLIPForRegression(PerceptCLIPConfig(**single_crop)).eval().save_pretrained(single_crop_dir)
 
-        transforms = {"quickstart_15x48_native": PerceptScorer.from_pretrained(quickstart_dir).transform,
-                      "official_iqa_512x384_15x224": IQATestTransform(224, num_crops=15, resize_size=(512, 384)),
-                      "single_crop_224": ResizeCenterCropTransform(224)}
-        decode = {name: {f"workers_{w}": decode_rate(paths, transform, w, args.batch_size) for w in args.workers}
-                  for name, transform in transforms.items()}
+        transforms = {
+            "quickstart_15x48_native": PerceptScorer.from_pretrained(quickstart_dir).transform,
+            "official_iqa_512x384_15x224": IQATestTransform(224, num_crops=15, resize_size=(512, 384)),
+            "single_crop_224": ResizeCenterCropTransform(224),
+        }
+        decode = {
+            name: {f"workers_{w}": decode_rate(paths, transform, w, args.batch_size) for w in args.workers}
+            for name, transform in transforms.items()
+        }
         decode["single_crop_224_fast_decode"] = {
             f"workers_{w}": decode_rate(paths, transforms["single_crop_224"], w, args.batch_size, fast_decode=True)
-            for w in args.workers}
+            for w in args.workers
+        }
 
         scorer = PerceptScorer.from_pretrained(quickstart_dir, batch_size=args.batch_size, num_workers=0)
         model_alone = model_rate(scorer, paths, torch.get_num_threads())
@@ -194,10 +240,15 @@ def main(argv=None) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} torch threads",
-        "num_images": len(paths), "image_size": [512, 512], "batch_size": args.batch_size,
+        "num_images": len(paths),
+        "image_size": [512, 512],
+        "batch_size": args.batch_size,
         "a_decode_transform_images_per_s": decode,
-        "a_worker_scaling": {name: rates["workers_2"] / rates["workers_1"] for name, rates in decode.items()
-                             if "workers_1" in rates and "workers_2" in rates},
+        "a_worker_scaling": {
+            name: rates["workers_2"] / rates["workers_1"]
+            for name, rates in decode.items()
+            if "workers_1" in rates and "workers_2" in rates
+        },
         "b_quickstart_model_alone_images_per_s": model_alone,
         "b_quickstart_model_alone_one_thread_images_per_s": model_one_thread,
         "b_cpu_ceiling_images_per_s": ceiling,
@@ -208,7 +259,8 @@ def main(argv=None) -> dict:
         "b_fast_decode_score_change_single_crop": fast,
         "c_lora_merge_b32": lora_merge(args.batch_size, args.merge_repeats),
         "d_projected_decode_images_per_s_16_core": {
-            name: rate * PROJECTED_WORKERS for name, rate in one_worker.items() if rate},
+            name: rate * PROJECTED_WORKERS for name, rate in one_worker.items() if rate
+        },
     }
     return emit(result, args.json)
 

@@ -10,7 +10,8 @@ Not a test: run by hand. One run measures, for a randomly initialised CLIP backb
 (d) ours / official-style ratios, and model FLOP utilisation (CUDA only).
 
     python benchmarks/throughput.py --size b32 --json outputs/benchmarks/throughput_cpu_b32.json
-    python benchmarks/throughput.py --size l14 --device cuda --dtype bf16 --json outputs/benchmarks/throughput_cuda_l14.json
+    python benchmarks/throughput.py --size l14 --device cuda --dtype bf16 \
+        --json outputs/benchmarks/throughput_cuda_l14.json
 """
 
 from __future__ import annotations
@@ -33,24 +34,51 @@ from PIL import Image
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.geometry import center_crop, random_crop_box
-from perceptclip_hf.preprocessing import to_normalized_tensor, transform_kwargs
 from perceptclip_hf.inference import PerceptScorer, resolve_dtype
+from perceptclip_hf.preprocessing import to_normalized_tensor, transform_kwargs
 
 # CLIP vision towers (all at 224 px). "tiny" measures the pipeline overhead more than the model.
 SIZES = {
-    "tiny": dict(hidden_size=64, intermediate_size=256, projection_dim=64, num_hidden_layers=2,
-                 num_attention_heads=4, patch_size=32),
-    "b32": dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
-                num_attention_heads=12, patch_size=32),
-    "b16": dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
-                num_attention_heads=12, patch_size=16),
-    "l14": dict(hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24,
-                num_attention_heads=16, patch_size=14),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=256,
+        projection_dim=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        patch_size=32,
+    ),
+    "b32": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        projection_dim=512,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        patch_size=32,
+    ),
+    "b16": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        projection_dim=512,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        patch_size=16,
+    ),
+    "l14": dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        projection_dim=768,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+    ),
 }
 IMAGE_SIZE = 224
 # Dense tensor-core peak TFLOP/s (no sparsity) for MFU, by device-name substring; `--peak-tflops` overrides.
-PEAK_TFLOPS = {"H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
-               "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}}
+PEAK_TFLOPS = {
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+}
 
 
 def build_model(size: str, adaptation: str = "lora") -> PerceptCLIPForRegression:
@@ -68,7 +96,7 @@ def forward_flops(config: PerceptCLIPConfig) -> float:
     layer = tokens * (2 * 4 * h * h + 2 * 2 * h * inter + lora) + 2 * 2 * tokens * tokens * h
     widths = [v.projection_dim, *config.head_hidden_sizes, 1]
     head = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
-    return 2 * patches * 3 * v.patch_size ** 2 * h + v.num_hidden_layers * layer + 2 * h * v.projection_dim + head
+    return 2 * patches * 3 * v.patch_size**2 * h + v.num_hidden_layers * layer + 2 * h * v.projection_dim + head
 
 
 def sync(device: torch.device) -> None:
@@ -111,8 +139,12 @@ def make_train_step(model, batch_size: int, device: torch.device, dtype: torch.d
 
 def train_throughput(model, batch_size: int, args, device, dtype) -> dict:
     seconds = median_seconds(make_train_step(model, batch_size, device, dtype), args.train_steps, 2, device)
-    return {"batch_size": batch_size, "steps_per_s": 1 / seconds, "images_per_s": batch_size / seconds,
-            "seconds_per_step": seconds}
+    return {
+        "batch_size": batch_size,
+        "steps_per_s": 1 / seconds,
+        "images_per_s": batch_size / seconds,
+        "seconds_per_step": seconds,
+    }
 
 
 def largest_batch(model, args, device, dtype) -> dict:
@@ -129,8 +161,12 @@ def largest_batch(model, args, device, dtype) -> dict:
                 torch.cuda.empty_cache()
         batch *= 2
     capped = batch > args.max_batch
-    return {**(best or {}), "capped_at_max_batch": capped, "max_batch": args.max_batch,
-            "note": "search stopped at --max-batch, not at a memory limit" if capped else "next doubling ran out of memory"}
+    return {
+        **(best or {}),
+        "capped_at_max_batch": capped,
+        "max_batch": args.max_batch,
+        "note": "search stopped at --max-batch, not at a memory limit" if capped else "next doubling ran out of memory",
+    }
 
 
 def rss_bytes(field: str) -> int:
@@ -161,30 +197,53 @@ def memory_probe(args) -> dict:
     sync(device)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss_bytes("VmHWM")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"adaptation": args.memory_probe, "baseline_bytes": baseline, "peak_bytes": peak,
-            "training_peak_above_baseline_bytes": peak - baseline, "trainable_parameters": trainable,
-            "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {
+        "adaptation": args.memory_probe,
+        "baseline_bytes": baseline,
+        "peak_bytes": peak,
+        "training_peak_above_baseline_bytes": peak - baseline,
+        "trainable_parameters": trainable,
+        "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 def training_memory(args) -> dict:
     """Peak memory of LoRA vs full fine-tuning, each in a fresh subprocess (peak RSS is per process)."""
     results = {}
     for mode in ("lora", "full"):
-        command = [sys.executable, __file__, "--memory-probe", mode, "--size", args.size, "--device", args.device,
-                   "--dtype", args.dtype or "", "--batch-size", str(args.batch_size),
-                   "--probe-steps", str(args.probe_steps)]
+        command = [
+            sys.executable,
+            __file__,
+            "--memory-probe",
+            mode,
+            "--size",
+            args.size,
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype or "",
+            "--batch-size",
+            str(args.batch_size),
+            "--probe-steps",
+            str(args.probe_steps),
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[mode] = json.loads(output.strip().splitlines()[-1])
     delta = {mode: r["training_peak_above_baseline_bytes"] for mode, r in results.items()}
     peak = {mode: r["peak_bytes"] for mode, r in results.items()}
-    method = ("torch.cuda.max_memory_allocated after the steps minus memory_allocated after building model + "
-              "optimiser" if args.device.startswith("cuda") else
-              "peak RSS (VmHWM, peak mark reset via /proc/self/clear_refs after building model + optimiser) "
-              "minus the RSS at that point")
-    return {**results, "method": f"one fresh subprocess per mode, {args.probe_steps} steps at batch "
-                                 f"{args.batch_size}; {method} (AdamW states are created by the first step).",
-            "lora_over_full_peak_above_baseline": delta["lora"] / delta["full"],
-            "lora_over_full_total_peak": peak["lora"] / peak["full"]}
+    method = (
+        "torch.cuda.max_memory_allocated after the steps minus memory_allocated after building model + optimiser"
+        if args.device.startswith("cuda")
+        else "peak RSS (VmHWM, peak mark reset via /proc/self/clear_refs after building model + optimiser) "
+        "minus the RSS at that point"
+    )
+    return {
+        **results,
+        "method": f"one fresh subprocess per mode, {args.probe_steps} steps at batch "
+        f"{args.batch_size}; {method} (AdamW states are created by the first step).",
+        "lora_over_full_peak_above_baseline": delta["lora"] / delta["full"],
+        "lora_over_full_total_peak": peak["lora"] / peak["full"],
+    }
 
 
 # ----------------------------------------------------------------------------- inference
@@ -203,8 +262,11 @@ def official_style_scores(model, images, num_crops: int, mean, std, crop_size: i
         for image in images:
             crop_scores = []
             for _ in range(num_crops):
-                crop = (center_crop(image, crop_size) if num_crops == 1
-                        else image.crop(random_crop_box(image.size, crop_size, generator)))
+                crop = (
+                    center_crop(image, crop_size)
+                    if num_crops == 1
+                    else image.crop(random_crop_box(image.size, crop_size, generator))
+                )
                 pixels = to_normalized_tensor(crop, mean, std).unsqueeze(0).to(model.device)
                 crop_scores.append(model(pixels).logits.item())
             scores.append(sum(crop_scores) / num_crops)
@@ -217,12 +279,17 @@ def inference_benchmark(model, args, device, dtype) -> dict:
     results = {}
     for crops in (1, 15):
         scorer = PerceptScorer(model, device=device, dtype=dtype, tta=crops, batch_size=args.infer_batch)
-        ours = median_seconds(lambda: scorer(images), args.repeats, 1, device)
+        ours = median_seconds(lambda scorer=scorer: scorer(images), args.repeats, 1, device)
         # Same model (fp32 parameters; --dtype only sets our autocast), official-style path always in fp32.
-        official = median_seconds(lambda: official_style_scores(model, images, crops, common["mean"],
-                                                                common["std"]), args.repeats, 1, device)
+        official = median_seconds(
+            lambda crops=crops: official_style_scores(model, images, crops, common["mean"], common["std"]),
+            args.repeats,
+            1,
+            device,
+        )
         results[f"crops_{crops}"] = {
-            "ours_images_per_s": len(images) / ours, "official_style_images_per_s": len(images) / official,
+            "ours_images_per_s": len(images) / ours,
+            "official_style_images_per_s": len(images) / official,
             "speedup_ours_over_official": official / ours,
         }
     return results
@@ -241,8 +308,13 @@ def mfu(flops_per_s: float, device: torch.device, dtype: torch.dtype, args) -> t
 
 
 def machine_info(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "device": str(device)}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
@@ -257,12 +329,14 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch")
-    parser.add_argument("--max-batch", type=int, default=None, help="cap of the largest-batch search "
-                        "(default 1024 on CUDA, 64 on CPU)")
+    parser.add_argument(
+        "--max-batch", type=int, default=None, help="cap of the largest-batch search (default 1024 on CUDA, 64 on CPU)"
+    )
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (after 2 warm-up)")
     parser.add_argument("--probe-steps", type=int, default=2, help="training steps of each memory probe")
-    parser.add_argument("--infer-images", type=int, default=None, help="images per inference run "
-                        "(default 64 on CUDA, 8 on CPU)")
+    parser.add_argument(
+        "--infer-images", type=int, default=None, help="images per inference run (default 64 on CUDA, 8 on CPU)"
+    )
     parser.add_argument("--infer-batch", type=int, default=16, help="PerceptScorer batch (images)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(512, 384), metavar=("W", "H"))
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median) per inference figure")
@@ -287,11 +361,15 @@ def main(argv=None) -> dict:
     dtype = resolve_dtype(args.dtype, device)
     model = build_model(args.size).to(device)
     flops = forward_flops(model.config)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "machine": machine_info(device), "size": args.size, "dtype": str(dtype).replace("torch.", ""),
-              "attention": model.config.vision_config._attn_implementation,
-              "forward_gflops_per_crop": flops / 1e9}
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        "size": args.size,
+        "dtype": str(dtype).replace("torch.", ""),
+        "attention": model.config.vision_config._attn_implementation,
+        "forward_gflops_per_crop": flops / 1e9,
+    }
 
     print(f"[{args.size} on {device}, {result['dtype']}] training …", flush=True)
     train = {"batch": train_throughput(model, args.batch_size, args, device, dtype)}
@@ -313,9 +391,13 @@ def main(argv=None) -> dict:
     train_mfu, note = mfu(train_flops_per_s, device, dtype, args)
     infer_mfu, _ = mfu(infer_flops_per_s, device, dtype, args)
     result["flop_utilisation"] = {
-        "training_achieved_tflops": train_flops_per_s / 1e12, "inference_15crop_achieved_tflops": infer_flops_per_s / 1e12,
-        "training_mfu": train_mfu, "inference_15crop_mfu": infer_mfu, "note": note,
-        "counting": "analytic matmul FLOPs (2 per multiply-add); LoRA training step = 2 × forward"}
+        "training_achieved_tflops": train_flops_per_s / 1e12,
+        "inference_15crop_achieved_tflops": infer_flops_per_s / 1e12,
+        "training_mfu": train_mfu,
+        "inference_15crop_mfu": infer_mfu,
+        "note": note,
+        "counting": "analytic matmul FLOPs (2 per multiply-add); LoRA training step = 2 × forward",
+    }
 
     return emit(result, args.json)
 

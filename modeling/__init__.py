@@ -34,10 +34,27 @@ from .modeling_perceptclip import (
 )
 
 __all__ = [
-    "ADAPTER_KEY_MARKERS", "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "LORA_KEY_MARKER", "LOSSES",
-    "TASK_PRESETS", "PerceptCLIPConfig", "PerceptCLIPForClassification", "PerceptCLIPForRegression",
-    "PerceptCLIPOutput", "PerceptCLIPPreTrainedModel", "backbone_vision_config", "check_config", "create_model",
-    "default_image_processor", "get_loss_fn", "lora_config", "plcc_loss", "register_auto_classes", "task_loss",
+    "ADAPTER_KEY_MARKERS",
+    "CHOICES",
+    "CLASSIFICATION_PROBLEM_TYPES",
+    "EMOTION_LABELS",
+    "LORA_KEY_MARKER",
+    "LOSSES",
+    "TASK_PRESETS",
+    "PerceptCLIPConfig",
+    "PerceptCLIPForClassification",
+    "PerceptCLIPForRegression",
+    "PerceptCLIPOutput",
+    "PerceptCLIPPreTrainedModel",
+    "backbone_vision_config",
+    "check_config",
+    "create_model",
+    "default_image_processor",
+    "get_loss_fn",
+    "lora_config",
+    "plcc_loss",
+    "register_auto_classes",
+    "task_loss",
 ]
 
 # Both task classes share one config class; the Auto factories pick between them by `config.architectures`.
@@ -50,8 +67,9 @@ def register_auto_classes() -> None:
     AutoConfig.register(PerceptCLIPConfig.model_type, PerceptCLIPConfig, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForImageClassification):
         auto_class._model_mapping.register(PerceptCLIPConfig, TASK_MODEL_CLASSES, exist_ok=True)
-    AutoImageProcessor.register(PerceptCLIPConfig, image_processor_classes={"pil": CLIPImageProcessorPil},
-                                exist_ok=True)
+    AutoImageProcessor.register(
+        PerceptCLIPConfig, image_processor_classes={"pil": CLIPImageProcessorPil}, exist_ok=True
+    )
 
 
 register_auto_classes()

@@ -18,7 +18,6 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-
 # Parameter-name marker of the LoRA matrices (not part of a pretrained backbone).
 LORA_KEY_MARKER = "lora_"
 
@@ -86,8 +85,9 @@ def build_backbone(vision_config) -> PreTrainedModel:
     return backbone_class(vision_config, **kwargs)
 
 
-def copy_pretrained_backbone(backbone: PreTrainedModel, expected, source: str, revision: str | None = None,
-                             **hub_kwargs) -> None:
+def copy_pretrained_backbone(
+    backbone: PreTrainedModel, expected, source: str, revision: str | None = None, **hub_kwargs
+) -> None:
     """Copy the weights of checkpoint `source` (Hub id or local dir; the vision tower of a two-tower checkpoint) into
     `backbone` (built for vision config `expected`, LoRA layers left as they are), checking every tensor."""
     _, backbone_kwargs = backbone_class_and_kwargs(expected)
@@ -95,8 +95,10 @@ def copy_pretrained_backbone(backbone: PreTrainedModel, expected, source: str, r
         vision_config = backbone_vision_config(source, revision=revision, **hub_kwargs)
     expected_type = expected.model_type
     if vision_config.model_type != expected_type:
-        raise ValueError(f"Base backbone {source!r} does not match this model's vision_config: it is a "
-                         f"{vision_config.model_type!r} model, this model needs {expected_type!r}.")
+        raise ValueError(
+            f"Base backbone {source!r} does not match this model's vision_config: it is a "
+            f"{vision_config.model_type!r} model, this model needs {expected_type!r}."
+        )
     # transformers' load report lists a two-tower checkpoint's text tower as unexpected: the checks below
     # replace it (a tensor missing from the checkpoint, or of another shape, is an error).
     verbosity = hf_logging.get_verbosity()
@@ -104,8 +106,14 @@ def copy_pretrained_backbone(backbone: PreTrainedModel, expected, source: str, r
     try:
         with explain_backbone_failure(source):
             base, loading_info = type(backbone).from_pretrained(
-                source, config=vision_config, revision=revision, dtype=backbone.dtype, ignore_mismatched_sizes=True,
-                output_loading_info=True, **backbone_kwargs, **hub_kwargs
+                source,
+                config=vision_config,
+                revision=revision,
+                dtype=backbone.dtype,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+                **backbone_kwargs,
+                **hub_kwargs,
             )
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -113,9 +121,11 @@ def copy_pretrained_backbone(backbone: PreTrainedModel, expected, source: str, r
         raise shape_mismatch_error(source, *min(loading_info["mismatched_keys"]))
     if loading_info["missing_keys"]:
         missing = sorted(loading_info["missing_keys"])
-        raise ValueError(f"Base backbone {source!r} lacks {len(missing)} tensor(s) of its "
-                         f"{vision_config.model_type} vision tower, e.g. {missing[:3]}: it is not a complete "
-                         "checkpoint of this backbone; pass the checkpoint the model was built on.")
+        raise ValueError(
+            f"Base backbone {source!r} lacks {len(missing)} tensor(s) of its "
+            f"{vision_config.model_type} vision tower, e.g. {missing[:3]}: it is not a complete "
+            "checkpoint of this backbone; pass the checkpoint the model was built on."
+        )
     base_state = base.state_dict()
     own_state = {k: v for k, v in backbone.state_dict().items() if LORA_KEY_MARKER not in k}
     mapping = {k: k.replace(".base_layer.", ".") for k in own_state}

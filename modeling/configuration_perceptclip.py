@@ -6,7 +6,6 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-
 # CLIP ViT-L/14 (`openai/clip-vit-large-patch14`) vision tower: the paper's default backbone.
 VIT_L14_VISION_KWARGS = {
     "hidden_size": 1024,
@@ -26,7 +25,12 @@ EMOTION_LABELS = ("amusement", "awe", "contentment", "excitement", "anger", "dis
 # here (a registered one, read by remote code) carries its `problem_type` and `loss` explicitly.
 TASK_PRESETS = {
     "quality": {"problem_type": "regression", "loss": "plcc", "labels": ("quality",)},
-    "memorability": {"problem_type": "regression", "loss": "mse", "labels": ("memorability",), "score_range": [0.0, 1.0]},
+    "memorability": {
+        "problem_type": "regression",
+        "loss": "mse",
+        "labels": ("memorability",),
+        "score_range": [0.0, 1.0],
+    },
     "emotion": {"problem_type": "single_label_classification", "loss": "cross_entropy", "labels": EMOTION_LABELS},
     "custom": {},
 }
@@ -134,8 +138,10 @@ class PerceptCLIPConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.task not in TASK_PRESETS and self.problem_type is None:
-            raise ValueError(f"PerceptCLIPConfig.task={self.task!r}: expected one of {sorted(TASK_PRESETS)}, or give "
-                             "problem_type (and loss) for a task of your own (perceptclip_hf.tasks.register_task).")
+            raise ValueError(
+                f"PerceptCLIPConfig.task={self.task!r}: expected one of {sorted(TASK_PRESETS)}, or give "
+                "problem_type (and loss) for a task of your own (perceptclip_hf.tasks.register_task)."
+            )
         preset = TASK_PRESETS.get(self.task, {})
         if self.problem_type is None:
             self.problem_type = preset.get("problem_type")
@@ -159,15 +165,21 @@ class PerceptCLIPConfig(PreTrainedConfig):
             if value not in allowed:
                 raise ValueError(f"PerceptCLIPConfig.{field}={value!r}: expected one of {list(allowed)}.")
         if (self.loss == "cross_entropy") != self.is_classification:
-            raise ValueError(f"PerceptCLIPConfig.loss={self.loss!r} does not fit problem_type={self.problem_type!r} "
-                             f"(task {self.task!r}).")
+            raise ValueError(
+                f"PerceptCLIPConfig.loss={self.loss!r} does not fit problem_type={self.problem_type!r} "
+                f"(task {self.task!r})."
+            )
         if self.test_resize_size is not None:
             if len(self.test_resize_size) != 2 or min(self.test_resize_size) < 1:
-                raise ValueError(f"PerceptCLIPConfig.test_resize_size={self.test_resize_size!r}: expected [height, "
-                                 "width], two positive integers.")
+                raise ValueError(
+                    f"PerceptCLIPConfig.test_resize_size={self.test_resize_size!r}: expected [height, "
+                    "width], two positive integers."
+                )
             if self.test_resize_short is not None:
-                raise ValueError("PerceptCLIPConfig: give test_resize_short (short side, aspect kept) or "
-                                 "test_resize_size ([height, width]), not both.")
+                raise ValueError(
+                    "PerceptCLIPConfig: give test_resize_short (short side, aspect kept) or "
+                    "test_resize_size ([height, width]), not both."
+                )
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"PerceptCLIPConfig.image_size={self.image_size!r}: expected a positive integer.")
         if self.heads is not None and (not self.heads or any(n < 1 for n in self.heads.values())):
@@ -197,7 +209,12 @@ def check_config(**kwargs) -> PerceptCLIPConfig:
 
 
 __all__ = [
-    "CHOICES", "CLASSIFICATION_PROBLEM_TYPES", "EMOTION_LABELS", "TASK_PRESETS", "VIT_L14_VISION_KWARGS", "PerceptCLIPConfig",
+    "CHOICES",
+    "CLASSIFICATION_PROBLEM_TYPES",
+    "EMOTION_LABELS",
+    "TASK_PRESETS",
+    "VIT_L14_VISION_KWARGS",
+    "PerceptCLIPConfig",
     "check_config",
 ]
 

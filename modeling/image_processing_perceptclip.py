@@ -12,7 +12,6 @@ from transformers.image_utils import (
     PILImageResampling,
 )
 
-
 # The paper's crop side, for backbones that declare no input size (CNNs) or declare their pretraining resolution
 # while reading any size (DINOv2: 518).
 DEFAULT_IMAGE_SIZE = 224
@@ -50,7 +49,8 @@ def default_image_processor(config) -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
-        resample=PILImageResampling.BICUBIC if getattr(config, "resize_interpolation", None) == "bicubic"
+        resample=PILImageResampling.BICUBIC
+        if getattr(config, "resize_interpolation", None) == "bicubic"
         else PILImageResampling.BILINEAR,
         image_mean=mean,
         image_std=std,

@@ -24,7 +24,6 @@ from .configuration_perceptclip import PerceptCLIPConfig
 from .image_processing_perceptclip import default_image_processor
 from .loss_perceptclip import task_loss
 
-
 HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "proxies")
 # Parameter-name markers of the adapter-only checkpoint: LoRA matrices and task heads.
 ADAPTER_KEY_MARKERS = (LORA_KEY_MARKER, "heads.")
@@ -102,7 +101,9 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
             inject_adapter_in_model(lora_config(config), self.backbone)
         is_clip = config.vision_config.model_type == "clip_vision_model"
         vision = config.vision_config
-        embed_dim = vision.projection_dim if is_clip else getattr(vision, "hidden_size", None) or vision.hidden_sizes[-1]
+        embed_dim = (
+            vision.projection_dim if is_clip else getattr(vision, "hidden_size", None) or vision.hidden_sizes[-1]
+        )
         self.heads = nn.ModuleDict(
             {name: PerceptCLIPHead(embed_dim, size, config) for name, size in config.head_sizes.items()}
         )
@@ -175,8 +176,10 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         if adapter_only is None:
             adapter_only = self.config.adaptation != "full"
         if adapter_only and self.config.adaptation == "full":
-            raise ValueError("adapter_only=True needs adaptation 'lora' or 'frozen': a fully fine-tuned backbone "
-                             "differs from its base everywhere.")
+            raise ValueError(
+                "adapter_only=True needs adaptation 'lora' or 'frozen': a fully fine-tuned backbone "
+                "differs from its base everywhere."
+            )
         self.config.adapter_only = adapter_only
         module = type(self).__module__.split(".")[-1]
         self.config.auto_map = {
@@ -217,8 +220,10 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         )
         model = create_model(config)
         if not isinstance(model, cls):
-            raise ValueError(f"{cls.__name__}.from_backbone: the config describes a {type(model).__name__} "
-                             f"(problem_type={config.problem_type!r}).")
+            raise ValueError(
+                f"{cls.__name__}.from_backbone: the config describes a {type(model).__name__} "
+                f"(problem_type={config.problem_type!r})."
+            )
         model.load_base_weights(base_model_name_or_path, revision=revision)
         return model
 
@@ -273,10 +278,12 @@ class PerceptCLIPPreTrainedModel(PreTrainedModel):
         if labels is not None:
             if isinstance(head, torch.Tensor):
                 head_ids, sizes = head.reshape(-1).to(logits.device), list(self.config.head_sizes.values())
-                loss = torch.stack([
-                    task_loss(self.config.loss, logits[head_ids == i, : sizes[i]], labels[head_ids == i])
-                    for i in head_ids.unique().tolist()
-                ]).mean()
+                loss = torch.stack(
+                    [
+                        task_loss(self.config.loss, logits[head_ids == i, : sizes[i]], labels[head_ids == i])
+                        for i in head_ids.unique().tolist()
+                    ]
+                ).mean()
             else:
                 loss = task_loss(self.config.loss, logits, labels)
         output = PerceptCLIPOutput(
@@ -307,8 +314,9 @@ class PerceptCLIPForRegression(PerceptCLIPPreTrainedModel):
 
     def __init__(self, config: PerceptCLIPConfig):
         if config.is_classification:
-            raise ValueError(f"PerceptCLIPForRegression got problem_type={config.problem_type!r}; "
-                             "use PerceptCLIPForClassification.")
+            raise ValueError(
+                f"PerceptCLIPForRegression got problem_type={config.problem_type!r}; use PerceptCLIPForClassification."
+            )
         super().__init__(config)
 
 
@@ -317,8 +325,9 @@ class PerceptCLIPForClassification(PerceptCLIPPreTrainedModel):
 
     def __init__(self, config: PerceptCLIPConfig):
         if not config.is_classification:
-            raise ValueError(f"PerceptCLIPForClassification got problem_type={config.problem_type!r}; "
-                             "use PerceptCLIPForRegression.")
+            raise ValueError(
+                f"PerceptCLIPForClassification got problem_type={config.problem_type!r}; use PerceptCLIPForRegression."
+            )
         super().__init__(config)
 
 

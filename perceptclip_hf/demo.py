@@ -32,8 +32,9 @@ DIGITS = 4  # decimals of the scores and probabilities shown on the page
 MODEL_LOCK = threading.Lock()
 
 
-def load_models(models: Sequence[str] | Mapping[str, str], *, load_kwargs: dict | None = None,
-                **scorer_kwargs: Any) -> ScorerSet:
+def load_models(
+    models: Sequence[str] | Mapping[str, str], *, load_kwargs: dict | None = None, **scorer_kwargs: Any
+) -> ScorerSet:
     """The demo's models: ``{name: model}``, or a list of ``perceptclip predict --model`` values (``[NAME=]MODEL``,
     named as predict names them). Images are decoded in the server process (``num_workers=0``) unless told."""
     if not isinstance(models, Mapping):
@@ -92,8 +93,12 @@ def describe(models: ScorerSet, result: Mapping[str, Any] | None) -> str:
     for name, prediction in per_model(models, result).items():
         lines.append(f"{prediction_line(name, prediction)}  \n{score_meaning(models.scorers[name].config)}")
         if "probabilities" in prediction:
-            lines.append(", ".join(f"{label} {p:.{DIGITS}f}" for label, p in sorted(
-                prediction["probabilities"].items(), key=lambda item: -item[1])))
+            lines.append(
+                ", ".join(
+                    f"{label} {p:.{DIGITS}f}"
+                    for label, p in sorted(prediction["probabilities"].items(), key=lambda item: -item[1])
+                )
+            )
     return "\n\n".join(lines)
 
 
@@ -114,15 +119,26 @@ def heatmap(scorer: PerceptScorer, image: Image.Image | None, name: str = "") ->
     with MODEL_LOCK:
         if explanation_method(model) == ATTENTION_METHOD:
             maps = cls_attention_maps(model, pixels)[-1, 0].mean(0).float().cpu()  # last layer, image 0, heads
-            panel = Panel("", maps.numpy(), "CLS attention, last layer (mean over heads)", "Colour: the share of the "
-                          f"CLS token's attention that goes to each image patch (red = most attended), {VIEW}.",
-                          "CLS attention weight")
+            panel = Panel(
+                "",
+                maps.numpy(),
+                "CLS attention, last layer (mean over heads)",
+                "Colour: the share of the "
+                f"CLS token's attention that goes to each image patch (red = most attended), {VIEW}.",
+                "CLS attention weight",
+            )
         else:
             cam = grad_cam(model, pixels)
             panel = grad_cam_panels(cam.maps[0], None, target_description(model), "the last feature map")[0]
     title = " · ".join(part for part in (name, panel.subject) if part)
-    figure = heatmap_figure(display_view(image), panel.heat, title=title, caption=panel.caption,
-                            colorbar_label=panel.colorbar_label, scale=panel.scale)
+    figure = heatmap_figure(
+        display_view(image),
+        panel.heat,
+        title=title,
+        caption=panel.caption,
+        colorbar_label=panel.colorbar_label,
+        scale=panel.scale,
+    )
     return figure_image(figure)
 
 
@@ -137,8 +153,8 @@ def score_files(models: ScorerSet, paths: Sequence[str] | None, out_dir: Path):
     """Many images → (the table: ``perceptclip predict``'s columns, ``id`` the file name; the histogram; the CSV)."""
     import pandas as pd
 
-    from .score_rows import result_columns, result_row
     from .score_files import csv_row
+    from .score_rows import result_columns, result_row
 
     if not paths:
         import gradio as gr
@@ -165,8 +181,9 @@ def histogram(models: ScorerSet, table) -> Any:
     prefixes = column_prefixes(models)
     figure = Figure(figsize=(5, 2.6 * len(models.scorers)), layout="constrained")
     FigureCanvasAgg(figure)
-    for axes, (name, scorer) in zip(figure.subplots(len(models.scorers), 1, squeeze=False)[:, 0],
-                                    models.scorers.items()):
+    for axes, (name, scorer) in zip(
+        figure.subplots(len(models.scorers), 1, squeeze=False)[:, 0], models.scorers.items()
+    ):
         values = table[prefixes[name] + ("label" if scorer.is_classification else "score")].dropna()
         if scorer.is_classification:
             axes.bar(scorer.labels, values.value_counts().reindex(scorer.labels, fill_value=0).tolist())
@@ -181,12 +198,19 @@ def histogram(models: ScorerSet, table) -> Any:
 
 
 def header(models: ScorerSet) -> str:
-    lines = ["# PerceptCLIP", "Perceptual image scoring with CLIP + LoRA ([arXiv 2503.13260]"
-             "(https://arxiv.org/abs/2503.13260)). What each model's output means:"]
+    lines = [
+        "# PerceptCLIP",
+        "Perceptual image scoring with CLIP + LoRA ([arXiv 2503.13260]"
+        "(https://arxiv.org/abs/2503.13260)). What each model's output means:",
+    ]
     from .tasks import score_meaning
 
-    lines += [f"- **{name}**" + (f" ({scorer.config.task})" if name != scorer.config.task else "")
-              + f": {score_meaning(scorer.config)}" for name, scorer in models.scorers.items()]
+    lines += [
+        f"- **{name}**"
+        + (f" ({scorer.config.task})" if name != scorer.config.task else "")
+        + f": {score_meaning(scorer.config)}"
+        for name, scorer in models.scorers.items()
+    ]
     return "\n".join(lines)
 
 
@@ -216,11 +240,17 @@ def one_image_tab(gr, models: ScorerSet) -> None:
             summary = gr.Markdown(elem_id="scores")
             result = gr.JSON(label="/score result (gradio_client)", elem_id="result")
             heat = gr.Image(label=f"Heatmap ({first_name})", type="pil", interactive=False, elem_id="heatmap")
-    scored = gr.on([image.upload, button.click], lambda picture: score_image(models, picture), inputs=image,
-                   outputs=result, api_name=SCORE_API)
+    scored = gr.on(
+        [image.upload, button.click],
+        lambda picture: score_image(models, picture),
+        inputs=image,
+        outputs=result,
+        api_name=SCORE_API,
+    )
     scored.then(lambda output: describe(models, output), inputs=result, outputs=summary, api_visibility="private")
-    scored.then(lambda picture: heatmap(first, picture, first_name), inputs=image, outputs=heat,
-                api_visibility="private")
+    scored.then(
+        lambda picture: heatmap(first, picture, first_name), inputs=image, outputs=heat, api_visibility="private"
+    )
 
 
 def many_images_tab(gr, models: ScorerSet) -> None:
@@ -231,17 +261,29 @@ def many_images_tab(gr, models: ScorerSet) -> None:
     table = gr.Dataframe(label="Scores (click a column to sort)", interactive=False, elem_id="table")
     plot = gr.Plot(label="Histogram")
     csv = gr.File(label="CSV", interactive=False)
-    button.click(lambda paths: score_files(models, paths, out_dir), inputs=files, outputs=[table, plot, csv],
-                 api_name=FILES_API)
+    button.click(
+        lambda paths: score_files(models, paths, out_dir), inputs=files, outputs=[table, plot, csv], api_name=FILES_API
+    )
 
 
 def launch(demo, host: str = "127.0.0.1", port: int | None = None, share: bool = False, block: bool = True):
     """Serve ``demo`` at ``host:port`` (``share``: also through a public gradio.live link); ``block=False``
     returns at once (the server runs in a thread; ``demo.close()`` stops it)."""
     demo.queue()
-    return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                       footer_links=["api", "gradio"])
+    return demo.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=not block, footer_links=["api", "gradio"]
+    )
 
 
-__all__ = ["FILES_API", "SCORE_API", "api_result", "build_demo", "describe", "heatmap", "launch", "load_models",
-           "score_files", "score_image"]
+__all__ = [
+    "FILES_API",
+    "SCORE_API",
+    "api_result",
+    "build_demo",
+    "describe",
+    "heatmap",
+    "launch",
+    "load_models",
+    "score_files",
+    "score_image",
+]

@@ -69,9 +69,17 @@ def run_command(prog: str, function: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
 
 
-OFFLINE_MARKERS = ("couldn't connect", "could not connect", "offline", "connection", "max retries",
-                   "name resolution", "name or service not known", "timed out",
-                   "cannot find the requested files in the disk cache")
+OFFLINE_MARKERS = (
+    "couldn't connect",
+    "could not connect",
+    "offline",
+    "connection",
+    "max retries",
+    "name resolution",
+    "name or service not known",
+    "timed out",
+    "cannot find the requested files in the disk cache",
+)
 
 
 def is_offline_error(err: Exception) -> bool:
@@ -81,8 +89,9 @@ def is_offline_error(err: Exception) -> bool:
 
 
 @contextmanager
-def loading_model(model: str, option: str = "--model", also_check: tuple[str, ...] = (), hint: str = ""
-                  ) -> Iterator[None]:
+def loading_model(
+    model: str, option: str = "--model", also_check: tuple[str, ...] = (), hint: str = ""
+) -> Iterator[None]:
     """Turn the ways loading ``model`` (a folder or Hub id) fails into one :class:`ModelLoadError` line naming it,
     the cause and the fix: a corrupt weights file (in ``model`` or the ``also_check`` folders, e.g. its base
     backbone) is named, an unreachable Hub id gets the local-copy recipe (``hint``: options to add after it)."""
@@ -94,8 +103,9 @@ def loading_model(model: str, option: str = "--model", also_check: tuple[str, ..
         cause = one_line(err, 300) or type(err).__name__
         corrupt = next(iter(corrupt_weights([model, *also_check])), None)
         if corrupt:
-            raise ModelLoadError(f"{option} {model}: {corrupt[0]} is corrupt or truncated ({corrupt[1]}); save or "
-                                 "download it again") from err
+            raise ModelLoadError(
+                f"{option} {model}: {corrupt[0]} is corrupt or truncated ({corrupt[1]}); save or download it again"
+            ) from err
         if os.path.isdir(model):
             if isinstance(err, (OSError, ValueError, TypeError, KeyError)):
                 raise ModelLoadError(f"{option} {model}: cannot load it ({type(err).__name__}: {cause})") from err
@@ -103,15 +113,19 @@ def loading_model(model: str, option: str = "--model", also_check: tuple[str, ..
         if isinstance(err, OSError) or kind_of_hub_error(err):
             if is_offline_error(err):
                 raise ModelLoadError(hub_copy_fix(model, option, hint)) from err
-            raise ModelLoadError(f"{option} {model}: not a local folder, and the Hub could not provide it "
-                                 f"({cause}); check the id or pass a local folder") from err
+            raise ModelLoadError(
+                f"{option} {model}: not a local folder, and the Hub could not provide it "
+                f"({cause}); check the id or pass a local folder"
+            ) from err
         raise
 
 
 def hub_copy_fix(model: str, option: str = "--model", extra: str = "") -> str:
     """The one-line report of a Hub id that cannot be reached and is not cached, with the local-copy route."""
-    return (f"{option} {model}: cannot reach the Hugging Face Hub and there is no cached copy; on a machine with Hub "
-            f"access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR{extra}")
+    return (
+        f"{option} {model}: cannot reach the Hugging Face Hub and there is no cached copy; on a machine with Hub "
+        f"access run `hf download {model} --local-dir DIR`, copy DIR here and pass {option} DIR{extra}"
+    )
 
 
 def corrupt_weights(folders) -> Iterator[tuple[str, str]]:
@@ -135,5 +149,18 @@ def kind_of_hub_error(err: Exception) -> bool:
     return type(err).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3"))
 
 
-__all__ = ["DEBUG_ENV", "ConfigurationError", "InputError", "ModelLoadError", "OutputError", "UnknownNameError", "UserError",
-           "corrupt_weights", "debug_enabled", "hub_copy_fix", "loading_model", "one_line", "run_command"]
+__all__ = [
+    "DEBUG_ENV",
+    "ConfigurationError",
+    "InputError",
+    "ModelLoadError",
+    "OutputError",
+    "UnknownNameError",
+    "UserError",
+    "corrupt_weights",
+    "debug_enabled",
+    "hub_copy_fix",
+    "loading_model",
+    "one_line",
+    "run_command",
+]

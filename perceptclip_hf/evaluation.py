@@ -31,8 +31,9 @@ class BenchmarkPredictions:
         return classification_metrics(self.probabilities, self.labels, positive_classes=self.positive_classes)
 
 
-def predict_benchmark(scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test",
-                      progress=None) -> BenchmarkPredictions:
+def predict_benchmark(
+    scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test", progress=None
+) -> BenchmarkPredictions:
     """A `PerceptScorer`'s predictions of a benchmark part (`split=None`: the whole dataset, as THINGS in the
     paper). IQA: the scorer's 15 test crops; a model's score direction is matched to the dataset's (LIVE DMOS);
     emotion classes are matched by name."""
@@ -57,12 +58,25 @@ def predict_benchmark(scorer, dataset: str, data_dir: str, split: int | None = N
     order = [model_labels.index(name.lower()) for name in class_names]
     probabilities = np.array([[list(r["probabilities"].values())[i] for i in order] for r in results])
     positive = [class_names.index(c) for c in info.positive_classes] if info.positive_classes else None
-    return BenchmarkPredictions(info.name, paths, labels.astype(np.int64), probabilities=probabilities,
-                                class_names=class_names, positive_classes=positive)
+    return BenchmarkPredictions(
+        info.name,
+        paths,
+        labels.astype(np.int64),
+        probabilities=probabilities,
+        class_names=class_names,
+        positive_classes=positive,
+    )
 
 
-def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = None, part: str = "test",
-                       progress=None, fit: LogisticFit = "robust") -> tuple[dict, int]:
+def evaluate_benchmark(
+    scorer,
+    dataset: str,
+    data_dir: str,
+    split: int | None = None,
+    part: str = "test",
+    progress=None,
+    fit: LogisticFit = "robust",
+) -> tuple[dict, int]:
     """The paper's metrics of a `PerceptScorer` on a benchmark part (:func:`predict_benchmark`) and its number of
     images; PLCC after the 4-parameter logistic fit (`fit`: "robust", or "loda" for LoDa's exact fit, see
     `metrics.fit_logistic_4pl`)."""
@@ -70,28 +84,57 @@ def evaluate_benchmark(scorer, dataset: str, data_dir: str, split: int | None = 
     return predictions.metrics(fit), len(predictions.labels)
 
 
-def benchmark_report(predictions: BenchmarkPredictions, out_dir, title: str, context: str = "",
-                     score_meaning: str = "", fit: LogisticFit = "robust"):
+def benchmark_report(
+    predictions: BenchmarkPredictions,
+    out_dir,
+    title: str,
+    context: str = "",
+    score_meaning: str = "",
+    fit: LogisticFit = "robust",
+):
     """The report (:mod:`.reports`) of a model's predictions of a benchmark part; returns the `Report`."""
     from .reports import classification_report, regression_report
 
     if predictions.scores is not None:
-        return regression_report(out_dir, title, predictions.paths, predictions.scores, predictions.labels,
-                                 score_meaning=score_meaning, context=context, fit=fit,
-                                 label_name=f"human score ({predictions.dataset})")
-    return classification_report(out_dir, title, predictions.paths, predictions.probabilities, predictions.labels,
-                                 predictions.class_names, positive_classes=predictions.positive_classes,
-                                 context=context)
+        return regression_report(
+            out_dir,
+            title,
+            predictions.paths,
+            predictions.scores,
+            predictions.labels,
+            score_meaning=score_meaning,
+            context=context,
+            fit=fit,
+            label_name=f"human score ({predictions.dataset})",
+        )
+    return classification_report(
+        out_dir,
+        title,
+        predictions.paths,
+        predictions.probabilities,
+        predictions.labels,
+        predictions.class_names,
+        positive_classes=predictions.positive_classes,
+        context=context,
+    )
 
 
-def cross_dataset_evaluation(model_dir: str, dataset: str, data_dir: str, split: int | None = None,
-                             seed: int = 0) -> dict:
+def cross_dataset_evaluation(
+    model_dir: str, dataset: str, data_dir: str, split: int | None = None, seed: int = 0
+) -> dict:
     """Metrics of a trained model on another dataset (e.g. train FLIVE, test KonIQ), PLCC after the 4-parameter
     logistic fit, with the dataset's test-time resize and filter."""
     info = get_dataset_info(dataset)
-    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, resize_short=info.test_resize_short,
-                                           interpolation=info.interpolation)
+    scorer = PerceptScorer.from_pretrained(
+        model_dir, seed=seed, resize_short=info.test_resize_short, interpolation=info.interpolation
+    )
     return evaluate_benchmark(scorer, dataset, data_dir, split)[0]
 
 
-__all__ = ["BenchmarkPredictions", "benchmark_report", "cross_dataset_evaluation", "evaluate_benchmark", "predict_benchmark"]
+__all__ = [
+    "BenchmarkPredictions",
+    "benchmark_report",
+    "cross_dataset_evaluation",
+    "evaluate_benchmark",
+    "predict_benchmark",
+]

@@ -25,21 +25,14 @@ from .errors import ConfigurationError, one_line
 from .evaluation import cross_dataset_evaluation
 from .metrics import aggregate_splits
 from .modeling import check_config
-from .recipe import (
-    DataArguments,
-    ExperimentArguments,
-    ModelArguments,
-    build_model,
-    model_config_kwargs,
-    resolve_task,
-    vision_config_of,
-)
+from .output_safety import cannot_write_in
+from .recipe import DataArguments, ExperimentArguments, ModelArguments
 from .reports import HTML_FILE
 from .run_log import run_log
 from .run_reports import REPORT_DIR, write_split_reports, write_summary_report
-from .score_files import cannot_write_in
 from .tasks import score_meaning
 from .training import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
+from .training_task import build_model, model_config_kwargs, resolve_task, vision_config_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,21 +68,29 @@ def run_model_dir(run_dir: str | Path) -> Path:
     return candidate
 
 
-def run_experiment(model_args, data_args: DataArguments, experiment: ExperimentArguments,
-                   base_args: TrainingArguments) -> dict:
+def run_experiment(
+    model_args, data_args: DataArguments, experiment: ExperimentArguments, base_args: TrainingArguments
+) -> dict:
     """Train and test on every requested split (and LR), write `results.json` / `results.md`, save models; the
     main process logs it all to `<output_dir>/train.log`."""
     task = validate_arguments(model_args, data_args, experiment, base_args)
     with run_log(base_args.output_dir, enabled=base_args.process_index == 0) as log_path:
-        logger.info("experiment: %s (%s), split(s) %s, learning rate(s) %s; log %s", "+".join(task.datasets),
-                    task.name, data_args.splits, experiment.learning_rates or [base_args.learning_rate], log_path)
+        logger.info(
+            "experiment: %s (%s), split(s) %s, learning rate(s) %s; log %s",
+            "+".join(task.datasets),
+            task.name,
+            data_args.splits,
+            experiment.learning_rates or [base_args.learning_rate],
+            log_path,
+        )
         results = _run_experiment(task, model_args, data_args, experiment, base_args)
         logger.info("results (%s over splits): %s", task.aggregation, rounded(results["aggregate"]))
     return results
 
 
-def _run_experiment(task, model_args, data_args: DataArguments, experiment: ExperimentArguments,
-                    base_args: TrainingArguments) -> dict:
+def _run_experiment(
+    task, model_args, data_args: DataArguments, experiment: ExperimentArguments, base_args: TrainingArguments
+) -> dict:
     output_dir = Path(base_args.output_dir)
     learning_rates = experiment.learning_rates or [base_args.learning_rate]
     multi = len(task.datasets) > 1
@@ -104,26 +105,49 @@ def _run_experiment(task, model_args, data_args: DataArguments, experiment: Expe
             data = prepare_splits(task, data_args, split, model, base_args.seed)
             args = training_arguments(base_args, run_dir, task, lr, multi)
             outputs: dict = {}
-            trainer, validation, test = train_one(model, task, data, args, experiment.early_stopping_patience,
-                                                  experiment.resume, outputs)
+            trainer, validation, test = train_one(
+                model, task, data, args, experiment.early_stopping_patience, experiment.resume, outputs
+            )
             if multi and experiment.stage2_epochs > 0:
                 stage2_heads(model, task, data, args, experiment.stage2_epochs, run_dir / STAGE2_DIR)
                 validation, test = evaluate_parts(trainer, data, outputs=outputs)
-            candidates.append({"learning_rate": lr, "validation": validation, "test": test, "trainer": trainer,
-                               "test_set": data.get("test"), "test_output": outputs.get("test")})
+            candidates.append(
+                {
+                    "learning_rate": lr,
+                    "validation": validation,
+                    "test": test,
+                    "trainer": trainer,
+                    "test_set": data.get("test"),
+                    "test_output": outputs.get("test"),
+                }
+            )
             histories[f"split {split} · lr {lr:g}"] = list(trainer.state.log_history)
             logger.info("split %s lr %g: validation %s; test %s", split, lr, rounded(validation), rounded(test))
         best = max(candidates, key=lambda c: c["validation"].get(task.best_metric, float("-inf")))
-        sweep += [{"split": split, "learning_rate": c["learning_rate"], "validation": c["validation"],
-                   "chosen": c is best} for c in candidates]
+        sweep += [
+            {"split": split, "learning_rate": c["learning_rate"], "validation": c["validation"], "chosen": c is best}
+            for c in candidates
+        ]
         model_dir = split_model_dir(output_dir, split)
         if experiment.save_model or experiment.cross_eval_dataset:
             best["trainer"].save_model(str(model_dir))
         if experiment.report and base_args.process_index == 0 and best["test_output"] is not None:
-            write_split_reports(split_dir(output_dir, split), split, best["learning_rate"], task, data_args,
-                                best["test_set"], best["test_output"], score_meaning(best["trainer"].model.config))
-        row = {"split": split, "learning_rate": best["learning_rate"], "validation": best["validation"],
-               "test": best["test"]}
+            write_split_reports(
+                split_dir(output_dir, split),
+                split,
+                best["learning_rate"],
+                task,
+                data_args,
+                best["test_set"],
+                best["test_output"],
+                score_meaning(best["trainer"].model.config),
+            )
+        row = {
+            "split": split,
+            "learning_rate": best["learning_rate"],
+            "validation": best["validation"],
+            "test": best["test"],
+        }
         if experiment.cross_eval_dataset:
             row["cross_dataset"] = {
                 name: cross_dataset_evaluation(str(model_dir), name, data_dir, seed=base_args.seed)
@@ -137,8 +161,10 @@ def _run_experiment(task, model_args, data_args: DataArguments, experiment: Expe
         "splits": split_results,
         "aggregate": aggregate_splits([r["test"] for r in split_results], how=task.aggregation),
         "training": {
-            "learning_rates": learning_rates, "epochs": base_args.num_train_epochs,
-            "batch_size": base_args.per_device_train_batch_size, "weight_decay": base_args.weight_decay,
+            "learning_rates": learning_rates,
+            "epochs": base_args.num_train_epochs,
+            "batch_size": base_args.per_device_train_batch_size,
+            "weight_decay": base_args.weight_decay,
             "base_model": model_args.base_model_name_or_path if model_args.vision_config is None else None,
             **{k: v for k, v in asdict(model_args).items() if k != "base_model_name_or_path"},
         },
@@ -164,23 +190,37 @@ def rounded(metrics: dict) -> str:
 def per_dataset_results(name: str, split_results: list[dict], task) -> dict:
     """One dataset's test metrics of a multi-dataset run (its head's `<name>_<metric>` entries)."""
     prefix = name + "_"
-    splits = [{"split": row["split"], "test": {k[len(prefix):]: v for k, v in row["test"].items()
-                                              if k.startswith(prefix)}} for row in split_results]
-    return {"task": task.name, "metric_aggregation": task.aggregation, "splits": splits,
-            "aggregate": aggregate_splits([row["test"] for row in splits], how=task.aggregation)}
+    splits = [
+        {"split": row["split"], "test": {k[len(prefix) :]: v for k, v in row["test"].items() if k.startswith(prefix)}}
+        for row in split_results
+    ]
+    return {
+        "task": task.name,
+        "metric_aggregation": task.aggregation,
+        "splits": splits,
+        "aggregate": aggregate_splits([row["test"] for row in splits], how=task.aggregation),
+    }
 
 
-def validate_arguments(model_args, data_args: DataArguments, experiment: ExperimentArguments,
-                       training_args: TrainingArguments | None = None):
+def validate_arguments(
+    model_args,
+    data_args: DataArguments,
+    experiment: ExperimentArguments,
+    training_args: TrainingArguments | None = None,
+):
     """Check a recipe before any work (one place): known datasets of one task, one data_dir each, splits in range,
     valid model options, and with `training_args` a run that can learn and write its output. A problem is a
     :class:`ConfigurationError` naming the option(s). Returns the task."""
     if len(data_args.data_dir) != len(data_args.dataset):
-        raise ConfigurationError(f"--data_dir: give one folder per --dataset: {len(data_args.dataset)} dataset(s) "
-                                 f"{data_args.dataset}, {len(data_args.data_dir)} data_dir {data_args.data_dir}")
+        raise ConfigurationError(
+            f"--data_dir: give one folder per --dataset: {len(data_args.dataset)} dataset(s) "
+            f"{data_args.dataset}, {len(data_args.data_dir)} data_dir {data_args.data_dir}"
+        )
     if len(experiment.cross_eval_data_dir) != len(experiment.cross_eval_dataset):
-        raise ConfigurationError("--cross_eval_data_dir: give one folder per --cross_eval_dataset "
-                                 f"{experiment.cross_eval_dataset}, got {experiment.cross_eval_data_dir}")
+        raise ConfigurationError(
+            "--cross_eval_data_dir: give one folder per --cross_eval_dataset "
+            f"{experiment.cross_eval_dataset}, got {experiment.cross_eval_data_dir}"
+        )
     data_args.check_own_data_options()
     task = resolve_task([data_args.dataset_info(name) for name in data_args.dataset])
     for name in experiment.cross_eval_dataset:
@@ -192,14 +232,18 @@ def validate_arguments(model_args, data_args: DataArguments, experiment: Experim
         info = data_args.dataset_info(name)
         bad = [s for s in data_args.splits if not 0 <= s < info.num_splits]
         if bad:
-            raise ConfigurationError(f"--splits {bad}: out of range for {name}, whose splits are "
-                                     f"0..{info.num_splits - 1}")
+            raise ConfigurationError(
+                f"--splits {bad}: out of range for {name}, whose splits are 0..{info.num_splits - 1}"
+            )
     if not 0 < data_args.validation_fraction < 1:
-        raise ConfigurationError(f"--validation_fraction {data_args.validation_fraction}: the share of the "
-                                 "training content held out for model selection must be between 0 and 1 (e.g. 0.1)")
+        raise ConfigurationError(
+            f"--validation_fraction {data_args.validation_fraction}: the share of the "
+            "training content held out for model selection must be between 0 and 1 (e.g. 0.1)"
+        )
     if model_args.vision_config is None and not model_args.base_model_name_or_path:
-        raise ConfigurationError("Give --base_model_name_or_path (pretrained backbone) or --vision_config "
-                                 "(random backbone).")
+        raise ConfigurationError(
+            "Give --base_model_name_or_path (pretrained backbone) or --vision_config (random backbone)."
+        )
     config = check_model_options(model_args, task)
     if training_args is not None:
         check_run(config.loss, data_args, experiment, training_args)
@@ -216,24 +260,37 @@ def check_model_options(model_args, task):
         cause = one_line(err)
         named = re.search(r"PerceptCLIPConfig\.(\w+)|field '(\w+)'", cause)
         name = next((n for n in (named.groups() if named else ()) if n), None)
-        option = (f"--{name}" if name in {f.name for f in fields(ModelArguments)} else
-                  "--vision_config" if vision is not None else "model options")
+        option = (
+            f"--{name}"
+            if name in {f.name for f in fields(ModelArguments)}
+            else "--vision_config"
+            if vision is not None
+            else "model options"
+        )
         raise ConfigurationError(f"{option}: {cause if len(cause) < 300 else cause[:300] + '…'}") from None
 
 
-def check_run(loss: str, data_args: DataArguments, experiment: ExperimentArguments,
-              training_args: TrainingArguments) -> None:
+def check_run(
+    loss: str, data_args: DataArguments, experiment: ExperimentArguments, training_args: TrainingArguments
+) -> None:
     """Refuse a run that cannot learn (no positive learning rate, no steps, a PLCC batch of one image) or that
     cannot write its `output_dir`."""
-    name, rates = (("learning_rates", experiment.learning_rates) if experiment.learning_rates
-                   else ("learning_rate", [training_args.learning_rate]))
+    name, rates = (
+        ("learning_rates", experiment.learning_rates)
+        if experiment.learning_rates
+        else ("learning_rate", [training_args.learning_rate])
+    )
     if any(rate <= 0 for rate in rates):
-        raise ConfigurationError(f"--{name} {' '.join(f'{r:g}' for r in rates)}: every learning rate must be > 0 "
-                                 "(0 leaves the model untrained, < 0 climbs the loss); e.g. 1e-4")
+        raise ConfigurationError(
+            f"--{name} {' '.join(f'{r:g}' for r in rates)}: every learning rate must be > 0 "
+            "(0 leaves the model untrained, < 0 climbs the loss); e.g. 1e-4"
+        )
     if training_args.num_train_epochs <= 0 and training_args.max_steps <= 0:
-        raise ConfigurationError(f"--num_train_epochs {training_args.num_train_epochs:g} with --max_steps "
-                                 f"{training_args.max_steps}: trains nothing; give --num_train_epochs > 0 "
-                                 "(or --max_steps > 0)")
+        raise ConfigurationError(
+            f"--num_train_epochs {training_args.num_train_epochs:g} with --max_steps "
+            f"{training_args.max_steps}: trains nothing; give --num_train_epochs > 0 "
+            "(or --max_steps > 0)"
+        )
     batch = training_args.per_device_train_batch_size
     if batch < 1:
         raise ConfigurationError(f"--per_device_train_batch_size {batch}: must be ≥ 1")
@@ -241,13 +298,17 @@ def check_run(loss: str, data_args: DataArguments, experiment: ExperimentArgumen
     if samples is not None and samples < 1:
         raise ConfigurationError(f"--max_train_samples {samples}: must be ≥ 1 (or unset for every image)")
     if loss == "plcc" and batch < 2:
-        raise ConfigurationError(f"--loss plcc with --per_device_train_batch_size {batch}: PLCC correlates the "
-                                 "scores of a batch, one image has none (loss 0, gradient 0 at every step); use a "
-                                 "batch ≥ 2 (the recipes use 32) or --loss mse")
+        raise ConfigurationError(
+            f"--loss plcc with --per_device_train_batch_size {batch}: PLCC correlates the "
+            "scores of a batch, one image has none (loss 0, gradient 0 at every step); use a "
+            "batch ≥ 2 (the recipes use 32) or --loss mse"
+        )
     if loss == "plcc" and samples is not None and samples < batch:
-        raise ConfigurationError(f"--loss plcc with --max_train_samples {samples} < --per_device_train_batch_size "
-                                 f"{batch}: PLCC needs full batches of images to correlate; raise "
-                                 "--max_train_samples or lower the batch")
+        raise ConfigurationError(
+            f"--loss plcc with --max_train_samples {samples} < --per_device_train_batch_size "
+            f"{batch}: PLCC needs full batches of images to correlate; raise "
+            "--max_train_samples or lower the batch"
+        )
     check_writable(training_args.output_dir)
 
 
@@ -258,12 +319,14 @@ def check_writable(output_dir: str | None) -> None:
     path = Path(output_dir).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise ConfigurationError(f"--output_dir {output_dir}: {existing} is a file, not a folder; "
-                                 "give another --output_dir")
+        raise ConfigurationError(
+            f"--output_dir {output_dir}: {existing} is a file, not a folder; give another --output_dir"
+        )
     problem = cannot_write_in(existing)
     if problem:
-        raise ConfigurationError(f"--output_dir {output_dir}: cannot write in {existing} ({problem}); give a folder "
-                                 "you can write to")
+        raise ConfigurationError(
+            f"--output_dir {output_dir}: cannot write in {existing} ({problem}); give a folder you can write to"
+        )
 
 
 def write_results(results: dict, output_dir: Path) -> None:
@@ -271,11 +334,21 @@ def write_results(results: dict, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     names = list(results["aggregate"])
-    lines = [f"# {results['dataset']} ({results['task']})", "",
-             "| split | lr | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    lines = [
+        f"# {results['dataset']} ({results['task']})",
+        "",
+        "| split | lr | " + " | ".join(names) + " |",
+        "|" + "---|" * (len(names) + 2),
+    ]
     for row in results["splits"]:
-        lines.append(f"| {row['split']} | {row['learning_rate']:g} | "
-                     + " | ".join(f"{row['test'].get(n, float('nan')):.4f}" for n in names) + " |")
-    lines.append(f"| **{results['metric_aggregation']}** | | "
-                 + " | ".join(f"**{results['aggregate'][n]:.4f}**" for n in names) + " |")
+        lines.append(
+            f"| {row['split']} | {row['learning_rate']:g} | "
+            + " | ".join(f"{row['test'].get(n, float('nan')):.4f}" for n in names)
+            + " |"
+        )
+    lines.append(
+        f"| **{results['metric_aggregation']}** | | "
+        + " | ".join(f"**{results['aggregate'][n]:.4f}**" for n in names)
+        + " |"
+    )
     (output_dir / RESULTS_TABLE).write_text("\n".join(lines) + "\n")

@@ -11,7 +11,7 @@ torchvision's on PIL images. :mod:`.preprocessing` builds the transforms from th
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -80,8 +80,10 @@ def random_crop_box(size: tuple[int, int], crop: int, generator: torch.Generator
 
 
 def random_resized_crop_box(
-    size: tuple[int, int], generator: torch.Generator | None,
-    scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    size: tuple[int, int],
+    generator: torch.Generator | None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
     """torchvision's ``RandomResizedCrop.get_params`` box (same draws, float32 log-ratio, top before left): 10 tries
     of random area/aspect, else a center crop."""
@@ -97,7 +99,10 @@ def random_resized_crop_box(
             left = _randint(width - w, generator)
             return left, top, left + w, top + h
     in_ratio = width / height
-    w, h = (width, int(round(width / min(ratio)))) if in_ratio < min(ratio) else (
-        (int(round(height * max(ratio))), height) if in_ratio > max(ratio) else (width, height))
+    w, h = (
+        (width, int(round(width / min(ratio))))
+        if in_ratio < min(ratio)
+        else ((int(round(height * max(ratio))), height) if in_ratio > max(ratio) else (width, height))
+    )
     left, top = (width - w) // 2, (height - h) // 2
     return left, top, left + w, top + h

@@ -61,8 +61,10 @@ def last_feature_map(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torc
             hook.remove()
     feature_map = captured["map"]
     if feature_map.dim() != 4:
-        raise NotConvolutional(f"Grad-CAM needs a convolutional backbone (a last hidden state of shape (B, C, h, w)); "
-                               f"{type(model.backbone).__name__} gives {tuple(feature_map.shape)}.")
+        raise NotConvolutional(
+            f"Grad-CAM needs a convolutional backbone (a last hidden state of shape (B, C, h, w)); "
+            f"{type(model.backbone).__name__} gives {tuple(feature_map.shape)}."
+        )
     module = [name for name, output in tensors if output is feature_map][-1:]  # hooks run innermost first
     return logits, feature_map, module[0] if module else ""
 

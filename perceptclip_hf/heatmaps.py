@@ -39,7 +39,9 @@ def display_view(image: Image.Image, size: int = 224) -> Image.Image:
 def upsample(heat: np.ndarray, size: int) -> np.ndarray:
     """``(h, w)`` → ``(size, size)``, bilinear (half-pixel centres, as an image resize)."""
     tensor = torch.as_tensor(np.asarray(heat, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[
+        0, 0
+    ].numpy()
 
 
 SCALES = ("range", "from_zero", "symmetric")  # colour bar: min..max, 0..max (blue = 0), ±max|value| (white = 0)
@@ -54,8 +56,9 @@ def color_limits(heat: np.ndarray, scale: str) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def heatmap_figure(view: Image.Image, heat: np.ndarray, *, title: str, caption: str, colorbar_label: str,
-                   scale: str = "range") -> Figure:
+def heatmap_figure(
+    view: Image.Image, heat: np.ndarray, *, title: str, caption: str, colorbar_label: str, scale: str = "range"
+) -> Figure:
     """``view`` (square) with ``heat`` (``(h, w)``, any units) upsampled over it at 50% opacity, shown at one
     screen pixel per view pixel; the colour bar (full-strength colours, ``scale``) gives the units."""
     size = view.size[0]
@@ -82,8 +85,16 @@ def heatmap_figure(view: Image.Image, heat: np.ndarray, *, title: str, caption: 
     return figure
 
 
-def save_heatmap(path: str | Path, view: Image.Image, heat: np.ndarray, *, title: str, caption: str,
-                 colorbar_label: str, scale: str = "range") -> Path:
+def save_heatmap(
+    path: str | Path,
+    view: Image.Image,
+    heat: np.ndarray,
+    *,
+    title: str,
+    caption: str,
+    colorbar_label: str,
+    scale: str = "range",
+) -> Path:
     """Write :func:`heatmap_figure` to ``path`` (PNG; title and caption also in its text chunks)."""
     figure = heatmap_figure(view, heat, title=title, caption=caption, colorbar_label=colorbar_label, scale=scale)
     figure.savefig(path, dpi=DPI, metadata={"Title": title, "Description": caption})
@@ -109,49 +120,103 @@ def attention_panels(tuned: torch.Tensor, base: torch.Tensor | None, heads: Sequ
     panels = []
     for layer, head in heads:
         name, tuned_map = f"L{layer} H{head}", tuned[layer, head].float().numpy()
-        panels.append(Panel(f"_L{layer}_H{head}", tuned_map, name, "Colour: the share of the CLS token's attention "
-                            f"that goes to each image patch in this head (red = most attended), {VIEW}.",
-                            "CLS attention weight"))
+        panels.append(
+            Panel(
+                f"_L{layer}_H{head}",
+                tuned_map,
+                name,
+                "Colour: the share of the CLS token's attention "
+                f"that goes to each image patch in this head (red = most attended), {VIEW}.",
+                "CLS attention weight",
+            )
+        )
         if base is not None:
-            panels.append(Panel(f"_L{layer}_H{head}_diff", tuned_map - base[layer, head].float().numpy(),
-                                f"{name} fine-tuned − base", "Colour: CLS attention of the fine-tuned model minus that "
-                                "of the base backbone (LoRA disabled): red = attended more after fine-tuning, blue = "
-                                f"less, white = unchanged; {VIEW}.", "attention difference", "symmetric"))
+            panels.append(
+                Panel(
+                    f"_L{layer}_H{head}_diff",
+                    tuned_map - base[layer, head].float().numpy(),
+                    f"{name} fine-tuned − base",
+                    "Colour: CLS attention of the fine-tuned model minus that "
+                    "of the base backbone (LoRA disabled): red = attended more after fine-tuning, blue = "
+                    f"less, white = unchanged; {VIEW}.",
+                    "attention difference",
+                    "symmetric",
+                )
+            )
     return panels
 
 
 def grad_cam_panels(tuned: torch.Tensor, base: torch.Tensor | None, target: str, feature_map: str) -> list[Panel]:
     """Grad-CAM panel of one image (``(h, w)``), and its fine-tuned − base difference when ``base`` is given."""
-    panels = [Panel("_gradcam", tuned.numpy(), "Grad-CAM", f"Colour: Grad-CAM of {target} on {feature_map}: red = "
-                    f"regions whose features raise {target} most, blue = little or no positive contribution; {VIEW}.",
-                    "Grad-CAM (a.u.)", "from_zero")]
+    panels = [
+        Panel(
+            "_gradcam",
+            tuned.numpy(),
+            "Grad-CAM",
+            f"Colour: Grad-CAM of {target} on {feature_map}: red = "
+            f"regions whose features raise {target} most, blue = little or no positive contribution; {VIEW}.",
+            "Grad-CAM (a.u.)",
+            "from_zero",
+        )
+    ]
     if base is not None:
-        panels.append(Panel("_gradcam_diff", (tuned - base).numpy(), "Grad-CAM fine-tuned − base", "Colour: Grad-CAM "
-                            f"of the fine-tuned model minus that of the base backbone (LoRA disabled, same head): red = "
-                            f"more, blue = less, white = unchanged; {VIEW}.", "Grad-CAM difference", "symmetric"))
+        panels.append(
+            Panel(
+                "_gradcam_diff",
+                (tuned - base).numpy(),
+                "Grad-CAM fine-tuned − base",
+                "Colour: Grad-CAM "
+                f"of the fine-tuned model minus that of the base backbone (LoRA disabled, same head): red = "
+                f"more, blue = less, white = unchanged; {VIEW}.",
+                "Grad-CAM difference",
+                "symmetric",
+            )
+        )
     return panels
 
 
-def write_panels(image: Image.Image, panels: Sequence[Panel], out_dir: str | Path, stem: str, *, name: str = "",
-                 prediction: str = "", display_size: int = 224) -> list[Path]:
+def write_panels(
+    image: Image.Image,
+    panels: Sequence[Panel],
+    out_dir: str | Path,
+    stem: str,
+    *,
+    name: str = "",
+    prediction: str = "",
+    display_size: int = 224,
+) -> list[Path]:
     """``{stem}{suffix}.png`` per panel, titled ``name · subject · prediction``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     view = display_view(image, display_size)
-    return [save_heatmap(out_dir / f"{stem}{panel.suffix}.png", view, panel.heat,
-                         title=" · ".join(part for part in (name, panel.subject, prediction) if part),
-                         caption=panel.caption, colorbar_label=panel.colorbar_label, scale=panel.scale)
-            for panel in panels]
+    return [
+        save_heatmap(
+            out_dir / f"{stem}{panel.suffix}.png",
+            view,
+            panel.heat,
+            title=" · ".join(part for part in (name, panel.subject, prediction) if part),
+            caption=panel.caption,
+            colorbar_label=panel.colorbar_label,
+            scale=panel.scale,
+        )
+        for panel in panels
+    ]
 
 
-def save_heatmaps(image: Image.Image, tuned: torch.Tensor, base: torch.Tensor | None,
-                  heads: Sequence[tuple[int, int]], out_dir: str | Path, stem: str, display_size: int = 224,
-                  **titles: str) -> list[Path]:
+def save_heatmaps(
+    image: Image.Image,
+    tuned: torch.Tensor,
+    base: torch.Tensor | None,
+    heads: Sequence[tuple[int, int]],
+    out_dir: str | Path,
+    stem: str,
+    display_size: int = 224,
+    **titles: str,
+) -> list[Path]:
     """Write, for each ``(layer, head)`` in ``heads``, ``{stem}_L{layer}_H{head}.png`` (fine-tuned CLS attention)
     and, with ``base``, ``{stem}_L{layer}_H{head}_diff.png`` (fine-tuned − base). ``tuned``/``base``: one image's
     maps ``(num_layers, num_heads, grid_h, grid_w)``; ``titles``: ``name`` and ``prediction`` for the titles."""
-    return write_panels(image, attention_panels(tuned, base, heads), out_dir, stem, display_size=display_size,
-                        **titles)
+    return write_panels(image, attention_panels(tuned, base, heads), out_dir, stem, display_size=display_size, **titles)
 
 
 __all__ = [

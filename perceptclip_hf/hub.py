@@ -22,7 +22,13 @@ from safetensors.torch import save_file
 from . import modeling
 from .errors import ModelLoadError, OutputError
 from .model_card import render_model_card
-from .modeling import LORA_KEY_MARKER, PerceptCLIPConfig, PerceptCLIPPreTrainedModel, default_image_processor, lora_config
+from .modeling import (
+    LORA_KEY_MARKER,
+    PerceptCLIPConfig,
+    PerceptCLIPPreTrainedModel,
+    default_image_processor,
+    lora_config,
+)
 from .official import is_hub_model_id, load_official_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -50,6 +56,7 @@ DEFAULT_COMMIT_MESSAGE = "Upload PerceptCLIP model"
 
 # ----- the repo folder -------------------------------------------------------------------------------------------
 
+
 def build_repo_folder(
     model_dir_or_model: str | Path | PerceptCLIPPreTrainedModel,
     out_dir: str | Path,
@@ -66,8 +73,10 @@ def build_repo_folder(
     `notes`: an extra paragraph for the card (provenance)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputError(f"{out_dir} is not empty: the repo folder must hold only what will be uploaded; choose a "
-                          "new or empty folder")
+        raise OutputError(
+            f"{out_dir} is not empty: the repo folder must hold only what will be uploaded; choose a "
+            "new or empty folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model_dir_or_model, PerceptCLIPPreTrainedModel):
         model_dir_or_model.save_pretrained(out_dir)
@@ -85,8 +94,14 @@ def build_repo_folder(
 
         report = copy_run_report(Path(results).parent / REPORT_DIR, out_dir / REPORT_DIR)
         results = json.loads(Path(results).read_text())
-    card = render_model_card(config, results=results, repo_id=repo_id, notes=notes,
-                             peft_adapter=(out_dir / ADAPTER_DIR).is_dir(), report=report)
+    card = render_model_card(
+        config,
+        results=results,
+        repo_id=repo_id,
+        notes=notes,
+        peft_adapter=(out_dir / ADAPTER_DIR).is_dir(),
+        report=report,
+    )
     card.save(out_dir / CARD_FILE)
     check_repo_folder(out_dir)
     return out_dir
@@ -137,16 +152,21 @@ def load_lora_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 # ----- the peft adapter ------------------------------------------------------------------------------------------
 
+
 def peft_lora_config(config: PerceptCLIPConfig) -> LoraConfig:
     """The peft `LoraConfig` of our backbone's LoRA (same r, alpha, dropout, targets; bias none)."""
-    return lora_config(config, base_model_name_or_path=config.base_model_name_or_path,
-                       revision=config.base_model_revision, inference_mode=True)
+    return lora_config(
+        config,
+        base_model_name_or_path=config.base_model_name_or_path,
+        revision=config.base_model_revision,
+        inference_mode=True,
+    )
 
 
 def to_peft_key(key: str) -> str:
     """`backbone.<module>.lora_A.default.weight` → `base_model.model.<module>.lora_A.weight`: the key a peft
     adapter file holds for the base model our backbone is (peft drops the adapter name when saving)."""
-    module = key[len(OUR_BACKBONE_PREFIX):].replace(f".{PEFT_ADAPTER_NAME}.", ".")
+    module = key[len(OUR_BACKBONE_PREFIX) :].replace(f".{PEFT_ADAPTER_NAME}.", ".")
     return PEFT_PREFIX + module
 
 
@@ -168,6 +188,7 @@ def write_peft_adapter(config: PerceptCLIPConfig, weights: Mapping[str, torch.Te
 
 
 # ----- checks ----------------------------------------------------------------------------------------------------
+
 
 def check_repo_folder(folder: str | Path) -> list[Path]:
     """Raise unless `folder` is a complete, pickle-free PerceptCLIP repo; return its files (relative paths)."""
@@ -202,6 +223,7 @@ def is_pickle(path: Path) -> bool:
 
 # ----- upload ----------------------------------------------------------------------------------------------------
 
+
 def upload_repo_folder(
     folder: str | Path,
     repo_id: str,
@@ -223,12 +245,11 @@ def upload_repo_folder(
         CommitOperationAdd(path_in_repo=relative.as_posix(), path_or_fileobj=str(folder / relative))
         for relative in files
     ]
-    return api.create_commit(
-        repo_id, operations, commit_message=commit_message, token=token, revision=revision
-    )
+    return api.create_commit(repo_id, operations, commit_message=commit_message, token=token, revision=revision)
 
 
 # ----- official release ------------------------------------------------------------------------------------------
+
 
 def convert_official(
     source: str,
@@ -251,8 +272,10 @@ def convert_official(
     check_backbone_is_base(model)
     origin = origin or (Path(source).name if Path(source).is_file() else source)
     link = f"[{origin}](https://huggingface.co/{origin})" if is_hub_model_id(origin) else f"`{Path(origin).name}`"
-    notes = (f"Converted from the official PerceptCLIP release {link} (weights renamed, not retrained); "
-             "outputs match the official `clip_lora_model`.")
+    notes = (
+        f"Converted from the official PerceptCLIP release {link} (weights renamed, not retrained); "
+        "outputs match the official `clip_lora_model`."
+    )
     return build_repo_folder(model, out_dir, repo_id=repo_id, peft_adapter=peft_adapter, notes=notes)
 
 

@@ -55,7 +55,7 @@ class ImageSet:
     length: int | None = None  # None: unknown before the stream is read
     problems: list[tuple[str, str]] = field(default_factory=list)
 
-    def share(self, part: Part) -> "ImageSet":
+    def share(self, part: Part) -> ImageSet:
         """A random-access set's contiguous share for one process of several (streams are split where they are
         read: by shard, by Parquet row group)."""
         if part == WHOLE or self.stream is not None:
@@ -91,8 +91,10 @@ def expand_pattern(pattern: str) -> list[str]:
                 raise InputError(f"{pattern}: {expanded!r} matches no file")
             paths.extend(matches)
         elif not os.path.isfile(expanded):
-            raise InputError(f"{pattern}: {expanded} does not exist" + (
-                "" if expanded == pattern else " (named by the pattern); fix the range or the folder"))
+            raise InputError(
+                f"{pattern}: {expanded} does not exist"
+                + ("" if expanded == pattern else " (named by the pattern); fix the range or the folder")
+            )
         else:
             paths.append(expanded)
     return list(dict.fromkeys(paths))
@@ -128,8 +130,13 @@ def shard_set(patterns: Sequence[str], part: Part = WHOLE) -> ImageSet:
                 entry = next((name for name in SHARD_IMAGE_ENTRIES if name in sample), None)
                 if entry is None:
                     entries = sorted(name for name in sample if not name.startswith("__"))
-                    yield key, DatasetFormatError(f"{shard}: sample {key} has no image entry "
-                                                  f"({'/'.join(SHARD_IMAGE_ENTRIES)}; it has {', '.join(entries)})")
+                    yield (
+                        key,
+                        DatasetFormatError(
+                            f"{shard}: sample {key} has no image entry "
+                            f"({'/'.join(SHARD_IMAGE_ENTRIES)}; it has {', '.join(entries)})"
+                        ),
+                    )
                 else:
                     yield key, sample[entry]
 
@@ -138,8 +145,9 @@ def shard_set(patterns: Sequence[str], part: Part = WHOLE) -> ImageSet:
 
 
 # ----------------------------------------------------------------------------- tables
-def parquet_set(patterns: Sequence[str], image_column: str = "image", id_column: str | None = None,
-                part: Part = WHOLE) -> ImageSet:
+def parquet_set(
+    patterns: Sequence[str], image_column: str = "image", id_column: str | None = None, part: Part = WHOLE
+) -> ImageSet:
     """The rows of the Parquet files the patterns name (in order, one table), read a row group at a time
     (``part``: a process's contiguous share of the row groups)."""
     import pyarrow as pa
@@ -155,10 +163,15 @@ def parquet_set(patterns: Sequence[str], image_column: str = "image", id_column:
         schema = parquet.schema_arrow
         check_columns(path, schema.names, image_column, id_column)
         kind = schema.field(image_column).type
-        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or
-                (pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0)):
-            raise InputError(f"{path}: column {image_column!r} holds {kind}, not images (a datasets Image column or "
-                             "encoded bytes); pass --image-column NAME")
+        if not (
+            pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+            or (pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0)
+        ):
+            raise InputError(
+                f"{path}: column {image_column!r} holds {kind}, not images (a datasets Image column or "
+                "encoded bytes); pass --image-column NAME"
+            )
         for group in range(parquet.metadata.num_row_groups):
             first = groups[-1][2] + groups[-1][3] if groups else 0
             groups.append((path, group, first, parquet.metadata.row_group(group).num_rows))
@@ -167,8 +180,9 @@ def parquet_set(patterns: Sequence[str], image_column: str = "image", id_column:
     def stream() -> Iterator[tuple[str, Any]]:
         columns = list(dict.fromkeys(column for column in (image_column, id_column) if column))
         for path, group, row, _ in groups:
-            batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group],
-                                                        columns=columns)
+            batches = pq.ParquetFile(path).iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=columns
+            )
             for batch in batches:
                 images = batch.column(image_column).to_pylist()
                 ids = batch.column(id_column).to_pylist() if id_column else range(row, row + len(images))
@@ -179,8 +193,9 @@ def parquet_set(patterns: Sequence[str], image_column: str = "image", id_column:
     return ImageSet(", ".join(patterns), stream=stream, length=sum(group[3] for group in groups))
 
 
-def saved_dataset_set(folder: str, image_column: str = "image", id_column: str | None = None,
-                      split: str | None = None, part: Part = WHOLE) -> ImageSet:
+def saved_dataset_set(
+    folder: str, image_column: str = "image", id_column: str | None = None, split: str | None = None, part: Part = WHOLE
+) -> ImageSet:
     """The rows of a ``save_to_disk`` folder (a ``DatasetDict``'s ``split``), read lazily by the workers."""
     from datasets import load_from_disk
 
@@ -191,8 +206,14 @@ def saved_dataset_set(folder: str, image_column: str = "image", id_column: str |
     return table_set(choose_split(dataset, split, folder), folder, image_column, id_column).share(part)
 
 
-def hub_dataset_set(name: str, split: str | None = None, streaming: bool = False, image_column: str = "image",
-                    id_column: str | None = None, part: Part = WHOLE) -> ImageSet:
+def hub_dataset_set(
+    name: str,
+    split: str | None = None,
+    streaming: bool = False,
+    image_column: str = "image",
+    id_column: str | None = None,
+    part: Part = WHOLE,
+) -> ImageSet:
     """A dataset ``datasets.load_dataset`` reads (Hub id or local folder), its ``split``; streamed: read once
     (``part``: a process's share, by shard where the shards divide evenly, ``split_dataset_by_node``)."""
     from datasets import load_dataset
@@ -204,11 +225,16 @@ def hub_dataset_set(name: str, split: str | None = None, streaming: bool = False
         dataset = load_dataset(name, split=split, streaming=streaming)
     except Exception as err:
         if is_offline_error(err) and not os.path.exists(name):
-            raise InputError(f"--hf-dataset {name}: cannot reach the Hugging Face Hub and there is no cached copy; "
-                             f"on a machine with Hub access run `hf download {name} --repo-type dataset --local-dir "
-                             "DIR`, copy DIR here and pass --hf-dataset DIR") from None
-        raise InputError(f"--hf-dataset {name}" + (f" --split {split}" if split else "")
-                         + f": cannot load it ({type(err).__name__}: {one_line(err, 300)})") from None
+            raise InputError(
+                f"--hf-dataset {name}: cannot reach the Hugging Face Hub and there is no cached copy; "
+                f"on a machine with Hub access run `hf download {name} --repo-type dataset --local-dir "
+                "DIR`, copy DIR here and pass --hf-dataset DIR"
+            ) from None
+        raise InputError(
+            f"--hf-dataset {name}"
+            + (f" --split {split}" if split else "")
+            + f": cannot load it ({type(err).__name__}: {one_line(err, 300)})"
+        ) from None
     finally:
         hub_logging.set_verbosity(verbosity)
     dataset = choose_split(dataset, split, f"--hf-dataset {name}")
@@ -218,8 +244,10 @@ def hub_dataset_set(name: str, split: str | None = None, streaming: bool = False
         from datasets.distributed import split_dataset_by_node
 
         if id_column is None:
-            raise InputError(f"--hf-dataset {name} --streaming in {part[1]} processes: each would count rows from 0; "
-                             "pass --id-column NAME")
+            raise InputError(
+                f"--hf-dataset {name} --streaming in {part[1]} processes: each would count rows from 0; "
+                "pass --id-column NAME"
+            )
         dataset = split_dataset_by_node(dataset, rank=part[0], world_size=part[1])
     return streamed_set(dataset, name, image_column, id_column)
 
@@ -232,8 +260,11 @@ def choose_split(dataset, split: str | None, where: str):
     if split is None and len(splits) == 1:
         split = splits[0]
     if split not in splits:
-        raise InputError(f"{where}: " + ("pass --split" if split is None else f"no split {split!r}")
-                         + f" (splits: {', '.join(splits)})")
+        raise InputError(
+            f"{where}: "
+            + ("pass --split" if split is None else f"no split {split!r}")
+            + f" (splits: {', '.join(splits)})"
+        )
     return dataset[split]
 
 
@@ -271,13 +302,18 @@ def check_columns(where: str, names: Sequence[str], image_column: str, id_column
 
 
 def check_image_feature(where: str, features, column: str) -> None:
-    from datasets import Image as ImageFeature, Value
+    from datasets import Image as ImageFeature
+    from datasets import Value
 
     feature = features[column]
-    if not (isinstance(feature, ImageFeature) or (isinstance(feature, Value)
-                                                   and feature.dtype in ("binary", "large_binary"))):
-        raise InputError(f"{where}: column {column!r} holds {feature}, not images (a datasets Image column or "
-                         "encoded bytes); pass --image-column NAME")
+    if not (
+        isinstance(feature, ImageFeature)
+        or (isinstance(feature, Value) and feature.dtype in ("binary", "large_binary"))
+    ):
+        raise InputError(
+            f"{where}: column {column!r} holds {feature}, not images (a datasets Image column or "
+            "encoded bytes); pass --image-column NAME"
+        )
 
 
 def cell_image(value: Any, where: str) -> Any:
@@ -330,6 +366,17 @@ class Subset(Sequence):
         return self.items[self.indices[index]]
 
 
-__all__ = ["WHOLE", "ImageSet", "Part", "RowIds", "Subset", "block", "expand_pattern", "hub_dataset_set",
-           "input_kind", "parquet_set",
-           "saved_dataset_set", "shard_set"]
+__all__ = [
+    "WHOLE",
+    "ImageSet",
+    "Part",
+    "RowIds",
+    "Subset",
+    "block",
+    "expand_pattern",
+    "hub_dataset_set",
+    "input_kind",
+    "parquet_set",
+    "saved_dataset_set",
+    "shard_set",
+]

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from datasets import Dataset
 from peft.tuners.lora import LoraLayer
+from PIL import Image
 
 from .data.errors import DatasetFormatError
 from .errors import ModelLoadError, loading_model
@@ -43,8 +43,14 @@ from .workers import default_num_workers
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
 OnError = Literal["raise", "record"]
-DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-          "fp32": torch.float32, "float32": torch.float32}
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -68,8 +74,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype.lower()]
 
 
-def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa", *, task: str | None = None,
-               **kwargs) -> PerceptCLIPPreTrainedModel:
+def load_model(
+    repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa", *, task: str | None = None, **kwargs
+) -> PerceptCLIPPreTrainedModel:
     """Load a PerceptCLIP model (local directory or Hub id) in eval mode.
 
     Official checkpoints are accepted too: an alias (`quality`, `memorability`, `emotion`), an official Hub repo, a
@@ -91,11 +98,15 @@ def load_model(repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa"
     with loading_model(model_id, also_check=(base,) if base else ()):
         model = AutoModel.from_pretrained(model_id, attn_implementation=attn_implementation, **hub_kwargs, **kwargs)
     if not isinstance(model, PerceptCLIPPreTrainedModel):
-        raise ModelLoadError(f"--model {model_id} holds a {type(model).__name__}, not a PerceptCLIP model; pass a "
-                             "folder written by a PerceptCLIP model's save_pretrained (or train.py)")
+        raise ModelLoadError(
+            f"--model {model_id} holds a {type(model).__name__}, not a PerceptCLIP model; pass a "
+            "folder written by a PerceptCLIP model's save_pretrained (or train.py)"
+        )
     if task is not None and task != model.config.task:
-        raise ModelLoadError(f"--task {task}: the model {model_id} is a {model.config.task!r} model (--task applies "
-                             f"to official checkpoints: {', '.join(sorted(set(OFFICIAL_TASKS.values())))})")
+        raise ModelLoadError(
+            f"--task {task}: the model {model_id} is a {model.config.task!r} model (--task applies "
+            f"to official checkpoints: {', '.join(sorted(set(OFFICIAL_TASKS.values())))})"
+        )
     return model.eval()
 
 
@@ -145,8 +156,14 @@ class PerceptScorer:
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.fast_decode = fast_decode
-        self.transform = build_inference_transform(self.config, task_of_config(self.config), tta=tta, seed=seed,
-                                                   resize_short=resize_short, interpolation=interpolation)
+        self.transform = build_inference_transform(
+            self.config,
+            task_of_config(self.config),
+            tta=tta,
+            seed=seed,
+            resize_short=resize_short,
+            interpolation=interpolation,
+        )
         self._fingerprint = None
         if merge_lora:
             self.fingerprint()  # of the trained tensors, before LoRA is folded in
@@ -155,8 +172,9 @@ class PerceptScorer:
             self.lora_merged = 0
 
     @classmethod
-    def from_pretrained(cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None,
-                        **scorer_kwargs: Any) -> "PerceptScorer":
+    def from_pretrained(
+        cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None, **scorer_kwargs: Any
+    ) -> PerceptScorer:
         """Load a model and wrap it. `scorer_kwargs` are the constructor's (device, dtype, tta, seed, batch_size,
         resize_short, interpolation, num_workers, fast_decode, and merge_lora, True here: the scorer owns the model
         it loaded); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
@@ -213,8 +231,7 @@ class PerceptScorer:
         pixel_values = pixel_values.to(self.device, non_blocking=True)
         if pixel_values.dtype == torch.uint8:
             pixel_values = self.transform.normalize(pixel_values)
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
-                    else nullcontext())
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
         with autocast:
             logits = self.model(pixel_values).logits
         return logits.float().cpu()
@@ -229,8 +246,10 @@ class PerceptScorer:
         else:
             probabilities = logits.softmax(dim=-1)
         labels = self.labels
-        return {"label": labels[int(probabilities.argmax())],
-                "probabilities": {label: float(p) for label, p in zip(labels, probabilities)}}
+        return {
+            "label": labels[int(probabilities.argmax())],
+            "probabilities": {label: float(p) for label, p in zip(labels, probabilities)},
+        }
 
     # ----- public calls ---------------------------------------------------------------------------------------
 
@@ -254,8 +273,9 @@ class PerceptScorer:
         """The result dicts of a batch of pixels (:meth:`predict_logits`, then :meth:`format`)."""
         return [self.format(row) for row in self.predict_logits(pixel_values)]
 
-    def run_engine(self, images: Iterable[Any] | Dataset, transform, results: Callable[[PreparedBatch], list]
-                   ) -> Iterator[Any]:
+    def run_engine(
+        self, images: Iterable[Any] | Dataset, transform, results: Callable[[PreparedBatch], list]
+    ) -> Iterator[Any]:
         """The engine loop (this scorer's batch size, workers, device and decoding): ``images`` prepared by
         ``transform`` in batches, ``results(batch)`` yielded item by item, in input order."""
         if is_single_image(images):
@@ -263,8 +283,9 @@ class PerceptScorer:
         window = self.batch_size * max(1, self.num_workers) * 8
         pin = self.device.type == "cuda"
         for sources in source_windows(images, window):
-            batches = iter_prepared_batches(sources, transform, self.batch_size, self.num_workers, pin,
-                                            self.fast_decode)
+            batches = iter_prepared_batches(
+                sources, transform, self.batch_size, self.num_workers, pin, self.fast_decode
+            )
             threads = self._model_threads(worker_count(len(sources), self.batch_size, self.num_workers))
             for batch in batches:
                 with threads:

@@ -6,8 +6,9 @@ images × crops as uint8 pixels (a quarter of float32's bytes to pass between pr
 the scorer normalises them on its device), so the next batches are ready while the model runs on the current one.
 Batches come back in input order (a sequential batch sampler, in-order delivery); an image that cannot be read is
 carried in its batch as the exception it raised, so the caller decides to raise it or to record it, and the other
-images of the batch are scored. ``num_workers=0`` prepares in the calling process; a single batch is always prepared there (worker start-up
-would cost more than it overlaps). On CUDA the batches come in pinned memory, for non-blocking copies.
+images of the batch are scored. ``num_workers=0`` prepares in the calling process; a single batch is always
+prepared there (worker start-up would cost more than it overlaps). On CUDA the batches come in pinned memory, for
+non-blocking copies.
 
 Sources are ``(image, crop key)`` pairs: anything :func:`.data.images.open_image` opens (path, bytes, ``{"path",
 "bytes"}`` dict, PIL image) or a numpy array (:func:`as_image_source`). The crop key seeds the IQA test crops
@@ -52,7 +53,7 @@ class PreparedBatch:
     ok: list[int] = field(default_factory=list)
     errors: dict[int, BaseException] = field(default_factory=dict)
 
-    def pin_memory(self) -> "PreparedBatch":
+    def pin_memory(self) -> PreparedBatch:
         """Called by the DataLoader's pinning thread (CUDA)."""
         if isinstance(self.pixel_values, torch.Tensor):
             self.pixel_values = self.pixel_values.pin_memory()
@@ -126,14 +127,23 @@ def worker_count(num_images: int, batch_size: int, num_workers: int) -> int:
 
 
 def iter_prepared_batches(
-    sources: Sequence[Source], transform, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+    sources: Sequence[Source],
+    transform,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
     fast_decode: bool = False,
 ) -> Iterator[PreparedBatch]:
     """Prepared batches of ``batch_size`` consecutive sources, in order (see the module docstring)."""
     workers = worker_count(len(sources), batch_size, num_workers)
     loader = torch.utils.data.DataLoader(
-        _PreparedImages(sources, transform, fast_decode), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=collate, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
+        _PreparedImages(sources, transform, fast_decode),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if workers else None,
     )
     yield from loader
 
@@ -205,8 +215,7 @@ def as_image_source(image: Any) -> Any:
     if not isinstance(image, np.ndarray):
         return image
     if image.ndim == 3 and image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
-        raise ValueError(f"array of shape {image.shape} looks channel-first; pass (H, W, C): "
-                         "array.transpose(1, 2, 0)")
+        raise ValueError(f"array of shape {image.shape} looks channel-first; pass (H, W, C): array.transpose(1, 2, 0)")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
         raise ValueError(f"array of shape {image.shape}: expected (H, W) or (H, W, 1|3|4)")
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -218,8 +227,9 @@ def as_image_source(image: Any) -> Any:
         image = image.astype(np.float64) / 65535.0
     elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
         if low < 0 or high > 255:
-            raise ValueError(f"{image.dtype} array with values {low}..{high}: integer images must hold 0..255 "
-                             "(uint16: 0..65535)")
+            raise ValueError(
+                f"{image.dtype} array with values {low}..{high}: integer images must hold 0..255 (uint16: 0..65535)"
+            )
         image = image.astype(np.uint8)
     elif image.dtype == bool:
         image = image.astype(np.float64)
@@ -227,8 +237,10 @@ def as_image_source(image: Any) -> Any:
         if not np.isfinite(image).all():
             raise ValueError(f"{image.dtype} array contains NaN or infinity")
         if low < 0 or high > 1:
-            raise ValueError(f"{image.dtype} array with values {low:g}..{high:g}: float images must hold 0..1 "
-                             "(divide 0..255 values by 255, or pass them as uint8)")
+            raise ValueError(
+                f"{image.dtype} array with values {low:g}..{high:g}: float images must hold 0..1 "
+                "(divide 0..255 values by 255, or pass them as uint8)"
+            )
     elif image.dtype != np.uint8:
         raise ValueError(f"array of dtype {image.dtype} is not an image; use uint8 (0..255) or float (0..1)")
     if image.dtype != np.uint8:
@@ -236,5 +248,14 @@ def as_image_source(image: Any) -> Any:
     return Image.fromarray(image)
 
 
-__all__ = ["DatasetSources", "PreparedBatch", "TransformSet", "as_image_source", "is_single_image",
-           "iter_prepared_batches", "prepare_image", "source_windows", "worker_count"]
+__all__ = [
+    "DatasetSources",
+    "PreparedBatch",
+    "TransformSet",
+    "as_image_source",
+    "is_single_image",
+    "iter_prepared_batches",
+    "prepare_image",
+    "source_windows",
+    "worker_count",
+]

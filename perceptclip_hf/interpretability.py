@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from peft.tuners.lora import LoraLayer
+from PIL import Image
 from torch import nn
 from transformers.modeling_utils import AttentionInterface
 
@@ -51,8 +51,9 @@ class ProbeState:
 _ACTIVE: list[ProbeState] = []
 
 
-def probe_attention(module: nn.Module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
-                    **kwargs):
+def probe_attention(
+    module: nn.Module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs
+):
     """Eager attention (as transformers' ``eager_attention_forward``) with CLS-row masking and recording."""
     if not _ACTIVE:
         raise RuntimeError(f"attention {PROBE_ATTENTION!r} runs only inside `attention_probe(model)`.")
@@ -124,14 +125,17 @@ def prediction(model: nn.Module, logits: torch.Tensor, reference: torch.Tensor |
 def masked_logits(model: nn.Module, pixel_values: torch.Tensor, layer: int, head: int) -> torch.Tensor:
     """Logits with the CLS attention row of ``head`` in ``layer`` replaced by a uniform map."""
     batch = pixel_values.shape[0]
-    state = ProbeState(masked_layer=torch.full((batch,), layer, device=pixel_values.device),
-                       masked_head=torch.full((batch,), head, device=pixel_values.device))
+    state = ProbeState(
+        masked_layer=torch.full((batch,), layer, device=pixel_values.device),
+        masked_head=torch.full((batch,), head, device=pixel_values.device),
+    )
     return _forward_logits(model, pixel_values, state)
 
 
 @torch.no_grad()
-def head_importance(model: nn.Module, pixel_values: torch.Tensor, batch_size: int = 64,
-                    progress: bool = False) -> torch.Tensor:
+def head_importance(
+    model: nn.Module, pixel_values: torch.Tensor, batch_size: int = 64, progress: bool = False
+) -> torch.Tensor:
     """``(num_layers, num_heads)``: mean over images of |prediction(masked) − prediction(baseline)| when one
     head's CLS attention row is uniform. Several masked copies of the images share a forward pass
     (about ``batch_size`` rows each). ``pixel_values``: ``(B, 3, H, W)``."""
@@ -153,13 +157,14 @@ def head_importance(model: nn.Module, pixel_values: torch.Tensor, batch_size: in
 
         chunks = tqdm(chunks, desc="head importance", unit="pass")
     for start in chunks:
-        chunk = torch.tensor(pairs[start:start + pairs_per_pass], device=pixel_values.device)
-        state = ProbeState(masked_layer=chunk[:, 0].repeat_interleave(images),
-                           masked_head=chunk[:, 1].repeat_interleave(images))
+        chunk = torch.tensor(pairs[start : start + pairs_per_pass], device=pixel_values.device)
+        state = ProbeState(
+            masked_layer=chunk[:, 0].repeat_interleave(images), masked_head=chunk[:, 1].repeat_interleave(images)
+        )
         logits = _forward_logits(model, pixel_values.repeat(len(chunk), 1, 1, 1), state)
         repeated_reference = None if reference is None else reference.repeat(len(chunk))
         change = (prediction(model, logits, repeated_reference) - baseline.repeat(len(chunk))).abs()
-        importance[start:start + len(chunk)] = change.view(len(chunk), images).mean(dim=1).cpu()
+        importance[start : start + len(chunk)] = change.view(len(chunk), images).mean(dim=1).cpu()
     return importance.view(num_layers, num_heads)
 
 
@@ -180,7 +185,7 @@ def cls_attention_maps(model: nn.Module, pixel_values: torch.Tensor, base: bool 
         _forward_logits(model, pixel_values, state)
     rows = torch.stack(state.cls_attention)  # (layers, B, heads, seq)
     num_patches = patch_grid(model.config, pixel_values.shape[-2:])
-    return rows[..., -num_patches[0] * num_patches[1]:].unflatten(-1, num_patches)
+    return rows[..., -num_patches[0] * num_patches[1] :].unflatten(-1, num_patches)
 
 
 def patch_grid(config, image_hw: Sequence[int]) -> tuple[int, int]:
@@ -193,8 +198,10 @@ def patch_grid(config, image_hw: Sequence[int]) -> tuple[int, int]:
 # ----- explain ---------------------------------------------------------------------------------------------------
 
 ATTENTION_METHOD, GRAD_CAM_METHOD = "attention-head masking", "grad-cam"
-SUPPORTED = ("explain supports backbones with a CLS token and attention (CLIP, ViT, DINOv2: attention-head masking) "
-             "and convolutional backbones (ResNet, ConvNeXt, ...: Grad-CAM on the last feature map)")
+SUPPORTED = (
+    "explain supports backbones with a CLS token and attention (CLIP, ViT, DINOv2: attention-head masking) "
+    "and convolutional backbones (ResNet, ConvNeXt, ...: Grad-CAM on the last feature map)"
+)
 REPORT_FILE = "head_importance.json"
 IMPORTANCE_MEASURE = " when a head's CLS attention row is replaced by a uniform map"
 
@@ -216,8 +223,10 @@ def base_comparison(model: nn.Module) -> tuple[bool, str]:
     unmerged by peft when disabled), and the report's sentence about them."""
     if any(isinstance(module, LoraLayer) for module in model.modules()):
         return True, "_diff maps: the fine-tuned model minus the base backbone (LoRA adapters disabled, same head)"
-    return False, (f"no _diff maps: the model has no LoRA adapters (adaptation {model.config.adaptation!r}), so there "
-                   "is no base to compare with")
+    return False, (
+        f"no _diff maps: the model has no LoRA adapters (adaptation {model.config.adaptation!r}), so there "
+        "is no base to compare with"
+    )
 
 
 def prediction_text(config, logits: torch.Tensor) -> str:
@@ -229,37 +238,53 @@ def prediction_text(config, logits: torch.Tensor) -> str:
     return f"{config.id2label.get(top, str(top))} (p={float(probabilities[top]):.2f})"
 
 
-def explain_attention(model: nn.Module, pixel_values: torch.Tensor, top_k: int, batch_size: int, progress: bool,
-                      compare: bool, draw: bool) -> tuple[dict, list[list[Panel]]]:
+def explain_attention(
+    model: nn.Module, pixel_values: torch.Tensor, top_k: int, batch_size: int, progress: bool, compare: bool, draw: bool
+) -> tuple[dict, list[list[Panel]]]:
     """Head importance, its ranking and (``draw``) the CLS-attention panels of the ``top_k`` heads per image."""
     importance = head_importance(model, pixel_values, batch_size=batch_size, progress=progress)
     ranking = rank_heads(importance)
     heads = [(layer, head) for layer, head, _ in ranking[:top_k]]
-    measure = ("mean |change of the baseline top-class probability|" if model.config.is_classification
-               else "mean |change of the score|")
-    fields = dict(num_layers=importance.shape[0], num_heads=importance.shape[1], measure=measure + IMPORTANCE_MEASURE,
-                  importance=importance.tolist(), top_heads=[list(pair) for pair in heads],
-                  ranking=[{"layer": layer, "head": head, "importance": value} for layer, head, value in ranking])
+    measure = (
+        "mean |change of the baseline top-class probability|"
+        if model.config.is_classification
+        else "mean |change of the score|"
+    )
+    fields = dict(
+        num_layers=importance.shape[0],
+        num_heads=importance.shape[1],
+        measure=measure + IMPORTANCE_MEASURE,
+        importance=importance.tolist(),
+        top_heads=[list(pair) for pair in heads],
+        ranking=[{"layer": layer, "head": head, "importance": value} for layer, head, value in ranking],
+    )
     if not draw:
         return fields, []
     tuned = cls_attention_maps(model, pixel_values)
     base = cls_attention_maps(model, pixel_values, base=True) if compare else None
-    return fields, [attention_panels(tuned[:, i], None if base is None else base[:, i], heads)
-                    for i in range(len(pixel_values))]
+    return fields, [
+        attention_panels(tuned[:, i], None if base is None else base[:, i], heads) for i in range(len(pixel_values))
+    ]
 
 
-def explain_grad_cam(model: nn.Module, pixel_values: torch.Tensor, batch_size: int, compare: bool,
-                     draw: bool) -> tuple[dict, list[list[Panel]]]:
+def explain_grad_cam(
+    model: nn.Module, pixel_values: torch.Tensor, batch_size: int, compare: bool, draw: bool
+) -> tuple[dict, list[list[Panel]]]:
     """Grad-CAM of each image's prediction: where it comes from (report fields) and (``draw``) its panels."""
     try:
         cam = grad_cam(model, pixel_values, batch_size)
     except NotConvolutional:
-        raise UnsupportedBackbone(f"{SUPPORTED}; this model's backbone is {type(model.backbone).__name__} "
-                                  f"({model.config.vision_config.model_type})") from None
+        raise UnsupportedBackbone(
+            f"{SUPPORTED}; this model's backbone is {type(model.backbone).__name__} "
+            f"({model.config.vision_config.model_type})"
+        ) from None
     target, (height, width) = target_description(model), cam.maps.shape[1:]
-    fields = dict(target=target, feature_map={"module": cam.module, "channels": cam.channels, "size": [height, width]},
-                  measure=f"Grad-CAM: relu(sum over channels of the feature map weighted by the spatial mean of "
-                          f"d({target})/d(feature map)); no head ranking: the backbone has no attention heads")
+    fields = dict(
+        target=target,
+        feature_map={"module": cam.module, "channels": cam.channels, "size": [height, width]},
+        measure=f"Grad-CAM: relu(sum over channels of the feature map weighted by the spatial mean of "
+        f"d({target})/d(feature map)); no head ranking: the backbone has no attention heads",
+    )
     if not draw:
         return fields, []
     base = None
@@ -267,13 +292,23 @@ def explain_grad_cam(model: nn.Module, pixel_values: torch.Tensor, batch_size: i
         with adapters_disabled(model):
             base = grad_cam(model, pixel_values, batch_size).maps
     feature_map = f"the last feature map ({cam.module or 'backbone output'}, {cam.channels} channels, {height}×{width})"
-    return fields, [grad_cam_panels(cam.maps[i], None if base is None else base[i], target, feature_map)
-                    for i in range(len(pixel_values))]
+    return fields, [
+        grad_cam_panels(cam.maps[i], None if base is None else base[i], target, feature_map)
+        for i in range(len(pixel_values))
+    ]
 
 
-def explain(model: nn.Module, images: Sequence[Image.Image], *, names: Sequence[str] | None = None, top_k: int = 4,
-            out_dir: str | Path | None = None, batch_size: int = 64, progress: bool = False,
-            metadata: dict | None = None) -> dict:
+def explain(
+    model: nn.Module,
+    images: Sequence[Image.Image],
+    *,
+    names: Sequence[str] | None = None,
+    top_k: int = 4,
+    out_dir: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    metadata: dict | None = None,
+) -> dict:
     """Explain the predictions on ``images`` (PIL, whole-image view: resize + center crop), by
     :func:`explanation_method`: head importance, its ranking and the ``top_k`` heads' CLS attention maps, or
     Grad-CAM. With ``out_dir``: heatmaps per image and ``head_importance.json``. Returns the report, which starts
@@ -291,17 +326,31 @@ def explain(model: nn.Module, images: Sequence[Image.Image], *, names: Sequence[
     compare, diff_note = base_comparison(model)
     draw = out_dir is not None
     if method == ATTENTION_METHOD:
-        fields, panels = explain_attention(model, pixel_values, top_k, max(batch_size, len(images)), progress,
-                                           compare, draw)
+        fields, panels = explain_attention(
+            model, pixel_values, top_k, max(batch_size, len(images)), progress, compare, draw
+        )
     else:
         fields, panels = explain_grad_cam(model, pixel_values, batch_size, compare, draw)
     predictions = [prediction_text(model.config, row) for row in logits]
     written: list[Path] = []
     for index, (image, name, image_panels) in enumerate(zip(images, names, panels)):
-        written += write_panels(image, image_panels, out_dir, f"{index:03d}_{Path(name).stem}", name=Path(name).name,
-                                prediction=predictions[index])
-    report = {**(metadata or {}), "method": method, "images": names, "predictions": predictions, **fields,
-              "diff_maps": diff_note, "heatmaps": [path.name for path in written]}
+        written += write_panels(
+            image,
+            image_panels,
+            out_dir,
+            f"{index:03d}_{Path(name).stem}",
+            name=Path(name).name,
+            prediction=predictions[index],
+        )
+    report = {
+        **(metadata or {}),
+        "method": method,
+        "images": names,
+        "predictions": predictions,
+        **fields,
+        "diff_maps": diff_note,
+        "heatmaps": [path.name for path in written],
+    }
     if draw:
         (Path(out_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

@@ -182,7 +182,9 @@ def plcc_4pl(pred: ArrayLike, y: ArrayLike, fit: LogisticFit = "robust") -> floa
         return plcc(pred_arr, y_arr)
     fitted = logistic_4pl(pred_arr, *params)
     if np.ptp(fitted) == 0:
-        warnings.warn("4PL fit is constant on the data; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2)
+        warnings.warn(
+            "4PL fit is constant on the data; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2
+        )
         return plcc(pred_arr, y_arr)
     return plcc(fitted, y_arr)
 
@@ -209,8 +211,14 @@ def regression_metrics(pred: ArrayLike, y: ArrayLike, fit: LogisticFit = "robust
     }
 
 
-def bootstrap_intervals(pred: ArrayLike, y: ArrayLike, resamples: int = 1000, confidence: float = 0.95,
-                        seed: int = 0, fit: LogisticFit = "robust") -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    pred: ArrayLike,
+    y: ArrayLike,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    fit: LogisticFit = "robust",
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of ``srcc``, ``krcc`` and ``plcc`` over ``resamples`` resamplings (with
     replacement, seeded) of the (prediction, label) pairs. PLCC is of the 4PL-fitted predictions, the curve fitted
     once on all pairs (refitting per resample would cost a fit each)."""
@@ -228,8 +236,9 @@ def bootstrap_intervals(pred: ArrayLike, y: ArrayLike, resamples: int = 1000, co
         "plcc": _rowwise_pearson(fitted[rows], y_arr[rows]),
     }
     tail = 100 * (1 - confidence) / 2  # a resample of tied values has no correlation (nan): left out
-    return {name: tuple(float(v) for v in np.nanpercentile(samples, [tail, 100 - tail]))
-            for name, samples in values.items()}
+    return {
+        name: tuple(float(v) for v in np.nanpercentile(samples, [tail, 100 - tail])) for name, samples in values.items()
+    }
 
 
 def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -309,7 +318,9 @@ def classification_metrics(
     if positive_classes is not None:
         positive = np.asarray(list(positive_classes), dtype=np.int64)
         if positive.size == 0 or positive.min() < 0 or positive.max() >= num_classes:
-            raise ValueError(f"positive_classes must be non-empty indices in [0, {num_classes}), got {positive.tolist()}")
+            raise ValueError(
+                f"positive_classes must be non-empty indices in [0, {num_classes}), got {positive.tolist()}"
+            )
         results["accuracy_2class"] = float(np.mean(np.isin(predicted, positive) == np.isin(label_arr, positive)))
     return results
 

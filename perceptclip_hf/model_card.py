@@ -26,13 +26,29 @@ MULTI_DATASET_TEMPLATE = "multi_dataset.md"
 REPO_ID_PLACEHOLDER = "REPO_ID"
 
 DATASET_NAMES = {
-    "koniq10k": "KonIQ-10k", "livec": "LIVE Challenge", "spaq": "SPAQ", "flive": "FLIVE (PaQ-2-PiQ)",
-    "live": "LIVE", "tid2013": "TID2013", "kadid10k": "KADID-10k", "agiqa3k": "AGIQA-3K", "lamem": "LaMem",
-    "things": "THINGS memorability", "emoset": "EmoSet-118K", "emotionroi": "EmotionROI",
+    "koniq10k": "KonIQ-10k",
+    "livec": "LIVE Challenge",
+    "spaq": "SPAQ",
+    "flive": "FLIVE (PaQ-2-PiQ)",
+    "live": "LIVE",
+    "tid2013": "TID2013",
+    "kadid10k": "KADID-10k",
+    "agiqa3k": "AGIQA-3K",
+    "lamem": "LaMem",
+    "things": "THINGS memorability",
+    "emoset": "EmoSet-118K",
+    "emotionroi": "EmotionROI",
 }
 METRIC_NAMES = {
-    "srcc": "SRCC", "plcc": "PLCC", "krcc": "KRCC", "mse": "MSE", "accuracy": "Accuracy",
-    "accuracy_2class": "2-class accuracy", "map": "mAP", "macro_f1": "Macro F1", "weighted_f1": "Weighted F1",
+    "srcc": "SRCC",
+    "plcc": "PLCC",
+    "krcc": "KRCC",
+    "mse": "MSE",
+    "accuracy": "Accuracy",
+    "accuracy_2class": "2-class accuracy",
+    "map": "mAP",
+    "macro_f1": "Macro F1",
+    "weighted_f1": "Weighted F1",
 }
 
 
@@ -77,8 +93,9 @@ def spec_of(task: str) -> TaskSpec:
 def dataset_results(name: str, entry: Mapping, default_task: str) -> DatasetResults:
     task = entry.get("task", default_task)
     aggregation = entry.get("metric_aggregation", spec_of(task).aggregation)
-    splits = [(str(split.get("split", index)), dict(split["test"])) for index, split in
-              enumerate(entry.get("splits", []))]
+    splits = [
+        (str(split.get("split", index)), dict(split["test"])) for index, split in enumerate(entry.get("splits", []))
+    ]
     aggregate = entry.get("aggregate") or aggregate_splits([m for _, m in splits], how=aggregation)
     return DatasetResults(name, task, aggregation, splits, {k: float(v) for k, v in aggregate.items()})
 
@@ -92,28 +109,45 @@ def eval_results(datasets: list[DatasetResults]) -> list[EvalResult]:
             if len(dataset.splits) > 1:
                 name = f"{name} ({dataset.aggregation} of {len(dataset.splits)} splits)"
             spec = spec_of(dataset.task)
-            entries.append(EvalResult(
-                task_type=spec.card_task_type,
-                task_name=spec.title,
-                dataset_type=dataset.name, dataset_name=dataset.title, dataset_split="test",
-                metric_type=metric, metric_name=name, metric_value=value,
-            ))
+            entries.append(
+                EvalResult(
+                    task_type=spec.card_task_type,
+                    task_name=spec.title,
+                    dataset_type=dataset.name,
+                    dataset_name=dataset.title,
+                    dataset_split="test",
+                    metric_type=metric,
+                    metric_name=name,
+                    metric_value=value,
+                )
+            )
     return entries
 
 
 def architecture_rows(config: PerceptCLIPConfig) -> dict[str, str]:
     """The model's architecture and adaptation, for the card's training section."""
     vision = config.vision_config
-    shape = [f"{label} {getattr(vision, field)}" for label, field in (
-        ("hidden", "hidden_size"), ("widths", "hidden_sizes"), ("layers", "num_hidden_layers"), ("depths", "depths"),
-        ("patch", "patch_size"), ("input", "image_size")) if getattr(vision, field, None) is not None]
+    shape = [
+        f"{label} {getattr(vision, field)}"
+        for label, field in (
+            ("hidden", "hidden_size"),
+            ("widths", "hidden_sizes"),
+            ("layers", "num_hidden_layers"),
+            ("depths", "depths"),
+            ("patch", "patch_size"),
+            ("input", "image_size"),
+        )
+        if getattr(vision, field, None) is not None
+    ]
     rows = {
         "backbone": f"`{vision.model_type}` ({', '.join(shape)})",
         "adaptation": config.adaptation,
     }
     if config.adaptation == "lora":
-        rows["LoRA"] = (f"r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}, "
-                        f"targets {', '.join(config.lora_target_modules)}")
+        rows["LoRA"] = (
+            f"r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}, "
+            f"targets {', '.join(config.lora_target_modules)}"
+        )
     hidden = " → ".join(map(str, config.head_hidden_sizes)) if config.head_type == "mlp" else "none"
     rows["head"] = f"{config.head_type} (hidden {hidden}, dropout {config.head_dropout})"
     rows["heads"] = ", ".join(f"{name}: {size}" for name, size in config.head_sizes.items())
@@ -129,10 +163,16 @@ def model_description(config: PerceptCLIPConfig) -> str:
     clip = model_type == "clip_vision_model"
     source = config.base_model_name_or_path or "randomly initialised"
     backbone = f"CLIP's vision encoder ({source})" if clip else f"a `{model_type}` backbone ({source})"
-    adaptation = {"lora": f"adapted with LoRA on the attention {'/'.join(config.lora_target_modules)} projections",
-                  "full": "fully fine-tuned", "frozen": "kept frozen"}[config.adaptation]
-    head = (f"an MLP head (hidden {' → '.join(map(str, config.head_hidden_sizes))})" if config.head_type == "mlp"
-            else "a linear head")
+    adaptation = {
+        "lora": f"adapted with LoRA on the attention {'/'.join(config.lora_target_modules)} projections",
+        "full": "fully fine-tuned",
+        "frozen": "kept frozen",
+    }[config.adaptation]
+    head = (
+        f"an MLP head (hidden {' → '.join(map(str, config.head_hidden_sizes))})"
+        if config.head_type == "mlp"
+        else "a linear head"
+    )
     return f"{backbone} {adaptation}{', its frozen visual projection,' if clip else ''} and {head}"
 
 
@@ -142,20 +182,26 @@ def preprocessing_text(config: PerceptCLIPConfig, spec: TaskSpec) -> str:
 
     crop = default_image_processor(config).crop_size["height"]
     if not spec.multi_crop_test:
-        return (f"Each image's short side is resized to {crop} px (bilinear, aspect kept), then the center "
-                f"{crop}×{crop} crop is scored (the official `Resize({crop})` + `CenterCrop({crop})`); the image "
-                "processor and the pipeline do the same.")
+        return (
+            f"Each image's short side is resized to {crop} px (bilinear, aspect kept), then the center "
+            f"{crop}×{crop} crop is scored (the official `Resize({crop})` + `CenterCrop({crop})`); the image "
+            "processor and the pipeline do the same."
+        )
     if config.test_resize_size:
         height, width = config.test_resize_size
-        resize = (f"resized to {width}×{height} px (width × height, aspect ratio not kept, bilinear; the official "
-                  f"`Resize(({height}, {width}))`)")
+        resize = (
+            f"resized to {width}×{height} px (width × height, aspect ratio not kept, bilinear; the official "
+            f"`Resize(({height}, {width}))`)"
+        )
     elif config.test_resize_short:
         resize = f"resized so its short side is {config.test_resize_short} px (bilinear, aspect kept)"
     else:
         resize = "kept at its native resolution"
-    return (f"Each image is {resize}; the score is the mean over 15 random {crop}×{crop} crops, seeded per image "
-            "(`perceptclip predict`, `PerceptScorer`; `--tta 1` takes the center crop), the official test protocol. "
-            "The image processor and the pipeline score a single resized center crop instead: close, not identical.")
+    return (
+        f"Each image is {resize}; the score is the mean over 15 random {crop}×{crop} crops, seeded per image "
+        "(`perceptclip predict`, `PerceptScorer`; `--tta 1` takes the center crop), the official test protocol. "
+        "The image processor and the pipeline score a single resized center crop instead: close, not identical."
+    )
 
 
 def template_text(spec: TaskSpec, multi_dataset: bool) -> str:
@@ -187,8 +233,12 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         license="mit",
-        tags=["perceptclip", *(["clip"] if config.vision_config.model_type == "clip_vision_model" else []),
-              *(["lora"] if config.adaptation == "lora" else []), *spec.card_tags],
+        tags=[
+            "perceptclip",
+            *(["clip"] if config.vision_config.model_type == "clip_vision_model" else []),
+            *(["lora"] if config.adaptation == "lora" else []),
+            *spec.card_tags,
+        ],
         metrics=sorted({m for d in datasets for m in d.metrics}) or None,
         eval_results=eval_results(datasets) or None,
     )
@@ -202,7 +252,8 @@ def render_model_card(
         head_names=list(config.head_sizes),
         backbone_source=base,
         base_on_hub=is_hub_model_id(base),
-        backbone_class="CLIPVisionModelWithProjection" if config.vision_config.model_type == "clip_vision_model"
+        backbone_class="CLIPVisionModelWithProjection"
+        if config.vision_config.model_type == "clip_vision_model"
         else "AutoModel",
         results_by_dataset=datasets,
         metric_names=METRIC_NAMES,

@@ -37,8 +37,14 @@ def share_base_weights(models: Iterable[torch.nn.Module]) -> int:
                     if tensor is None:
                         continue
                     name = f"{path}.{attr}:{tuple(tensor.shape)}:{tensor.dtype}"
-                    same = next((earlier for earlier in pool.get(name, ()) if earlier is tensor or (
-                        earlier.device == tensor.device and torch.equal(earlier, tensor))), None)
+                    same = next(
+                        (
+                            earlier
+                            for earlier in pool.get(name, ())
+                            if earlier is tensor or (earlier.device == tensor.device and torch.equal(earlier, tensor))
+                        ),
+                        None,
+                    )
                     if same is None:
                         pool.setdefault(name, []).append(tensor)
                     elif same is not tensor:
@@ -60,14 +66,22 @@ class ScorerSet:
         for name, scorer in self.scorers.items():
             for setting in ("device", "batch_size", "num_workers", "fast_decode"):
                 if getattr(scorer, setting) != getattr(self.engine, setting):
-                    raise ValueError(f"scorer {name!r}: {setting} {getattr(scorer, setting)!r} differs from "
-                                     f"{getattr(self.engine, setting)!r}; one pass needs the same")
+                    raise ValueError(
+                        f"scorer {name!r}: {setting} {getattr(scorer, setting)!r} differs from "
+                        f"{getattr(self.engine, setting)!r}; one pass needs the same"
+                    )
         self.transforms = TransformSet([scorer.transform for scorer in self.scorers.values()])
         self.shared_bytes = shared_bytes
 
     @classmethod
-    def from_pretrained(cls, models: Mapping[str, str | os.PathLike], *, load_kwargs: dict | None = None,
-                        share_base: bool = True, **scorer_kwargs: Any) -> "ScorerSet":
+    def from_pretrained(
+        cls,
+        models: Mapping[str, str | os.PathLike],
+        *,
+        load_kwargs: dict | None = None,
+        share_base: bool = True,
+        **scorer_kwargs: Any,
+    ) -> ScorerSet:
         """Load ``{name: model}`` (anything :func:`.inference.load_model` takes), share equal base weights
         (``share_base``) and wrap each model (``scorer_kwargs`` as for :class:`PerceptScorer`; LoRA is merged into
         the models whose base is not shared)."""
@@ -76,8 +90,11 @@ class ScorerSet:
             loaded[name] = load_model(source, **(load_kwargs or {}))
             if share_base and len(loaded) > 1:
                 shared_bytes += share_base_weights(loaded.values())
-        holders = Counter(identity for model in loaded.values()
-                          for identity in {id(tensor) for tensor in model.state_dict(keep_vars=True).values()})
+        holders = Counter(
+            identity
+            for model in loaded.values()
+            for identity in {id(tensor) for tensor in model.state_dict(keep_vars=True).values()}
+        )
         merge = scorer_kwargs.pop("merge_lora", True)
         scorers = {}
         for name, model in loaded.items():  # merging LoRA would change a shared base: only models that share none
@@ -93,15 +110,17 @@ class ScorerSet:
     def iter_predictions(self, images, on_error: OnError = "raise") -> Iterator[dict[str, Any]]:
         """One ``{name: result}`` per image, in order; each image decoded once (see the module docstring)."""
         check_on_error(on_error)
-        yield from self.engine.run_engine(images, self.transforms,
-                                          lambda batch: batch_results(batch, on_error, self.predict))
+        yield from self.engine.run_engine(
+            images, self.transforms, lambda batch: batch_results(batch, on_error, self.predict)
+        )
 
     def predict(self, pixel_values: list[torch.Tensor]) -> list[dict[str, Any]]:
         """Every model's results for a batch prepared by :attr:`transforms` (one tensor per distinct transform)."""
-        per_model = {name: scorer.predict(pixel_values[slot])
-                     for (name, scorer), slot in zip(self.scorers.items(), self.transforms.slot)}
-        return [{name: results[index] for name, results in per_model.items()}
-                for index in range(len(pixel_values[0]))]
+        per_model = {
+            name: scorer.predict(pixel_values[slot])
+            for (name, scorer), slot in zip(self.scorers.items(), self.transforms.slot)
+        }
+        return [{name: results[index] for name, results in per_model.items()} for index in range(len(pixel_values[0]))]
 
 
 __all__ = ["ScorerSet", "share_base_weights"]

@@ -19,6 +19,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
+
 from .errors import OutputError
 from .score_files import META_SUFFIX, PENDING_SUFFIX, WRITER, ScoreFile, read_record
 
@@ -70,12 +71,19 @@ def leftover_parts(output: str | os.PathLike) -> list[Path]:
     folder = parts_folder(output)
     if not folder.is_dir():
         return []
-    parts = sorted({Path(str(path)[: -len(META_SUFFIX)]) for path in folder.glob(f"part-*{META_SUFFIX}")
-                    if PART_NAME.search(path.name[: -len(META_SUFFIX)])})
+    parts = sorted(
+        {
+            Path(str(path)[: -len(META_SUFFIX)])
+            for path in folder.glob(f"part-*{META_SUFFIX}")
+            if PART_NAME.search(path.name[: -len(META_SUFFIX)])
+        }
+    )
     for part in parts:
         if (read_record(part) or {}).get("writer") != WRITER:
-            raise OutputError(f"--output {output}: {part} is not a part file of {WRITER}; it is left untouched: "
-                              "move it away or choose another --output")
+            raise OutputError(
+                f"--output {output}: {part} is not a part file of {WRITER}; it is left untouched: "
+                "move it away or choose another --output"
+            )
     return parts
 
 
@@ -106,5 +114,13 @@ def remove_parts(parts: list[Path]) -> None:
             folder.rmdir()
 
 
-__all__ = ["barrier", "leftover_parts", "local_device", "merge_parts", "part_path", "parts_folder", "process_part",
-           "remove_parts"]
+__all__ = [
+    "barrier",
+    "leftover_parts",
+    "local_device",
+    "merge_parts",
+    "part_path",
+    "parts_folder",
+    "process_part",
+    "remove_parts",
+]

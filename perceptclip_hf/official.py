@@ -49,12 +49,16 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
 CACHE_DIR_NAME = "perceptclip-official"
 TMP_PREFIX = ".tmp-"
 # Official key prefix → ours (the head's `mlp.fcN` are renamed by number).
-OFFICIAL_KEY_PREFIXES = (("model.base_model.model.", "backbone.vision_model."), ("proj.", "backbone.visual_projection."))
+OFFICIAL_KEY_PREFIXES = (
+    ("model.base_model.model.", "backbone.vision_model."),
+    ("proj.", "backbone.visual_projection."),
+)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MLP_KEY = re.compile(r"^mlp\.fc(\d+)\.(weight|bias)$")
 
 
 # ----- state dict → model --------------------------------------------------------------------------------------
+
 
 def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str = "default") -> dict[str, torch.Tensor]:
     """Rename official keys to ours: `model.base_model.model.*` → `backbone.vision_model.*`,
@@ -67,11 +71,13 @@ def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str =
             continue
         for old, new in OFFICIAL_KEY_PREFIXES:
             if key.startswith(old):
-                converted[new + key[len(old):]] = tensor
+                converted[new + key[len(old) :]] = tensor
                 break
         else:
-            raise KeyError(f"Unexpected key {key!r} in the official state dict (expected model.base_model.model.*, "
-                           "proj.*, mlp.fc*).")
+            raise KeyError(
+                f"Unexpected key {key!r} in the official state dict (expected model.base_model.model.*, "
+                "proj.*, mlp.fc*)."
+            )
     return converted
 
 
@@ -103,8 +109,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ModelLoadError(f"{path}: not a readable weights_only state dict ({' '.join(str(err).split())[:300]})"
-                             ) from err
+        raise ModelLoadError(
+            f"{path}: not a readable weights_only state dict ({' '.join(str(err).split())[:300]})"
+        ) from err
     if not isinstance(state_dict, dict):
         raise ModelLoadError(f"{path}: expected a state dict, got {type(state_dict).__name__}.")
     return state_dict
@@ -116,9 +123,11 @@ def official_task(state_dict: dict[str, torch.Tensor], task: str | None, source:
     if task is None and outputs == 8:
         return "emotion"
     if task is None:
-        raise ModelLoadError(f"{source}: an official checkpoint whose head has {outputs} output(s) may be image "
-                             "quality or memorability; say which with --task quality|memorability (Python: "
-                             "task='quality')")
+        raise ModelLoadError(
+            f"{source}: an official checkpoint whose head has {outputs} output(s) may be image "
+            "quality or memorability; say which with --task quality|memorability (Python: "
+            "task='quality')"
+        )
     return task
 
 
@@ -128,8 +137,9 @@ def official_config(state_dict: dict[str, torch.Tensor], task: str, base_model: 
 
     vision = backbone_vision_config(base_model)
     hidden = [state_dict[f"mlp.fc{i}.weight"].shape[0] for i in (1, 2) if f"mlp.fc{i}.weight" in state_dict]
-    return PerceptCLIPConfig(task=task, vision_config=vision.to_dict(), base_model_name_or_path=base_model,
-                             head_hidden_sizes=hidden or None)
+    return PerceptCLIPConfig(
+        task=task, vision_config=vision.to_dict(), base_model_name_or_path=base_model, head_hidden_sizes=hidden or None
+    )
 
 
 def with_official_preprocessing(config: PerceptCLIPConfig) -> PerceptCLIPConfig:
@@ -168,22 +178,29 @@ def load_official_checkpoint(
     model = create_model(with_official_preprocessing(config))
     outputs = state_dict["mlp.fc3.weight"].shape[0] if "mlp.fc3.weight" in state_dict else 0
     if outputs != config.head_sizes[config.default_head]:
-        raise ModelLoadError(f"{source}: the checkpoint's head has {outputs} outputs, task {task!r} needs "
-                             f"{config.head_sizes[config.default_head]}; check --task")
+        raise ModelLoadError(
+            f"{source}: the checkpoint's head has {outputs} outputs, task {task!r} needs "
+            f"{config.head_sizes[config.default_head]}; check --task"
+        )
     converted = convert_official_state_dict(state_dict, head=config.default_head)
     try:
         result = model.load_state_dict(converted, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise ModelLoadError(f"{path}: the checkpoint does not fit the architecture of its base model "
-                             f"{config.base_model_name_or_path} ({' '.join(str(err).split())[:300]}); pass the base "
-                             "it was trained on (--base-model)") from err
+        raise ModelLoadError(
+            f"{path}: the checkpoint does not fit the architecture of its base model "
+            f"{config.base_model_name_or_path} ({' '.join(str(err).split())[:300]}); pass the base "
+            "it was trained on (--base-model)"
+        ) from err
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: official checkpoint does not fit the config: missing {result.missing_keys[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]}.")
+        raise ValueError(
+            f"{path}: official checkpoint does not fit the config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}."
+        )
     return model.eval()
 
 
 # ----- where an official checkpoint is -------------------------------------------------------------------------
+
 
 def resolve_alias(name: str) -> str:
     """`quality` / `memorability` / `emotion` → the official repo id, unless a local path of that name exists."""
@@ -207,8 +224,9 @@ def is_official_source(source: str) -> bool:
     return source in OFFICIAL_TASKS
 
 
-def locate_hub_checkpoint(repo_id: str, revision: str | None = None, token: str | None = None
-                          ) -> tuple[str, Callable[[], str]]:
+def locate_hub_checkpoint(
+    repo_id: str, revision: str | None = None, token: str | None = None
+) -> tuple[str, Callable[[], str]]:
     """`(commit, download)` of an official Hub repo: `download()` gives its `.pth` path. Without the Hub, the
     commit and file come from the local Hub cache; with neither, the Hub's offline error is raised (callers report
     it with :func:`perceptclip_hf.errors.loading_model`)."""
@@ -245,6 +263,7 @@ def cached_snapshot(repo_id: str, revision: str | None) -> tuple[str | None, lis
 
 
 # ----- the conversion cache ------------------------------------------------------------------------------------
+
 
 def official_cache_root() -> Path:
     from huggingface_hub import constants
@@ -307,7 +326,7 @@ def remove_stale_temporaries(root: Path) -> None:
     """Delete the temporary folders of conversions whose process is gone (killed)."""
     for tmp in root.glob(f"{TMP_PREFIX}*"):
         try:
-            os.kill(int(tmp.name[len(TMP_PREFIX):].split("-")[0]), 0)
+            os.kill(int(tmp.name[len(TMP_PREFIX) :].split("-")[0]), 0)
         except ProcessLookupError:
             shutil.rmtree(tmp, ignore_errors=True)
         except (ValueError, PermissionError):

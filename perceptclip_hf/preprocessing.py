@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -83,8 +84,13 @@ class ImageTransform:
     :meth:`normalize` makes them model inputs, so serving can ship uint8 and normalise on the device."""
 
     def __init__(
-        self, crop_size: int = 224, mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
-        image_column: str = "image", label_column: str = "label", interpolation: Interpolation = "bilinear",
+        self,
+        crop_size: int = 224,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+        image_column: str = "image",
+        label_column: str = "label",
+        interpolation: Interpolation = "bilinear",
     ):
         self.crop_size, self.mean, self.std = crop_size, tuple(mean), tuple(std)
         self.image_column, self.label_column = image_column, label_column
@@ -109,8 +115,11 @@ class ImageTransform:
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         keys = batch.get("image_name") or [None] * len(batch[self.image_column])
-        out = {"pixel_values": [self.transform_image(open_image(image), key)
-                                for image, key in zip(batch[self.image_column], keys)]}
+        out = {
+            "pixel_values": [
+                self.transform_image(open_image(image), key) for image, key in zip(batch[self.image_column], keys)
+            ]
+        }
         if self.label_column in batch:
             out["labels"] = [_label_tensor(label) for label in batch[self.label_column]]
         return out
@@ -120,8 +129,9 @@ class IQATransform(ImageTransform):
     """Base of the IQA transforms: the protocol's resize, ``resize_short`` (short side, aspect kept) or
     ``resize_size`` (exactly ``(height, width)``), then an enlargement only if the short side is below the crop."""
 
-    def __init__(self, crop_size: int = 224, *, resize_short: int | None = None,
-                 resize_size: Sequence[int] | None = None, **kw):
+    def __init__(
+        self, crop_size: int = 224, *, resize_short: int | None = None, resize_size: Sequence[int] | None = None, **kw
+    ):
         super().__init__(crop_size, **kw)
         if resize_short and resize_size:
             raise ValueError("give resize_short (short side) or resize_size ((height, width)), not both.")
@@ -205,8 +215,9 @@ class ResizeCenterCropTransform(ImageTransform):
 class EmotionTrainTransform(ImageTransform):
     """torchvision ``RandomResizedCrop(crop_size, scale)`` (ratio 3/4-4/3) + ``RandomHorizontalFlip()``."""
 
-    def __init__(self, crop_size: int = 224, *, scale: tuple[float, float] = (0.08, 1.0),
-                 seed: int | None = None, **kw):
+    def __init__(
+        self, crop_size: int = 224, *, scale: tuple[float, float] = (0.08, 1.0), seed: int | None = None, **kw
+    ):
         super().__init__(crop_size, **kw)
         self.scale = scale
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -243,8 +254,12 @@ def transform_kwargs(model_config) -> dict[str, Any]:
     """Crop size and normalisation of a model (its image processor's: the crop honours ``config.image_size``) and
     its resize filter (``config.resize_interpolation``)."""
     processor = default_image_processor(model_config)
-    return dict(crop_size=processor.crop_size["height"], mean=processor.image_mean, std=processor.image_std,
-                interpolation=getattr(model_config, "resize_interpolation", "bilinear"))
+    return dict(
+        crop_size=processor.crop_size["height"],
+        mean=processor.image_mean,
+        std=processor.image_std,
+        interpolation=getattr(model_config, "resize_interpolation", "bilinear"),
+    )
 
 
 def center_view_transform(model_config) -> ResizeCenterCropTransform:
@@ -253,7 +268,11 @@ def center_view_transform(model_config) -> ResizeCenterCropTransform:
 
 
 def build_inference_transform(
-    model_config, spec, tta: int | None = None, seed: int = 0, resize_short: int | None = None,
+    model_config,
+    spec,
+    tta: int | None = None,
+    seed: int = 0,
+    resize_short: int | None = None,
     interpolation: Interpolation | None = None,
 ) -> ImageTransform:
     """The test-time transform of a model of task ``spec`` (a ``TaskSpec``): crop size, mean/std and filter from
@@ -268,8 +287,10 @@ def build_inference_transform(
     if resize_short:
         common["resize_short"] = resize_short
     else:
-        common.update(resize_short=getattr(model_config, "test_resize_short", None),
-                      resize_size=getattr(model_config, "test_resize_size", None))
+        common.update(
+            resize_short=getattr(model_config, "test_resize_short", None),
+            resize_size=getattr(model_config, "test_resize_size", None),
+        )
     tta = DEFAULT_IQA_CROPS if tta is None else tta
     if tta < 1:
         raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")
@@ -299,8 +320,13 @@ def _label_tensor(label: Any) -> torch.Tensor:
 
 
 def preresize(
-    ds: Dataset, short_side: int = 384, *, cache_dir: str | Path | None = None,
-    image_format: Literal["JPEG", "PNG"] = "JPEG", quality: int = 95, num_proc: int | None = None,
+    ds: Dataset,
+    short_side: int = 384,
+    *,
+    cache_dir: str | Path | None = None,
+    image_format: Literal["JPEG", "PNG"] = "JPEG",
+    quality: int = 95,
+    num_proc: int | None = None,
     interpolation: Interpolation = "bilinear",
 ) -> Dataset:
     """``ds`` with ``image`` replaced by encoded bytes resized so the short side is ``short_side``: decode each big
@@ -321,6 +347,11 @@ def preresize(
         return {"image": {"bytes": buffer.getvalue(), "path": None}}
 
     source = ds.cast_column("image", ImageFeature(decode=False))
-    resized = source.map(encode, cache_file_name=cache_file, load_from_cache_file=True, num_proc=num_proc,
-                         desc=f"pre-resizing to {short_side}px")
+    resized = source.map(
+        encode,
+        cache_file_name=cache_file,
+        load_from_cache_file=True,
+        num_proc=num_proc,
+        desc=f"pre-resizing to {short_side}px",
+    )
     return resized.cast_column("image", ImageFeature())

@@ -7,9 +7,23 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-ESSENTIALS = ("config", "dataset", "data_dir", "table", "image_column", "label_column", "splits", "output_dir",
-              "base_model_name_or_path", "vision_config", "learning_rate", "learning_rates", "num_train_epochs",
-              "per_device_train_batch_size", "resume")
+ESSENTIALS = (
+    "config",
+    "dataset",
+    "data_dir",
+    "table",
+    "image_column",
+    "label_column",
+    "splits",
+    "output_dir",
+    "base_model_name_or_path",
+    "vision_config",
+    "learning_rate",
+    "learning_rates",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "resume",
+)
 TRAINER_GROUP = "Trainer options (transformers.TrainingArguments)"
 USAGE = "%(prog)s --config RECIPE.yaml [--option value ...]"
 
@@ -43,8 +57,10 @@ def group_options(parser: argparse.ArgumentParser, dataclass_groups: list[tuple[
     parser.show_trainer_options = False
     trainer_group = groups[dataclass_groups[-1][0]]
     hidden = len(trainer_group._group_actions)
-    parser.epilog = (f"The {hidden} other Trainer options (transformers.TrainingArguments: logging, saving, mixed "
-                     "precision, ...) are accepted as well: --help-all lists them.")
+    parser.epilog = (
+        f"The {hidden} other Trainer options (transformers.TrainingArguments: logging, saving, mixed "
+        "precision, ...) are accepted as well: --help-all lists them."
+    )
     format_help = parser.format_help
 
     def format_help_without_trainer() -> str:

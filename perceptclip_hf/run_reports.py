@@ -37,39 +37,67 @@ def test_predictions(task, data_args, ds, output) -> list[BenchmarkPredictions]:
         info = data_args.dataset_info(name)
         if task.spec.is_classification:
             positive = list(task.head_positive_classes[head]) if task.head_positive_classes[head] else None
-            found.append(BenchmarkPredictions(name, list(paths[rows]), labels[rows].astype(np.int64),
-                                              probabilities=softmax(head_logits),
-                                              class_names=list(info.class_names), positive_classes=positive))
+            found.append(
+                BenchmarkPredictions(
+                    name,
+                    list(paths[rows]),
+                    labels[rows].astype(np.int64),
+                    probabilities=softmax(head_logits),
+                    class_names=list(info.class_names),
+                    positive_classes=positive,
+                )
+            )
         else:
             found.append(BenchmarkPredictions(name, list(paths[rows]), labels[rows], scores=head_logits.mean(axis=1)))
     return found
 
 
-def write_split_reports(split_dir: Path, split: int, learning_rate: float, task, data_args, ds, output,
-                        meaning: str) -> list[Report]:
+def write_split_reports(
+    split_dir: Path, split: int, learning_rate: float, task, data_args, ds, output, meaning: str
+) -> list[Report]:
     """`split_<k>/report/` (one sub-folder per dataset of a multi-dataset run)."""
     predictions = test_predictions(task, data_args, ds, output)
     reports = []
     for item in predictions:
         out = split_dir / REPORT_DIR / (item.dataset if len(predictions) > 1 else "")
-        reports.append(benchmark_report(item, out, f"{item.dataset} · split {split} · test",
-                                        context=f"The model selected on validation (learning rate {learning_rate:g})"
-                                                " on the held-out test part.", score_meaning=meaning))
+        reports.append(
+            benchmark_report(
+                item,
+                out,
+                f"{item.dataset} · split {split} · test",
+                context=f"The model selected on validation (learning rate {learning_rate:g})"
+                " on the held-out test part.",
+                score_meaning=meaning,
+            )
+        )
     return reports
 
 
-def write_summary_report(output_dir: Path, results: dict, histories: dict[str, list[dict]],
-                         candidates: list[dict], best_metric: str) -> Report:
+def write_summary_report(
+    output_dir: Path, results: dict, histories: dict[str, list[dict]], candidates: list[dict], best_metric: str
+) -> Report:
     """`report/`: the run's curves, sweep and per-split metrics (`histories`: the Trainer's `log_history` per
     `split k · lr x`; `candidates`: `{split, learning_rate, validation}` per trained model)."""
     report = Report(Path(output_dir) / REPORT_DIR, f"Training run: {results['dataset']} ({results['task']})")
     report.heading("Training")
-    report.figure("training_curves", training_curves(histories, best_metric),
-                  f"Training loss per logging step and validation {best_metric.upper()} per epoch, per run.")
+    report.figure(
+        "training_curves",
+        training_curves(histories, best_metric),
+        f"Training loss per logging step and validation {best_metric.upper()} per epoch, per run.",
+    )
     report.heading("Learning rates (chosen on validation)")
-    report.table(["split", "learning rate", f"validation {best_metric}", "chosen"],
-                 [[c["split"], f"{c['learning_rate']:g}", c["validation"].get(best_metric, float("nan")),
-                   "✓" if c["chosen"] else ""] for c in candidates])
+    report.table(
+        ["split", "learning rate", f"validation {best_metric}", "chosen"],
+        [
+            [
+                c["split"],
+                f"{c['learning_rate']:g}",
+                c["validation"].get(best_metric, float("nan")),
+                "✓" if c["chosen"] else "",
+            ]
+            for c in candidates
+        ],
+    )
     report.heading("Test metrics per split")
     names = list(results["aggregate"])
     rows = [[row["split"], *(row["test"].get(n, float("nan")) for n in names)] for row in results["splits"]]
@@ -81,8 +109,9 @@ def write_summary_report(output_dir: Path, results: dict, histories: dict[str, l
     for name, metrics in results.get("cross_dataset", {}).items():
         report.heading(f"Cross-dataset: {name}")
         report.table(["metric", "value"], [[k, v] for k, v in metrics.items()])
-    report.paragraph("Each split's own report (its test images, figures and worst cases) is in "
-                     "split_<k>/report/report.html.")
+    report.paragraph(
+        "Each split's own report (its test images, figures and worst cases) is in split_<k>/report/report.html."
+    )
     report.save()
     return report
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
+from .output_safety import check_writable
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 META_SUFFIX = ".meta.json"
@@ -56,48 +57,6 @@ def pending_path(path: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(path)}{PENDING_SUFFIX}")
 
 
-def check_writable(path: str | os.PathLike, option: str = "--output") -> None:
-    """``path`` can be created: not a folder, in an existing folder where this process can write."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{option} {path} is a folder; name a file inside it")
-    folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{option} {path}: {folder} is a file, not a folder; choose another {option}")
-    if not folder.is_dir():
-        raise OutputError(f"{option} {path}: folder {folder} does not exist; create it first (mkdir -p {folder})")
-    problem = cannot_write_in(folder)
-    if problem:
-        raise OutputError(f"{option} {path}: cannot write in folder {folder} ({problem}); choose another {option}")
-
-
-def cannot_write_in(folder: Path) -> str | None:
-    """Why this process cannot create files in ``folder`` (``None`` if it can): tried with a probe file, since
-    ``os.access`` says yes to root on a read-only file system."""
-    probe = folder / f".perceptclip-{os.getpid()}.probe"
-    try:
-        probe.touch(exist_ok=False)
-        probe.unlink()
-    except FileExistsError:
-        return None
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
-
-
-def check_own_json(path: str | os.PathLike, writer: str, option: str = "--output") -> None:
-    """An existing ``path`` may be replaced only if it is a JSON report of ``writer`` (its ``"writer"`` field)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    try:
-        owner = json.loads(path.read_text(encoding="utf-8")).get("writer")
-    except (OSError, ValueError, AttributeError):
-        owner = None
-    if owner != writer:
-        raise OutputError(f"{option} {path}: not written by {writer}; it is left untouched: choose another {option}")
-
-
 @dataclass
 class Previous:
     """What an earlier run of the same model and settings left in a score file."""
@@ -116,8 +75,15 @@ class ScoreFile:
     only noted (device, dtype, batch size). Call :meth:`open` to validate and read the previous rows, then
     :meth:`write` per batch and :meth:`close` with the run's summary."""
 
-    def __init__(self, path: str | os.PathLike, columns: list[str], identity: dict[str, Any],
-                 recorded: dict[str, Any] | None = None, mode: str = "new", retry_errors: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        columns: list[str],
+        identity: dict[str, Any],
+        recorded: dict[str, Any] | None = None,
+        mode: str = "new",
+        retry_errors: bool = False,
+    ):
         if mode not in ("new", "overwrite", "resume"):
             raise ValueError(f"mode must be 'new', 'overwrite' or 'resume', got {mode!r}")
         self.path, self.columns, self.mode, self.retry_errors = Path(path), list(columns), mode, retry_errors
@@ -138,8 +104,7 @@ class ScoreFile:
         if not self._exists():
             return
         if self.mode == "new":
-            raise OutputError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to "
-                              "replace it")
+            raise OutputError(f"--output {self.path} exists; pass --resume to continue it or --overwrite to replace it")
         self._check_owner()
 
     def _exists(self) -> bool:
@@ -150,15 +115,19 @@ class ScoreFile:
         if record is None or record.get("writer") != WRITER:
             raise OutputError(
                 f"--output {self.path}: not written by {WRITER} (no {meta_path(self.path).name} beside it); it is "
-                "left untouched: choose another --output")
+                "left untouched: choose another --output"
+            )
 
     def _check_identity(self) -> None:
         record = read_record(self.path) or {}
-        differences = [f"{key} {record.get(key)!r} → {value!r}" for key, value in self.identity.items()
-                       if record.get(key) != value]
+        differences = [
+            f"{key} {record.get(key)!r} → {value!r}" for key, value in self.identity.items() if record.get(key) != value
+        ]
         if differences:
-            raise OutputError(f"--resume {self.path}: it was written with another model or settings "
-                              f"({'; '.join(differences)}); use the same ones, or another --output")
+            raise OutputError(
+                f"--resume {self.path}: it was written with another model or settings "
+                f"({'; '.join(differences)}); use the same ones, or another --output"
+            )
 
     def open(self) -> Previous:
         """Check, read what a previous run left (resume), then open for appending; returns the previous rows."""
@@ -166,7 +135,8 @@ class ScoreFile:
         previous = Previous()
         # an empty file of ours: killed before its header was written
         resuming = self.mode == "resume" and any(
-            path.exists() and path.stat().st_size > 0 for path in {self.path, self.rows_path})
+            path.exists() and path.stat().st_size > 0 for path in {self.path, self.rows_path}
+        )
         if resuming:
             self._check_identity()
             previous, keep = self._read_previous()
@@ -252,8 +222,10 @@ class ScoreFile:
         try:
             table = pq.read_table(self.path)
         except Exception as err:
-            raise OutputError(f"--resume {self.path}: cannot read it as Parquet ({type(err).__name__}: {err}); the "
-                              "file was edited or damaged: use another --output (the file is left untouched)") from None
+            raise OutputError(
+                f"--resume {self.path}: cannot read it as Parquet ({type(err).__name__}: {err}); the "
+                "file was edited or damaged: use another --output (the file is left untouched)"
+            ) from None
         self._check_columns(table.column_names)
         return table.to_pylist()
 
@@ -282,12 +254,15 @@ class ScoreFile:
 
     def _check_columns(self, found: list[str]) -> None:
         if found != self.columns:
-            raise OutputError(f"--resume {self.path}: columns {found}, but this model writes {self.columns}; "
-                              "use another --output")
+            raise OutputError(
+                f"--resume {self.path}: columns {found}, but this model writes {self.columns}; use another --output"
+            )
 
     def _damaged(self, line: int, problem: str) -> OutputError:
-        return OutputError(f"--resume {self.path}: line {line} {problem}; the file was edited or damaged: fix or "
-                              "remove that line, or use another --output (the file is left untouched)")
+        return OutputError(
+            f"--resume {self.path}: line {line} {problem}; the file was edited or damaged: fix or "
+            "remove that line, or use another --output (the file is left untouched)"
+        )
 
     def _repair(self, previous: Previous, keep: list[dict[str, Any]] | None) -> None:
         """Our own file only: rewrite it without the rows to retry (atomically), or cut the partial last line."""
@@ -314,8 +289,9 @@ class ScoreFile:
         if self.is_jsonl:
             return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         buffer = io.StringIO()
-        csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore",
-                       lineterminator="\n").writerows(map(csv_row, rows))
+        csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n").writerows(
+            map(csv_row, rows)
+        )
         return buffer.getvalue()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -339,7 +315,8 @@ class ScoreFile:
 
         columns = {name: [row.get(name) for row in map(csv_row, rows)] for name in self.columns}
         table = pa.table(columns).replace_schema_metadata(
-            {PARQUET_METADATA_KEY: json.dumps({**self.identity, "runs": runs or []}, ensure_ascii=False)})
+            {PARQUET_METADATA_KEY: json.dumps({**self.identity, "runs": runs or []}, ensure_ascii=False)}
+        )
         temporary = self.path.with_name(self.path.name + ".tmp")
         pq.write_table(table, temporary)
         os.replace(temporary, self.path)
@@ -382,5 +359,16 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-__all__ = ["FORMATS", "META_SUFFIX", "PENDING_SUFFIX", "Previous", "ScoreFile", "check_location", "check_own_json",
-           "csv_row", "cannot_write_in", "input_key", "check_writable", "meta_path", "pending_path", "read_record"]
+__all__ = [
+    "FORMATS",
+    "META_SUFFIX",
+    "PENDING_SUFFIX",
+    "Previous",
+    "ScoreFile",
+    "check_location",
+    "csv_row",
+    "input_key",
+    "meta_path",
+    "pending_path",
+    "read_record",
+]

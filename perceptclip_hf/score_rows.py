@@ -23,8 +23,9 @@ def model_names(models: list[str]) -> dict[str, str]:
         if not (source and NAME_PATTERN.fullmatch(name) and not os.path.exists(value)):
             name, source = default_name(value), value
         if name in named:
-            raise ConfigurationError(f"--model {value}: another --model is also named {name!r}; name them apart "
-                                     "with --model NAME=MODEL")
+            raise ConfigurationError(
+                f"--model {value}: another --model is also named {name!r}; name them apart with --model NAME=MODEL"
+            )
         named[name] = source
     return named
 
@@ -52,8 +53,11 @@ def model_columns(scorer) -> list[str]:
 def result_columns(models) -> list[str]:
     """The output's columns: ``id``, each model's (prefixed ``<name>_`` when there are several), ``error``."""
     prefixes = column_prefixes(models)
-    return ["id", *(prefixes[name] + column for name, scorer in models.scorers.items()
-                    for column in model_columns(scorer)), "error"]
+    return [
+        "id",
+        *(prefixes[name] + column for name, scorer in models.scorers.items() for column in model_columns(scorer)),
+        "error",
+    ]
 
 
 def column_prefixes(models) -> dict[str, str]:
@@ -73,8 +77,13 @@ def result_row(models, id_: str, results: dict[str, Any]) -> dict[str, Any]:
         if not scorer.is_classification:  # a relative score has no range: its scale is its own (tasks.score_meaning)
             scale = score_scale(scorer.config)
             low, high = scorer.score_range if scorer.score_range and scale == "calibrated" else (None, None)
-            result = {**result, "score_scale": scale, "score_min": low, "score_max": high,
-                      "higher_is_better": scorer.higher_is_better}
+            result = {
+                **result,
+                "score_scale": scale,
+                "score_min": low,
+                "score_max": high,
+                "higher_is_better": scorer.higher_is_better,
+            }
         row.update({prefix + key: value for key, value in result.items()})
     return row
 

@@ -83,11 +83,17 @@ def dependency_lines() -> list[str]:
 
 
 def requirements_text(spec: str | None = None) -> str:
-    note = ("# perceptclip-hf is not on PyPI yet: replace the line below with where its source lives, e.g.\n"
+    note = (
+        (
+            "# perceptclip-hf is not on PyPI yet: replace the line below with where its source lives, e.g.\n"
             "#   perceptclip-hf[demo] @ git+https://github.com/<owner>/<repo>.git@<tag>\n"
             "# or a wheel uploaded next to app.py (`pip wheel . -w dist/`):\n"
             "#   ./perceptclip_hf-<version>-py3-none-any.whl\n"
-            "# (push_to_hub.py --space-requirement LINE writes that line).\n") if not spec else ""
+            "# (push_to_hub.py --space-requirement LINE writes that line).\n"
+        )
+        if not spec
+        else ""
+    )
     note += "# gradio itself is installed by Spaces from the sdk_version of README.md.\n"
     deps = dependency_lines()
     pins = "# its dependencies, as the package declares them:\n" + "\n".join(deps) + "\n" if deps else ""
@@ -113,16 +119,26 @@ def write_space_folder(folder: str | Path, model: str, requirement: str | None =
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--space {folder} is a file; name a folder")
-    others = sorted(path.name for path in folder.iterdir()  # a clone of the Space repo keeps its .git, .gitattributes
-                    if path.name not in FILES and not path.name.startswith(".")) if folder.is_dir() else []
+    others = (
+        sorted(
+            path.name
+            for path in folder.iterdir()  # a clone of the Space repo keeps its .git, .gitattributes
+            if path.name not in FILES and not path.name.startswith(".")
+        )
+        if folder.is_dir()
+        else []
+    )
     if others:
-        raise OutputError(f"--space {folder} holds other files ({', '.join(others[:3])}); they are left untouched: "
-                          "choose a new or empty folder")
+        raise OutputError(
+            f"--space {folder} holds other files ({', '.join(others[:3])}); they are left untouched: "
+            "choose a new or empty folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "app.py").write_text(APP.format(model=model, env=MODEL_ENV), encoding="utf-8")
     (folder / "requirements.txt").write_text(requirements_text(requirement), encoding="utf-8")
-    (folder / "README.md").write_text(README.format(title=space_title(model), gradio=gradio_version(), model=model,
-                                                    env=MODEL_ENV), encoding="utf-8")
+    (folder / "README.md").write_text(
+        README.format(title=space_title(model), gradio=gradio_version(), model=model, env=MODEL_ENV), encoding="utf-8"
+    )
     return folder
 
 

@@ -74,9 +74,11 @@ class TaskSpec:
     card_template: str = "custom.md"
 
     def __post_init__(self):
-        for field_name, value, allowed in (("problem_type", self.problem_type, PROBLEM_TYPES),
-                                           ("preprocessing", self.preprocessing, list(POLICIES)),
-                                           ("aggregation", self.aggregation, AGGREGATIONS)):
+        for field_name, value, allowed in (
+            ("problem_type", self.problem_type, PROBLEM_TYPES),
+            ("preprocessing", self.preprocessing, list(POLICIES)),
+            ("aggregation", self.aggregation, AGGREGATIONS),
+        ):
             if value not in allowed:
                 raise ValueError(f"task {self.name!r}: {field_name}={value!r}; expected one of {list(allowed)}.")
         # The loss and its fit to the problem type: validated by the config, as for any model.
@@ -120,28 +122,55 @@ class TaskSpec:
 def _spec_from_preset(name: str, **kwargs) -> TaskSpec:
     preset = TASK_PRESETS[name]
     score_range = preset.get("score_range")
-    return TaskSpec(name=name, problem_type=preset["problem_type"], loss=preset["loss"],
-                    labels=tuple(preset["labels"]), score_range=tuple(score_range) if score_range else None, **kwargs)
+    return TaskSpec(
+        name=name,
+        problem_type=preset["problem_type"],
+        loss=preset["loss"],
+        labels=tuple(preset["labels"]),
+        score_range=tuple(score_range) if score_range else None,
+        **kwargs,
+    )
 
 
 _TASKS: dict[str, TaskSpec] = {
     "quality": _spec_from_preset(
-        "quality", preprocessing="iqa_random_crops", aggregation="median", title="Image quality assessment",
-        card_tags=("image-quality-assessment", "no-reference-iqa"), card_task_type="image-quality-assessment",
-        card_template="quality.md"),
+        "quality",
+        preprocessing="iqa_random_crops",
+        aggregation="median",
+        title="Image quality assessment",
+        card_tags=("image-quality-assessment", "no-reference-iqa"),
+        card_task_type="image-quality-assessment",
+        card_template="quality.md",
+    ),
     "memorability": _spec_from_preset(
-        "memorability", preprocessing="resize_center_crop", title="Image memorability",
-        card_tags=("image-memorability",), card_task_type="image-memorability", card_template="memorability.md"),
+        "memorability",
+        preprocessing="resize_center_crop",
+        title="Image memorability",
+        card_tags=("image-memorability",),
+        card_task_type="image-memorability",
+        card_template="memorability.md",
+    ),
     "emotion": _spec_from_preset(
-        "emotion", preprocessing="random_resized_crop", title="Visual emotion analysis",
-        card_tags=("visual-emotion-analysis", "emotion-recognition"), card_template="emotion.md"),
+        "emotion",
+        preprocessing="random_resized_crop",
+        title="Visual emotion analysis",
+        card_tags=("visual-emotion-analysis", "emotion-recognition"),
+        card_template="emotion.md",
+    ),
     "custom": TaskSpec("custom", title="Perceptual prediction"),
 }
 
 
-def register_task(name: str, *, problem_type: str = "regression", loss: str | None = None,
-                  labels: Sequence[str] | None = None, score_range: Sequence[float] | None = None,
-                  exist_ok: bool = False, **spec_kwargs) -> TaskSpec:
+def register_task(
+    name: str,
+    *,
+    problem_type: str = "regression",
+    loss: str | None = None,
+    labels: Sequence[str] | None = None,
+    score_range: Sequence[float] | None = None,
+    exist_ok: bool = False,
+    **spec_kwargs,
+) -> TaskSpec:
     """Add a task to the table (and its preset to the remote config), e.g.
     `register_task("aesthetics", loss="mse", score_range=(1, 10))`. `spec_kwargs` are :class:`TaskSpec` fields
     (preprocessing, best_metric, aggregation, metrics, title...). The saved models of the task load anywhere: their
@@ -149,9 +178,14 @@ def register_task(name: str, *, problem_type: str = "regression", loss: str | No
     if name in _TASKS and not exist_ok:
         raise ValueError(f"task {name!r} is already registered; pass exist_ok=True to replace it.")
     loss = loss or ("cross_entropy" if problem_type in CLASSIFICATION_PROBLEM_TYPES else "mse")
-    spec = TaskSpec(name=name, problem_type=problem_type, loss=loss,
-                    labels=tuple(labels) if labels else (name,) if problem_type == "regression" else None,
-                    score_range=tuple(float(v) for v in score_range) if score_range else None, **spec_kwargs)
+    spec = TaskSpec(
+        name=name,
+        problem_type=problem_type,
+        loss=loss,
+        labels=tuple(labels) if labels else (name,) if problem_type == "regression" else None,
+        score_range=tuple(float(v) for v in score_range) if score_range else None,
+        **spec_kwargs,
+    )
     _TASKS[name] = spec
     TASK_PRESETS[name] = spec.config_preset()
     return spec
@@ -162,8 +196,9 @@ def get_task(name: str) -> TaskSpec:
     try:
         return _TASKS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown task {name!r}; registered: {list_tasks()} (add one with "
-                               "register_task).") from None
+        raise UnknownNameError(
+            f"unknown task {name!r}; registered: {list_tasks()} (add one with register_task)."
+        ) from None
 
 
 def list_tasks() -> list[str]:
@@ -176,12 +211,19 @@ def task_of_config(config: PerceptCLIPConfig) -> TaskSpec:
     e.g. with `perceptclip --plugin`, to serve it with its own crop policy)."""
     if config.task in _TASKS:
         return _TASKS[config.task]
-    logger.warning("Task %r is not registered in this process: its model is served with resize + center crop. "
-                   "Register the task (register_task, or `perceptclip --plugin MODULE`) for its own preprocessing.",
-                   config.task)
+    logger.warning(
+        "Task %r is not registered in this process: its model is served with resize + center crop. "
+        "Register the task (register_task, or `perceptclip --plugin MODULE`) for its own preprocessing.",
+        config.task,
+    )
     labels = tuple(str(config.id2label[i]) for i in sorted(config.id2label)) if config.id2label else None
-    return TaskSpec(name=config.task, problem_type=config.problem_type, loss=config.loss, labels=labels,
-                    score_range=tuple(config.score_range) if config.score_range else None)
+    return TaskSpec(
+        name=config.task,
+        problem_type=config.problem_type,
+        loss=config.loss,
+        labels=labels,
+        score_range=tuple(config.score_range) if config.score_range else None,
+    )
 
 
 def score_scale(config: PerceptCLIPConfig) -> str | None:
@@ -200,11 +242,14 @@ def score_meaning(config: PerceptCLIPConfig) -> str:
     direction = "higher is better" if config.higher_is_better else "lower is better"
     span = f"{config.score_range[0]:.3g}–{config.score_range[1]:.3g}" if config.score_range else None
     if score_scale(config) == "relative":
-        return (f"a relative score ({direction}): trained with the PLCC loss, it ranks images but its scale is its "
-                "own" + (f", not the training labels' {span}" if span else "") + "; compare scores of this model "
-                "with each other, not with human ratings.")
-    return (f"a calibrated score ({direction}): trained with {config.loss.upper()} to the training labels' values"
-            + (f", on their scale {span}." if span else "."))
+        return (
+            f"a relative score ({direction}): trained with the PLCC loss, it ranks images but its scale is its "
+            "own" + (f", not the training labels' {span}" if span else "") + "; compare scores of this model "
+            "with each other, not with human ratings."
+        )
+    return f"a calibrated score ({direction}): trained with {config.loss.upper()} to the training labels' values" + (
+        f", on their scale {span}." if span else "."
+    )
 
 
 __all__ = ["TaskSpec", "get_task", "list_tasks", "register_task", "score_meaning", "score_scale", "task_of_config"]

@@ -21,8 +21,9 @@ from .data import repeat_dataset
 from .errors import corrupt_weights
 from .metrics import aggregate_splits
 from .preprocessing import build_transform, transform_kwargs, with_image_transform
-from .recipe import DataArguments, TrainingTask
+from .recipe import DataArguments
 from .run_log import HistoryCallback
+from .training_task import TrainingTask
 
 logger = logging.getLogger(__name__)
 TRAINER_STATE_FILE = TRAINER_STATE_NAME
@@ -70,9 +71,14 @@ def prepare_splits(task: TrainingTask, data_args: DataArguments, split: int, mod
             train = splits["train"].shuffle(seed=seed)
             splits["train"] = train.select(range(min(len(train), data_args.max_train_samples)))
         replicas = data_args.replicas or info.replicas if task.spec.multi_crop_test else 1
-        logger.info("data: %s split %d (%s protocol): %s images%s", name, split, info.split_protocol,
-                    ", ".join(f"{part} {len(ds)}" for part, ds in splits.items()),
-                    f"; each train image {replicas} times per epoch" if replicas > 1 else "")
+        logger.info(
+            "data: %s split %d (%s protocol): %s images%s",
+            name,
+            split,
+            info.split_protocol,
+            ", ".join(f"{part} {len(ds)}" for part, ds in splits.items()),
+            f"; each train image {replicas} times per epoch" if replicas > 1 else "",
+        )
         for part in raw:
             if part not in splits:
                 continue
@@ -81,8 +87,7 @@ def prepare_splits(task: TrainingTask, data_args: DataArguments, split: int, mod
             if task.spec.multi_crop_test:  # IQA: native-resolution crops after the protocol's resize, replicas
                 kwargs["resize_short"] = data_args.resize_short_for(name)
                 if part != "train":
-                    kwargs.update(num_crops=data_args.test_crops if part == "test" else data_args.eval_crops,
-                                  seed=seed)
+                    kwargs.update(num_crops=data_args.test_crops if part == "test" else data_args.eval_crops, seed=seed)
                 else:
                     ds = repeat_dataset(ds, replicas)
             if multi:
@@ -114,8 +119,9 @@ def make_compute_metrics(task: TrainingTask):
         labels = eval_prediction.label_ids
         if isinstance(labels, (tuple, list)):  # (labels, head)
             labels, heads = np.asarray(labels[0]), np.asarray(labels[1]).reshape(-1)
-            per_head = {task.datasets[h]: metrics_of(logits[heads == h], labels[heads == h], h)
-                        for h in np.unique(heads)}
+            per_head = {
+                task.datasets[h]: metrics_of(logits[heads == h], labels[heads == h], h) for h in np.unique(heads)
+            }
             merged = {f"{name}_{k}": v for name, m in per_head.items() for k, v in m.items()}
             merged.update(aggregate_splits(list(per_head.values()), how="mean"))
             return merged
@@ -124,27 +130,49 @@ def make_compute_metrics(task: TrainingTask):
     return compute_metrics
 
 
-def training_arguments(base: TrainingArguments, output_dir: Path, task: TrainingTask, learning_rate: float,
-                       multi: bool) -> TrainingArguments:
+def training_arguments(
+    base: TrainingArguments, output_dir: Path, task: TrainingTask, learning_rate: float, multi: bool
+) -> TrainingArguments:
     """The run's TrainingArguments: the recipe's best-model selection on validation, per run directory."""
     values = base.to_dict()
     values.update(
-        output_dir=str(output_dir), learning_rate=learning_rate, eval_strategy="epoch", save_strategy="epoch",
-        load_best_model_at_end=True, metric_for_best_model=task.best_metric, greater_is_better=True,
-        remove_unused_columns=False, label_names=["labels", "head"] if multi else ["labels"],
+        output_dir=str(output_dir),
+        learning_rate=learning_rate,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=task.best_metric,
+        greater_is_better=True,
+        remove_unused_columns=False,
+        label_names=["labels", "head"] if multi else ["labels"],
     )
     for key in [k for k in values if k.startswith("_") or k in ("push_to_hub_token",)]:
         values.pop(key)
-    return TrainingArguments(**{k: v for k, v in values.items() if k in TrainingArguments.__dataclass_fields__
-                                and TrainingArguments.__dataclass_fields__[k].init})
+    return TrainingArguments(
+        **{
+            k: v
+            for k, v in values.items()
+            if k in TrainingArguments.__dataclass_fields__ and TrainingArguments.__dataclass_fields__[k].init
+        }
+    )
 
 
-def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: TrainingArguments, patience: int,
-              resume: bool, outputs: dict | None = None) -> tuple[Trainer, dict, dict]:
+def train_one(
+    model,
+    task: TrainingTask,
+    data: dict[str, Dataset],
+    args: TrainingArguments,
+    patience: int,
+    resume: bool,
+    outputs: dict | None = None,
+) -> tuple[Trainer, dict, dict]:
     """Train with early stopping, keep the best checkpoint on validation, return validation and test metrics (and
     in `outputs`, the predictions of each part: :func:`evaluate_parts`)."""
     trainer = Trainer(
-        model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("validation"),
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("validation"),
         compute_metrics=make_compute_metrics(task),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), HistoryCallback()],
     )
@@ -155,8 +183,12 @@ def train_one(model, task: TrainingTask, data: dict[str, Dataset], args: Trainin
         logger.info("--resume: no complete checkpoint in %s yet, training from scratch", args.output_dir)
     elif checkpoint is not None:
         state = json.loads((Path(checkpoint) / TRAINER_STATE_FILE).read_text())
-        logger.info("resuming from %s (epoch %g, step %d)", Path(checkpoint).name, round(state.get("epoch") or 0, 4),
-                    state.get("global_step", 0))
+        logger.info(
+            "resuming from %s (epoch %g, step %d)",
+            Path(checkpoint).name,
+            round(state.get("epoch") or 0, 4),
+            state.get("global_step", 0),
+        )
     trainer.train(resume_from_checkpoint=checkpoint)
     return trainer, *evaluate_parts(trainer, data, outputs=outputs)
 
@@ -188,16 +220,18 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     none. A kill can leave newer ones incomplete: while `Trainer._save_checkpoint` writes (weights, optimizer,
     scheduler, RNG state, `trainer_state.json` last; `torch.save` truncated mid-file) or while its rotation deletes an
     older folder (`shutil.rmtree`, in no set order). Each one skipped is a warning naming it and what is wrong."""
+
     def step(path: Path) -> int:
-        suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+        suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
         return int(suffix) if suffix.isdigit() else -1
 
     for checkpoint in sorted(Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"), key=step, reverse=True):
         problem = checkpoint_problem(checkpoint)
         if problem is None:
             return str(checkpoint)
-        logger.warning("Not resuming from %s: %s (an interrupted save or deletion left it incomplete).", checkpoint,
-                       problem)
+        logger.warning(
+            "Not resuming from %s: %s (an interrupted save or deletion left it incomplete).", checkpoint, problem
+        )
     return None
 
 
@@ -235,8 +269,9 @@ def _weights_files(checkpoint: Path) -> list[Path]:
     return [checkpoint / n for n in (SAFE_WEIGHTS_NAME, ADAPTER_SAFE_WEIGHTS_NAME) if (checkpoint / n).exists()]
 
 
-def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validation", "test"),
-                   outputs: dict | None = None) -> list[dict]:
+def evaluate_parts(
+    trainer: Trainer, data: dict[str, Dataset], parts=("validation", "test"), outputs: dict | None = None
+) -> list[dict]:
     """The task metrics of each part present in `data` (empty dict for an absent part), without the prefix; with
     `outputs`, each part's `PredictionOutput` (predictions, label ids) is kept there under its name."""
     results = []
@@ -247,13 +282,21 @@ def evaluate_parts(trainer: Trainer, data: dict[str, Dataset], parts=("validatio
             metrics = output.metrics
             if outputs is not None:
                 outputs[part] = output
-        results.append({k[len(part) + 1:]: v for k, v in metrics.items() if k.startswith(part + "_")
-                        and isinstance(v, float) and not k.endswith(("_runtime", "_per_second", "_loss"))})
+        results.append(
+            {
+                k[len(part) + 1 :]: v
+                for k, v in metrics.items()
+                if k.startswith(part + "_")
+                and isinstance(v, float)
+                and not k.endswith(("_runtime", "_per_second", "_loss"))
+            }
+        )
     return results
 
 
-def stage2_heads(model, task: TrainingTask, data: dict[str, Dataset], base_args: TrainingArguments, epochs: float,
-                 output_dir: Path) -> None:
+def stage2_heads(
+    model, task: TrainingTask, data: dict[str, Dataset], base_args: TrainingArguments, epochs: float, output_dir: Path
+) -> None:
     """Multi-dataset stage 2 (paper sec. 3.2): encoder frozen, each head tuned on its own dataset (checkpoints in
     `output_dir/<dataset>`)."""
     model.freeze_backbone()
@@ -266,8 +309,13 @@ def stage2_heads(model, task: TrainingTask, data: dict[str, Dataset], base_args:
         own = {part: _rows_of_head(ds, head_index) for part, ds in data.items()}
         args = training_arguments(base_args, output_dir / name, task, base_args.learning_rate, True)
         args.num_train_epochs = epochs
-        Trainer(model=model, args=args, train_dataset=own["train"], eval_dataset=own.get("validation"),
-                compute_metrics=make_compute_metrics(task)).train()
+        Trainer(
+            model=model,
+            args=args,
+            train_dataset=own["train"],
+            eval_dataset=own.get("validation"),
+            compute_metrics=make_compute_metrics(task),
+        ).train()
         for param in head_params:
             param.requires_grad = False
 

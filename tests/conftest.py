@@ -1,47 +1,38 @@
-"""Shared fixtures: tiny backbones saved to disk, as transformers' own tests do (no Hub access here)."""
+"""Shared fixtures: tiny backbones saved to disk, as transformers' own tests do (no Hub access here), and data made
+once per test session (shared by the pytest-xdist workers). Helpers live in tests/helpers/."""
+
+from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from filelock import FileLock
+from transformers import CLIPVisionModelWithProjection
 
-from perceptclip_hf import PerceptCLIPForClassification, PerceptCLIPForRegression
+from perceptclip_hf import PerceptCLIPForClassification
+from tests.helpers import save_trained_like, tiny_clip_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
-
-TINY_CLIP = dict(
-    hidden_size=32, intermediate_size=64, projection_dim=24, num_hidden_layers=2, num_attention_heads=4,
-    image_size=32, patch_size=8,
-)
-TINY_HEAD = dict(head_hidden_sizes=[16, 8])
-
-# A finder that hides perceptclip_hf, so a subprocess sees only what a Hub user has (the remote code).
-BLOCK_PACKAGE = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    class _Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "perceptclip_hf":
-                raise ImportError("perceptclip_hf is hidden in this process")
-    sys.meta_path.insert(0, _Block())
-    """
-)
+DONE = ".complete"
 
 
-# The official emotion label order, typed out (EmoSet label2idx = PerceptCLIP_Emotions): every label check compares
-# with this literal, never with the list the labels were built from.
-OFFICIAL_EMOTIONS = ("amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness")
-
-def tiny_clip_config() -> CLIPVisionConfig:
-    return CLIPVisionConfig(**TINY_CLIP)
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(folder)` once per test session: the first pytest-xdist worker to ask builds it under a file lock, the
+    others wait and reuse it (without xdist: the one process)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder = root / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / DONE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / DONE).touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -53,53 +44,21 @@ def tiny_clip_base(tmp_path_factory) -> Path:
     return path
 
 
-def randomize_lora(model, seed: int = 0) -> None:
-    """Give LoRA matrices non-zero values, as after training."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-
-
-def run_python(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter; fail the test with its output if it fails."""
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-    assert result.returncode == 0, f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
-    return result
-
-
-def trained_like(base: Path, cls=PerceptCLIPForRegression, seed: int = 0, **config):
-    """A tiny model with non-zero LoRA and an O(1)-output head, as after training."""
-    model = cls.from_backbone(str(base), **TINY_HEAD, **config)
-    randomize_lora(model, seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in model.heads.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    return model.eval()
-
-
-def save_trained_like(base: Path, directory: Path, cls=PerceptCLIPForRegression, **config) -> Path:
-    trained_like(base, cls, **config).save_pretrained(directory)
-    return directory
-
-
-def random_image(seed: int, size: tuple[int, int] = (44, 38)) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 @pytest.fixture(scope="session")
 def quality_dir(tiny_clip_base, tmp_path_factory) -> Path:
-    return save_trained_like(tiny_clip_base, tmp_path_factory.mktemp("quality"), task="quality",
-                             score_range=[1.0, 5.0])
+    return save_trained_like(tiny_clip_base, tmp_path_factory.mktemp("quality"), task="quality", score_range=[1.0, 5.0])
 
 
 @pytest.fixture(scope="session")
 def emotion_dir(tiny_clip_base, tmp_path_factory) -> Path:
-    return save_trained_like(tiny_clip_base, tmp_path_factory.mktemp("emotion"), PerceptCLIPForClassification,
-                             task="emotion")
+    return save_trained_like(
+        tiny_clip_base, tmp_path_factory.mktemp("emotion"), PerceptCLIPForClassification, task="emotion"
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """The embedded procedural IQA dataset (the quickstart's), generated once per session."""
+    from perceptclip_hf.data.synthetic import generate_synthetic_iqa
+
+    return built_once(tmp_path_factory, "synthetic_iqa", generate_synthetic_iqa)

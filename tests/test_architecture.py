@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,44 +18,52 @@ from perceptclip_hf.cli import main
 from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.tasks import get_task, register_task
-from tests.conftest import BLOCK_PACKAGE, REPO_ROOT, run_python
-from tests.test_data_fixtures import make_koniq
-from tests.test_training import QUICKSTART, synthetic_dir, tiny_recipe  # noqa: F401 - `synthetic_dir` is a fixture
+from tests.helpers import BLOCK_PACKAGE, QUICKSTART, REPO_ROOT, make_koniq, perceptclip_command, run_python, tiny_recipe
 
 TASK_LITERAL_COMPARISON = re.compile(
-    r"(task|task_name|task\.name|config\.task) *[!=]= *['\"](quality|memorability|emotion)['\"]")
-
-
-def perceptclip_command() -> list[str]:
-    """The installed console script, else the same entry point through the interpreter."""
-    script = shutil.which("perceptclip")
-    return [script] if script else [sys.executable, "-m", "perceptclip_hf.cli"]
+    r"(task|task_name|task\.name|config\.task) *[!=]= *['\"](quality|memorability|emotion)['\"]"
+)
 
 
 def test_only_the_task_table_names_the_tasks():
-    offenders = [f"{path.relative_to(REPO_ROOT)}:{number}" for path in sorted((REPO_ROOT / "perceptclip_hf").rglob("*.py"))
-                 if path.name != "tasks.py"
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if TASK_LITERAL_COMPARISON.search(line)]
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for path in sorted((REPO_ROOT / "perceptclip_hf").rglob("*.py"))
+        if path.name != "tasks.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if TASK_LITERAL_COMPARISON.search(line)
+    ]
     assert offenders == []
 
 
 def test_no_python_module_over_400_lines():
-    sources = [*REPO_ROOT.glob("*.py"), *(REPO_ROOT / "perceptclip_hf").rglob("*.py"), *(REPO_ROOT / "modeling").glob("*.py")]
+    sources = [
+        *REPO_ROOT.glob("*.py"),
+        *(REPO_ROOT / "perceptclip_hf").rglob("*.py"),
+        *(REPO_ROOT / "modeling").glob("*.py"),
+    ]
     sizes = {str(path.relative_to(REPO_ROOT)): len(path.read_text().splitlines()) for path in sources}
     assert len(sizes) > 30 and {name: n for name, n in sizes.items() if n > 400} == {}
 
 
 def test_the_documents_links_and_images_exist():
     documents = [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md"), REPO_ROOT / "benchmarks" / "RESULTS.md"]
-    links = {(document, target) for document in documents
-             for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text())
-             if not re.match(r"[a-z]+:|#", target)}
-    missing = [f"{document.relative_to(REPO_ROOT)}: {target}" for document, target in sorted(links)
-               if not (document.parent / target.split("#")[0]).exists()]
+    links = {
+        (document, target)
+        for document in documents
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text())
+        if not re.match(r"[a-z]+:|#", target)
+    }
+    missing = [
+        f"{document.relative_to(REPO_ROOT)}: {target}"
+        for document, target in sorted(links)
+        if not (document.parent / target.split("#")[0]).exists()
+    ]
     assert len(links) > 5 and missing == []
 
 
 # ----- a new task: one register_task call ------------------------------------------------------------------------
+
 
 def write_aesthetics_fixture(folder: Path, count: int = 90) -> Path:
     """Images whose 1-10 "aesthetics" score is their brightness (learnable by a tiny CNN), as a scores.csv table."""
@@ -93,29 +100,55 @@ def load_aesthetics(data_dir, **kwargs):
     return load_table(Path(data_dir) / "scores.csv", name="aesthetics_fixture", **kwargs)
 
 
-def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_path, synthetic_dir,  # noqa: F811
-                                                                        restored_registries):
+def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_path, synthetic_dir, restored_registries):
     spec = register_task("aesthetics", loss="mse", score_range=(1, 10))
     assert get_task("aesthetics") is spec and not spec.multi_crop_test and spec.best_metric == "srcc"
     data_dir = write_aesthetics_fixture(tmp_path / "aesthetics")
-    register_dataset(DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1, 10),
-                                 num_splits=1))  # integer bounds, as a user writes them
+    register_dataset(
+        DatasetInfo("aesthetics_fixture", "aesthetics", load_aesthetics, "random", (1, 10), num_splits=1)
+    )  # integer bounds, as a user writes them
 
     # 20 epochs: after 8 the tiny random CNN is still learning the 1-10 offset and its test ranking depends on the
     # seed (measured 2026-11-25: SRCC 0.50-0.998 over seeds 0-4; 0.85-1.0 after 20).
-    recipe = tiny_recipe(tmp_path, synthetic_dir, dataset=["aesthetics_fixture"], data_dir=[str(data_dir)],
-                         loss=None, num_train_epochs=20, max_train_samples=None, learning_rate=0.003)
+    recipe = tiny_recipe(
+        tmp_path,
+        synthetic_dir,
+        dataset=["aesthetics_fixture"],
+        data_dir=[str(data_dir)],
+        loss=None,
+        num_train_epochs=20,
+        max_train_samples=None,
+        learning_rate=0.003,
+    )
     assert main(["train", "--config", str(recipe)]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["task"] == "aesthetics" and results["metric_aggregation"] == "mean"
     model_dir = tmp_path / "run" / "split_0" / "model"
     config = json.loads((model_dir / "config.json").read_text())
     assert (config["task"], config["loss"], config["problem_type"], config["score_range"]) == (
-        "aesthetics", "mse", "regression", [1.0, 10.0])
+        "aesthetics",
+        "mse",
+        "regression",
+        [1.0, 10.0],
+    )
 
     report = tmp_path / "evaluate.json"
-    assert main(["evaluate", "--model", str(model_dir), "--dataset", "aesthetics_fixture", "--data-dir",
-                 str(data_dir), "--output", str(report)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model_dir),
+                "--dataset",
+                "aesthetics_fixture",
+                "--data-dir",
+                str(data_dir),
+                "--output",
+                str(report),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(report.read_text())["metrics"]
     from scipy.stats import spearmanr
 
@@ -132,16 +165,21 @@ def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(tmp_pat
     with scores_csv.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 90 and {(r["score_scale"], r["score_min"], r["score_max"]) for r in rows} == {
-        ("calibrated", "1.0", "10.0")}  # MSE-trained: its scores are on the labels' scale
+        ("calibrated", "1.0", "10.0")
+    }  # MSE-trained: its scores are on the labels' scale
     # A user without the package (remote code only) loads the new task's model from its config alone.
-    run_python(BLOCK_PACKAGE + f"""
+    run_python(
+        BLOCK_PACKAGE
+        + f"""
 from transformers import AutoModel
 model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
 assert type(model).__name__ == "PerceptCLIPForRegression" and model.config.task == "aesthetics", model.config
-""")
+"""
+    )
 
 
 # ----- evaluation does not import the training stack -------------------------------------------------------------
+
 
 def test_evaluate_does_not_import_the_trainer(quality_dir, tmp_path):
     make_koniq(tmp_path / "koniq", n=30)
@@ -158,13 +196,28 @@ print("RC", rc, "TRAINER", "transformers.trainer" in sys.modules)
 
 # ----- one command line behind the top-level scripts ------------------------------------------------------------
 
-def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, synthetic_dir):  # noqa: F811
+
+def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, synthetic_dir):
     runs = {}
     for name, command in (("cli", [*perceptclip_command(), "train"]), ("script", [sys.executable, "train.py"])):
         output_dir = tmp_path / name
-        result = subprocess.run([*command, "--config", str(QUICKSTART), "--data_dir", str(synthetic_dir),
-                                 "--output_dir", str(output_dir), "--disable_tqdm", "true"],
-                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+        result = subprocess.run(
+            [
+                *command,
+                "--config",
+                str(QUICKSTART),
+                "--data_dir",
+                str(synthetic_dir),
+                "--output_dir",
+                str(output_dir),
+                "--disable_tqdm",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = json.loads((output_dir / "results.json").read_text())
     assert runs["cli"]["aggregate"] == runs["script"]["aggregate"]
@@ -179,11 +232,18 @@ def assert_push_commands_write_the_same_folder(tmp_path: Path, *source: str) -> 
     folders = {}
     for name, command in (("cli", [*perceptclip_command(), "push"]), ("script", [sys.executable, "push_to_hub.py"])):
         folders[name] = tmp_path / f"hub_{name}"
-        result = subprocess.run([*command, *source, "--repo-id", "me/tiny", "--dry-run", str(folders[name])],
-                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        result = subprocess.run(
+            [*command, *source, "--repo-id", "me/tiny", "--dry-run", str(folders[name])],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-    files = {name: {p.relative_to(f).as_posix(): p.read_bytes() for p in f.rglob("*") if p.is_file()}
-             for name, f in folders.items()}
+    files = {
+        name: {p.relative_to(f).as_posix(): p.read_bytes() for p in f.rglob("*") if p.is_file()}
+        for name, f in folders.items()
+    }
     assert len(files["cli"]) >= 6 and files["cli"] == files["script"]
 
 
@@ -206,22 +266,28 @@ register_dataset(DatasetInfo("my_aesthetics", "aesthetics", load_aesthetics, "ra
 
 def test_a_plugin_module_brings_its_task_and_dataset_to_every_subcommand(tmp_path):
     (tmp_path / "my_tasks.py").write_text(PLUGIN)  # in the working directory, as a user writes it
-    run = lambda *args: subprocess.run([*perceptclip_command(), *args], capture_output=True, text=True,  # noqa: E731
-                                       cwd=tmp_path, timeout=120)
+
+    def run(*args):
+        return subprocess.run(
+            [*perceptclip_command(), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
+
     listed = run("--plugin", "my_tasks", "list", "--task", "aesthetics")
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"^my_aesthetics\s+aesthetics\s+random x1\s+1-10\s+higher is better", listed.stdout, re.M)
     without = run("list", "--task", "aesthetics")
     assert without.returncode == 2 and without.stderr.strip().splitlines()[-1].startswith(
-        "perceptclip list: error: --task aesthetics: unknown task")
+        "perceptclip list: error: --task aesthetics: unknown task"
+    )
     missing = run("--plugin", "no_such_module", "list")
     assert missing.returncode == 2 and "--plugin no_such_module" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_train_and_push_help_list_their_options():
     for command, option in (("train", "--learning_rates"), ("push", "--repo-id")):
-        result = subprocess.run([*perceptclip_command(), command, "--help"], capture_output=True, text=True,
-                                cwd=REPO_ROOT, timeout=120)
+        result = subprocess.run(
+            [*perceptclip_command(), command, "--help"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+        )
         assert result.returncode == 0 and option in result.stdout and f"perceptclip {command}" in result.stdout
 
 

@@ -1,14 +1,10 @@
-"""The `perceptclip` command, run as a user would (subprocess), plus in-process checks of errors and help."""
+"""The `perceptclip` command: in this process (exit status, stdout, stderr), and as the installed console script."""
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,19 +13,19 @@ from PIL import Image
 
 from perceptclip_hf import PerceptCLIPForRegression
 from perceptclip_hf.cli import main
-from perceptclip_hf.preprocessing import center_view_transform
 from perceptclip_hf.interpretability import head_importance
-from tests.test_data_fixtures import make_emoset, make_koniq
-from tests.conftest import random_image
-from tests.test_interpretability import hooked_masked_logits
+from perceptclip_hf.preprocessing import center_view_transform
+from tests.helpers import (
+    hooked_masked_logits,
+    make_emoset,
+    make_koniq,
+    perceptclip,
+    perceptclip_process,
+    random_image,
+    read_rows,
+)
 
 SUMMARY = re.compile(r"summary: (\d+) scored, (\d+) failed, (\d+) skipped")
-
-
-def perceptclip(*args: str, cwd: Path, command: tuple[str, ...] = (sys.executable, "-m", "perceptclip_hf.cli")):
-    """Run the command line tool; return the finished process (stdout, stderr, returncode)."""
-    return subprocess.run([*command, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TQDM_DISABLE": "1"})
 
 
 def summary_counts(stderr: str) -> tuple[int, int, int]:
@@ -38,18 +34,15 @@ def summary_counts(stderr: str) -> tuple[int, int, int]:
     return tuple(int(n) for n in match.groups())
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.fixture
 def photo_folder(tmp_path) -> Path:
     """50 images (15 in a sub-folder), 3 corrupt image files, one text file to ignore."""
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     for index in range(50):
-        random_image(index, size=(40 + index % 5, 36)).save(folder / ("sub" if index % 10 < 3 else "") / f"im{index:02d}.png")
+        random_image(index, size=(40 + index % 5, 36)).save(
+            folder / ("sub" if index % 10 < 3 else "") / f"im{index:02d}.png"
+        )
     (folder / "bad_empty.jpg").write_bytes(b"")
     (folder / "bad_text.png").write_bytes(b"this is not a png")
     truncated = (folder / "sub" / "im00.png").read_bytes()
@@ -60,8 +53,9 @@ def photo_folder(tmp_path) -> Path:
 
 def test_predict_folder_with_corrupt_files_then_resume(quality_dir, photo_folder, tmp_path):
     output = tmp_path / "scores.csv"
-    first = perceptclip("predict", photo_folder, "--model", quality_dir, "--output", output, "--batch-size", "8",
-                        cwd=tmp_path)
+    first = perceptclip(
+        "predict", photo_folder, "--model", quality_dir, "--output", output, "--batch-size", "8", cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     rows = read_rows(output)
     errors = [row for row in rows if row["error"]]
@@ -69,31 +63,46 @@ def test_predict_folder_with_corrupt_files_then_resume(quality_dir, photo_folder
     assert {Path(row["id"]).name for row in errors} == {"bad_empty.jpg", "bad_text.png", "bad_truncated.png"}
     assert sum("/sub/" in row["id"] for row in rows) == 16
     # The tiny quality model has the task's PLCC loss: a relative score, with no range beside it.
-    assert all(row["score_scale"] == "relative" and row["score_min"] == row["score_max"] == ""
-               and row["higher_is_better"] == "True" for row in rows if not row["error"])
+    assert all(
+        row["score_scale"] == "relative"
+        and row["score_min"] == row["score_max"] == ""
+        and row["higher_is_better"] == "True"
+        for row in rows
+        if not row["error"]
+    )
     assert summary_counts(first.stderr) == (50, 3, 0)
 
     # An interrupted run: the header, 20 rows and half of the 21st line.
     lines = output.read_text().splitlines(keepends=True)
     output.write_text("".join(lines[:21]) + lines[21][:10])
-    resumed = perceptclip("predict", photo_folder, "--model", quality_dir, "--output", output, "--resume",
-                          cwd=tmp_path)
+    resumed = perceptclip("predict", photo_folder, "--model", quality_dir, "--output", output, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     failed_before = sum(bool(row["error"]) for row in rows[:20])
     assert summary_counts(resumed.stderr) == (33 - (3 - failed_before), 3 - failed_before, 20)
     final = read_rows(output)
     assert len(final) == 53 and len({row["id"] for row in final}) == 53
     scores = {row["id"]: row["score"] for row in rows}  # seeded crops: the same scores (up to batching)
-    assert all(row["score"] == scores[row["id"]] == "" or abs(float(row["score"]) - float(scores[row["id"]])) < 1e-5
-               for row in final)
+    assert all(
+        row["score"] == scores[row["id"]] == "" or abs(float(row["score"]) - float(scores[row["id"]])) < 1e-5
+        for row in final
+    )
 
 
 def test_explain_writes_heatmaps_and_head_importance(quality_dir, tmp_path):
     for index in range(3):
         random_image(index, size=(48, 40)).save(tmp_path / f"face{index}.png")
     out = tmp_path / "explain"
-    result = perceptclip("explain", *(tmp_path / f"face{i}.png" for i in range(3)), "--model", quality_dir,
-                         "--out", out, "--top-k", "2", cwd=tmp_path)
+    result = perceptclip(
+        "explain",
+        *(tmp_path / f"face{i}.png" for i in range(3)),
+        "--model",
+        quality_dir,
+        "--out",
+        out,
+        "--top-k",
+        "2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "head_importance.json").read_text())
     assert len(report["importance"]) == 2 and all(len(row) == 4 for row in report["importance"])
@@ -104,8 +113,9 @@ def test_explain_writes_heatmaps_and_head_importance(quality_dir, tmp_path):
     # Masking the most important head changes the prediction more than masking the least important one.
     model = PerceptCLIPForRegression.from_pretrained(quality_dir).eval()
     transform = center_view_transform(model.config)
-    pixels = torch.stack([transform.transform_image(Image.open(tmp_path / f"face{i}.png").convert("RGB"), None)
-                          for i in range(3)])
+    pixels = torch.stack(
+        [transform.transform_image(Image.open(tmp_path / f"face{i}.png").convert("RGB"), None) for i in range(3)]
+    )
     with torch.no_grad():
         baseline = model(pixels).logits
     top, low = report["ranking"][0], report["ranking"][-1]
@@ -119,8 +129,7 @@ def test_installed_console_script(quality_dir, tmp_path):
     if executable is None:
         pytest.skip("the `perceptclip` console script is not installed (pip install -e . after adding the entry point)")
     random_image(0).save(tmp_path / "one.png")
-    result = perceptclip("predict", "one.png", "--model", quality_dir, "--tta", "2", cwd=tmp_path,
-                         command=(executable,))
+    result = perceptclip_process("predict", "one.png", "--model", quality_dir, "--tta", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("id,score") and "one.png," in result.stdout
 
@@ -136,18 +145,24 @@ def test_predict_emotion_jsonl_has_label_and_probabilities(emotion_dir, tmp_path
     assert summary_counts(capsys.readouterr().err) == (3, 0, 0)
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["predict", "{empty}", "--model", "{model}"], "no images found"),
-    (["predict", "{images}/missing.png", "--model", "{model}"], "no such file or directory"),
-    (["predict", "{images}", "--model", "{empty}"], "no config.json"),
-    (["predict", "{images}", "--model", "/no/such/model"], "no such model directory"),
-    (["predict", "{images}", "--model", "{model}", "--resume"], "need --output"),
-    (["predict", "{images}", "--model", "{model}", "-o", "{images}/done.csv"], "exists"),
-    (["predict", "{images}", "--model", "{model}", "-o", "out.txt"], ".csv, .jsonl or .parquet"),
-    (["evaluate", "--model", "{model}", "--dataset", "imagenet", "--data-dir", "{images}"], "unknown dataset"),
-    pytest.param(["predict", "{images}", "--model", "{model}", "--device", "cuda"], "CUDA is not available",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["predict", "{empty}", "--model", "{model}"], "no images found"),
+        (["predict", "{images}/missing.png", "--model", "{model}"], "no such file or directory"),
+        (["predict", "{images}", "--model", "{empty}"], "no config.json"),
+        (["predict", "{images}", "--model", "/no/such/model"], "no such model directory"),
+        (["predict", "{images}", "--model", "{model}", "--resume"], "need --output"),
+        (["predict", "{images}", "--model", "{model}", "-o", "{images}/done.csv"], "exists"),
+        (["predict", "{images}", "--model", "{model}", "-o", "out.txt"], ".csv, .jsonl or .parquet"),
+        (["evaluate", "--model", "{model}", "--dataset", "imagenet", "--data-dir", "{images}"], "unknown dataset"),
+        pytest.param(
+            ["predict", "{images}", "--model", "{model}", "--device", "cuda"],
+            "CUDA is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available"),
+        ),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_clear_message(arguments, message, quality_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "images").mkdir()
@@ -158,8 +173,10 @@ def test_bad_arguments_exit_2_with_a_clear_message(arguments, message, quality_d
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, option", [("predict", "--resume"), ("evaluate", "--split-index"),
-                                             ("explain", "--top-k"), ("list", "--task")])
+@pytest.mark.parametrize(
+    "command, option",
+    [("predict", "--resume"), ("evaluate", "--split-index"), ("explain", "--top-k"), ("list", "--task")],
+)
 def test_help_of_each_command(command, option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -169,8 +186,24 @@ def test_help_of_each_command(command, option, capsys):
 def test_evaluate_regression_and_classification_benchmarks(quality_dir, emotion_dir, tmp_path, capsys):
     make_koniq(tmp_path / "koniq", n=20)
     make_emoset(tmp_path / "emoset", per_class=1)
-    assert main(["evaluate", "-m", str(quality_dir), "-d", "KonIQ-10k", "--data-dir", str(tmp_path / "koniq"),
-                 "--tta", "2", "-o", str(tmp_path / "koniq.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-m",
+                str(quality_dir),
+                "-d",
+                "KonIQ-10k",
+                "--data-dir",
+                str(tmp_path / "koniq"),
+                "--tta",
+                "2",
+                "-o",
+                str(tmp_path / "koniq.json"),
+            ]
+        )
+        == 0
+    )
     koniq = json.loads((tmp_path / "koniq.json").read_text())
     assert koniq["num_images"] == 4 and {"srcc", "plcc", "krcc", "mse"} <= set(koniq["metrics"])
     capsys.readouterr()
@@ -182,9 +215,7 @@ def test_evaluate_regression_and_classification_benchmarks(quality_dir, emotion_
 @pytest.mark.parametrize("fit, starts", [("loda", 1), ("robust", 2)])
 def test_evaluate_plcc_fit_reaches_the_logistic_fit(fit, starts, quality_dir, tmp_path, capsys, monkeypatch):
     """`--plcc-fit loda` runs LoDa's single-start fit on the benchmark's labels; the default runs two starts."""
-    from scipy import optimize
-
-    from perceptclip_hf import metrics
+    from scipy import optimize  # metrics imports it on use: the spy is on scipy's module
 
     make_koniq(tmp_path / "koniq", n=40)
     real_curve_fit, starts_seen = optimize.curve_fit, []
@@ -193,9 +224,25 @@ def test_evaluate_plcc_fit_reaches_the_logistic_fit(fit, starts, quality_dir, tm
         starts_seen.append((list(p0), sorted(ydata)))
         return real_curve_fit(f, xdata, ydata, p0=p0, **kwargs)
 
-    monkeypatch.setattr(metrics.optimize, "curve_fit", spy)
-    assert main(["evaluate", "-m", str(quality_dir), "-d", "koniq10k", "--data-dir", str(tmp_path / "koniq"),
-                 "--tta", "2", "--plcc-fit", fit]) == 0
+    monkeypatch.setattr(optimize, "curve_fit", spy)
+    assert (
+        main(
+            [
+                "evaluate",
+                "-m",
+                str(quality_dir),
+                "-d",
+                "koniq10k",
+                "--data-dir",
+                str(tmp_path / "koniq"),
+                "--tta",
+                "2",
+                "--plcc-fit",
+                fit,
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["plcc_fit"] == fit and report["num_images"] == 8 and len(starts_seen) == starts
     p0, labels = starts_seen[0]

@@ -27,8 +27,7 @@ from perceptclip_hf.data import (
     splits_from_file,
 )
 from perceptclip_hf.preprocessing import IQATestTransform, with_image_transform
-
-from tests.test_data_fixtures import (
+from tests.helpers import (
     KONIQ_HEADER,
     LIVE_COUNTS,
     make_emoset,
@@ -86,8 +85,10 @@ def test_corrupt_image_at_transform_time_names_the_file(tmp_path):
         ds[1]
 
 
-@pytest.mark.parametrize("value, problem", [("nan", r"label is nan \(not a finite number\)"), ("abc", "'abc' is not a number"),
-                                            ("", "label is empty")])
+@pytest.mark.parametrize(
+    "value, problem",
+    [("nan", r"label is nan \(not a finite number\)"), ("abc", "'abc' is not a number"), ("", "label is empty")],
+)
 def test_bad_label_names_file_and_line(tmp_path, value, problem):
     make_koniq(tmp_path)
     _set_koniq_mos(tmp_path, 3, value)
@@ -124,7 +125,9 @@ def test_missing_label_file_is_named(tmp_path):
 def test_missing_mat_variable_lists_variables(tmp_path):
     make_livec(tmp_path)
     scipy.io.savemat(tmp_path / "Data" / "AllMOS_release.mat", {"MOS": np.zeros((1, 12))})
-    with pytest.raises(DatasetFormatError, match=r"AllMOS_release.mat: variable 'AllMOS_release' not found; .*\['MOS'\]"):
+    with pytest.raises(
+        DatasetFormatError, match=r"AllMOS_release.mat: variable 'AllMOS_release' not found; .*\['MOS'\]"
+    ):
         load_livec(tmp_path)
 
 
@@ -183,15 +186,18 @@ def test_unsupported_table_and_unknown_class(tmp_path):
         load_table(tmp_path / "c.csv", task="classification", class_names=["sad"])
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"train": ["a.jpg", "a.jpg"]}, "'a.jpg' is listed twice"),
-    ({"train": ["a.jpg"], "test": ["a.jpg"]}, "'a.jpg' is listed also in 'train'"),
-    ({"train": ["a.jpg", "zzz.jpg"]}, r"train: 1 name\(s\) not in the dataset's 'image_name' column"),
-    ({"train": [0, 7]}, r"row index/indices \[7\] out of range 0..2"),
-    ({"train": [0], "holdout": [1]}, "unknown split name 'holdout'"),
-    ({"train": [0, "b.jpg"]}, "all integers .* or all image names"),
-    ([0, 1], "expected"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"train": ["a.jpg", "a.jpg"]}, "'a.jpg' is listed twice"),
+        ({"train": ["a.jpg"], "test": ["a.jpg"]}, "'a.jpg' is listed also in 'train'"),
+        ({"train": ["a.jpg", "zzz.jpg"]}, r"train: 1 name\(s\) not in the dataset's 'image_name' column"),
+        ({"train": [0, 7]}, r"row index/indices \[7\] out of range 0..2"),
+        ({"train": [0], "holdout": [1]}, "unknown split name 'holdout'"),
+        ({"train": [0, "b.jpg"]}, "all integers .* or all image names"),
+        ([0, 1], "expected"),
+    ],
+)
 def test_bad_split_files(tmp_path, content, message):
     ds = Dataset.from_dict({"image_name": ["a.jpg", "b.jpg", "c.jpg"], "sample_id": [0, 1, 2]})
     path = tmp_path / "split.json"

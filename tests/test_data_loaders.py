@@ -31,7 +31,7 @@ from perceptclip_hf.data import (
     load_tid2013,
     open_image,
 )
-from tests.test_data_fixtures import (
+from tests.helpers import (
     LIVE_COUNTS,
     make_emoset,
     make_emotionroi,
@@ -171,8 +171,11 @@ def test_things_finds_images_in_concept_folders(tmp_path, column):
 def test_emoset_classes_follow_label2idx(tmp_path):
     entries = make_emoset(tmp_path)
     ds = load_emoset(tmp_path)
-    assert ds.features["label"].names == list(EMOSET_CLASSES) == [
-        "amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness"]
+    assert (
+        ds.features["label"].names
+        == list(EMOSET_CLASSES)
+        == ["amusement", "awe", "contentment", "excitement", "anger", "disgust", "fear", "sadness"]
+    )
     assert len(ds) == sum(len(v) for v in entries.values())
     first = entries["train"][0]
     assert ds[0]["label"] == EMOSET_CLASSES.index(first[0]) and ds[0]["image_id"] == first[1]
@@ -212,10 +215,21 @@ def test_imagefolder_classes_from_subfolders(tmp_path):
 
 
 def test_registry_covers_the_papers_datasets():
-    assert set(list_datasets()) >= {"koniq10k", "livec", "spaq", "flive", "live", "tid2013", "kadid10k",
-                                    "agiqa3k", "lamem", "things", "emoset", "emotionroi"}
-    replicas = {"koniq10k": 3, "livec": 5, "spaq": 3, "flive": 1, "live": 5, "tid2013": 10, "kadid10k": 3,
-                "agiqa3k": 3}
+    assert set(list_datasets()) >= {
+        "koniq10k",
+        "livec",
+        "spaq",
+        "flive",
+        "live",
+        "tid2013",
+        "kadid10k",
+        "agiqa3k",
+        "lamem",
+        "things",
+        "emoset",
+        "emotionroi",
+    }
+    replicas = {"koniq10k": 3, "livec": 5, "spaq": 3, "flive": 1, "live": 5, "tid2013": 10, "kadid10k": 3, "agiqa3k": 3}
     assert {name: get_dataset_info(name).replicas for name in replicas} == replicas
     assert set(replicas) <= set(list_datasets("quality"))
     assert get_dataset_info("emotionroi").class_names == EMOTIONROI_CLASSES

@@ -28,20 +28,21 @@ from perceptclip_hf.data import (
     loda_splits,
     splits_from_file,
 )
-
-from tests.test_data_fixtures import AGIQA_DIR, make_emoset, make_emotionroi, make_koniq, make_lamem
+from tests.helpers import AGIQA_DIR, make_emoset, make_emotionroi, make_koniq, make_lamem
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("n, first_test", [(10073, [1730, 6264, 7497, 3277, 6814]),
-                                           (1162, [915, 502, 265, 1087, 1117])])
+@pytest.mark.parametrize(
+    "n, first_test", [(10073, [1730, 6264, 7497, 3277, 6814]), (1162, [915, 502, 265, 1087, 1117])]
+)
 def test_loda_split0_first_test_indices(n, first_test):
     assert loda_split_indices(n, 0)[1][:5] == first_test
 
 
-@pytest.mark.parametrize("n, n_train, n_test", [(10073, 8058, 2015), (1162, 930, 232), (11125, 8900, 2225),
-                                                (39810, 31848, 7962)])
+@pytest.mark.parametrize(
+    "n, n_train, n_test", [(10073, 8058, 2015), (1162, 930, 232), (11125, 8900, 2225), (39810, 31848, 7962)]
+)
 def test_loda_split_sizes(n, n_train, n_test):
     for split in (0, 9):
         train, test = loda_split_indices(n, split)
@@ -104,8 +105,10 @@ def _reference_dataset(n_refs: int, per_ref: int, ext: str = "png") -> Dataset:
     return Dataset.from_dict({"reference": [f"I{r:02d}.{ext}" for r in range(1, n_refs + 1) for _ in range(per_ref)]})
 
 
-@pytest.mark.parametrize("name, n_refs, per_ref, n_train, n_test", [
-    ("kadid10k", 81, 125, 8125, 2000), ("tid2013", 25, 120, 2400, 600), ("live", 29, 27, 23 * 27, 6 * 27)])
+@pytest.mark.parametrize(
+    "name, n_refs, per_ref, n_train, n_test",
+    [("kadid10k", 81, 125, 8125, 2000), ("tid2013", 25, 120, 2400, 600), ("live", 29, 27, 23 * 27, 6 * 27)],
+)
 def test_reference_splits_sizes_and_disjointness(name, n_refs, per_ref, n_train, n_test):
     ds = _reference_dataset(n_refs, per_ref)
     for split in range(10):
@@ -138,8 +141,14 @@ print(json.dumps({"loda": loda_split_indices(1162, 3),
 
 def test_splits_identical_across_processes_with_other_hash_seed():
     env = dict(os.environ, PYTHONHASHSEED=str((int(os.environ.get("PYTHONHASHSEED", "0") or 0) + 1) % 4096 + 7))
-    out = subprocess.run([sys.executable, "-c", _SUBPROCESS_SNIPPET, str(REPO / "perceptclip_hf")],
-                         capture_output=True, text=True, env=env, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _SUBPROCESS_SNIPPET, str(REPO / "perceptclip_hf")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     other = json.loads(out.stdout.strip().splitlines()[-1])
     assert other["loda"] == [list(x) for x in loda_split_indices(1162, 3)]
     assert other["refs"] == [list(x) for x in group_split_names([f"ref{i}" for i in range(40)] * 3, None, 2)]
@@ -168,8 +177,9 @@ def test_lamem_official_splits(tmp_path):
 def test_emoset_official_json_splits(tmp_path):
     entries = make_emoset(tmp_path)
     out = benchmark_splits("emoset", load_emoset(tmp_path), 0)
-    assert {k: len(v) for k, v in out.items()} == {k: len(entries[p]) for k, p in
-                                                    (("train", "train"), ("validation", "val"), ("test", "test"))}
+    assert {k: len(v) for k, v in out.items()} == {
+        k: len(entries[p]) for k, p in (("train", "train"), ("validation", "val"), ("test", "test"))
+    }
     assert out["test"]["image_id"] == [e[1] for e in entries["test"]]
 
 
@@ -189,8 +199,9 @@ def test_emotionroi_five_random_75_20_5_splits(tmp_path):
 def test_user_split_file_by_names_and_by_rows(tmp_path):
     make_koniq(tmp_path, n=5)
     ds = load_koniq10k(tmp_path)
-    (tmp_path / "names.json").write_text(json.dumps({"train": ["1000.jpg", "1001.jpg", "1002.jpg"],
-                                                     "val": ["1003.jpg"], "test": ["1004.jpg"]}))
+    (tmp_path / "names.json").write_text(
+        json.dumps({"train": ["1000.jpg", "1001.jpg", "1002.jpg"], "val": ["1003.jpg"], "test": ["1004.jpg"]})
+    )
     out = splits_from_file(ds, tmp_path / "names.json")
     assert out["validation"]["image_name"] == ["1003.jpg"] and len(out["train"]) == 3
     (tmp_path / "rows.json").write_text(json.dumps({"train": [4, 0], "test": [2]}))
@@ -208,7 +219,10 @@ def test_agiqa3k_real_data_prompt_disjoint_splits():
         out = benchmark_splits("agiqa3k", ds, split)
         groups = {name: set(part["group"][:]) for name, part in out.items()}
         assert (len(groups["train"]), len(groups["validation"]), len(groups["test"])) == (216, 24, 60)
-        assert not (groups["train"] & groups["test"] or groups["train"] & groups["validation"]
-                    or groups["validation"] & groups["test"])
+        assert not (
+            groups["train"] & groups["test"]
+            or groups["train"] & groups["validation"]
+            or groups["validation"] & groups["test"]
+        )
         assert sum(len(part) for part in out.values()) == 2982
     assert grouped_splits(ds, "group", 0)["test"]["group"] != grouped_splits(ds, "group", 1)["test"]["group"]

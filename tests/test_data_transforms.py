@@ -11,9 +11,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Value
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
 from PIL import Image
-
 from transformers.image_utils import OPENAI_CLIP_MEAN as CLIP_MEAN
 from transformers.image_utils import OPENAI_CLIP_STD as CLIP_STD
 
@@ -41,8 +41,7 @@ from perceptclip_hf.preprocessing import (
     with_image_transform,
 )
 from perceptclip_hf.tasks import get_task
-
-from tests.test_data_fixtures import make_flive, make_koniq, write_image
+from tests.helpers import make_flive, make_koniq, write_image
 
 
 @pytest.fixture
@@ -95,7 +94,7 @@ def test_train_transform_flips_crops_and_upsizes_small_images():
                 if flips[1]:
                     pixels = pixels[::-1]
                 top, left, _, _ = tv_random_crop_params(*pixels.shape[:2], 16, 16, reference)
-                expected = Image.fromarray(np.ascontiguousarray(pixels[top:top + 16, left:left + 16]))
+                expected = Image.fromarray(np.ascontiguousarray(pixels[top : top + 16, left : left + 16]))
                 out = transform.transform_image(image, None)
                 assert torch.equal(out, to_normalized_tensor(expected, CLIP_MEAN, CLIP_STD)), (seed, flips)
                 seen_flips.add(flips)
@@ -161,8 +160,10 @@ def test_open_image_converts_modes_to_rgb(tmp_path):
 
 def test_dataset_image_column_works_with_bytes_and_decoded_images(tmp_path):
     image = Image.new("RGB", (40, 40), (1, 2, 3))
-    ds = Dataset.from_dict({"image": [{"bytes": _png_bytes(image), "path": None}], "label": [1.0]},
-                           features=Features({"image": ImageFeature(), "label": Value("float32")}))
+    ds = Dataset.from_dict(
+        {"image": [{"bytes": _png_bytes(image), "path": None}], "label": [1.0]},
+        features=Features({"image": ImageFeature(), "label": Value("float32")}),
+    )
     transform = IQATestTransform(32, num_crops=3)
     via_helper = with_image_transform(ds, transform)[0]["pixel_values"]
     ds.set_transform(transform)  # images decoded by datasets first: still accepted
@@ -174,8 +175,12 @@ def test_test_crops_equal_per_crop_pil_crops():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8))
     transform = IQATestTransform(32, num_crops=5, seed=3)
     generator = torch.Generator().manual_seed(stable_seed(3, "key"))
-    expected = torch.stack([to_normalized_tensor(image.crop(random_crop_box(image.size, 32, generator)),
-                                                 transform.mean, transform.std) for _ in range(5)])
+    expected = torch.stack(
+        [
+            to_normalized_tensor(image.crop(random_crop_box(image.size, 32, generator)), transform.mean, transform.std)
+            for _ in range(5)
+        ]
+    )
     assert torch.equal(transform.transform_image(image, "key"), expected)
 
 
@@ -226,8 +231,22 @@ def tv_random_resized_crop_params(height, width, generator, scale=(0.08, 1.0), r
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-SIZES = [(224, 224), (225, 224), (300, 200), (200, 300), (641, 427), (427, 641), (1024, 768), (768, 1024),
-         (333, 333), (500, 223), (223, 500), (1023, 511), (40, 30), (229, 230)]
+SIZES = [
+    (224, 224),
+    (225, 224),
+    (300, 200),
+    (200, 300),
+    (641, 427),
+    (427, 641),
+    (1024, 768),
+    (768, 1024),
+    (333, 333),
+    (500, 223),
+    (223, 500),
+    (1023, 511),
+    (40, 30),
+    (229, 230),
+]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -340,18 +359,24 @@ def test_model_config_sets_crop_size_and_interpolation():
     assert build_inference_transform(config, get_task("quality"), interpolation="bilinear").interpolation == "bilinear"
     assert build_inference_transform(config, get_task("memorability")).interpolation == "bicubic"
     assert {name: get_dataset_info(name).interpolation for name in ("flive", "live", "koniq10k", "livec")} == {
-        "flive": "bicubic", "live": "bicubic", "koniq10k": "bilinear", "livec": "bilinear"}
+        "flive": "bicubic",
+        "live": "bicubic",
+        "koniq10k": "bilinear",
+        "livec": "bilinear",
+    }
 
 
-@pytest.mark.parametrize("name, make, interpolation", [("flive", make_flive, "bicubic"),
-                                                        ("koniq10k", make_koniq, "bilinear")])
+@pytest.mark.parametrize(
+    "name, make, interpolation", [("flive", make_flive, "bicubic"), ("koniq10k", make_koniq, "bilinear")]
+)
 def test_dataset_interpolation_reaches_transforms_and_model_config(tmp_path, monkeypatch, name, make, interpolation):
     """LoDa's protocol: FLIVE and LIVE are resized with bicubic, the others bilinear, in every split's transform
     and in the config of a model trained on them."""
     from types import SimpleNamespace
 
     from perceptclip_hf import training
-    from perceptclip_hf.recipe import DataArguments, ModelArguments, model_config_kwargs, resolve_task
+    from perceptclip_hf.recipe import DataArguments, ModelArguments
+    from perceptclip_hf.training_task import model_config_kwargs, resolve_task
 
     make(tmp_path)
     task = resolve_task([name])
@@ -364,6 +389,11 @@ def test_dataset_interpolation_reaches_transforms_and_model_config(tmp_path, mon
         return built[-1]
 
     monkeypatch.setattr(training, "build_transform", recording_build_transform)
-    data = training.prepare_splits(task, DataArguments(dataset=[name], data_dir=[str(tmp_path)]), 0,
-                                   SimpleNamespace(config=PerceptCLIPConfig(task="quality")), seed=0)
+    data = training.prepare_splits(
+        task,
+        DataArguments(dataset=[name], data_dir=[str(tmp_path)]),
+        0,
+        SimpleNamespace(config=PerceptCLIPConfig(task="quality")),
+        seed=0,
+    )
     assert len(built) == len(data) >= 2 and {t.interpolation for t in built} == {interpolation}

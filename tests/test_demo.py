@@ -20,14 +20,18 @@ import yaml
 from PIL import Image
 
 from perceptclip_hf.inference import PerceptScorer
-from tests.conftest import REPO_ROOT, random_image
-from tests.test_failures import assert_clean_failure, perceptclip
+from tests.helpers import REPO_ROOT, assert_clean_failure, perceptclip, random_image
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio is in the dev extra: pip install -e '.[dev]'")
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SERVER_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
-              "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+SERVER_ENV = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TQDM_DISABLE": "1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
 STARTUP_S = 240  # importing torch + gradio and loading the models, on a busy 2-core machine
 DIGITS = 4  # decimals the page shows
 
@@ -56,8 +60,13 @@ def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
 
 def serve(command: list[str], port: int, log: Path, env: dict | None = None, cwd: Path = REPO_ROOT):
     """Start a server process (output to ``log``) on ``port``; returns it and its URL once it answers."""
-    process = subprocess.Popen(command, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               env={**os.environ, **SERVER_ENV, **(env or {})})
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **SERVER_ENV, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_serving(url, process, log)
@@ -87,8 +96,9 @@ def demo_server(quality_dir, emotion_dir, tmp_path_factory):
     """One `perceptclip demo` with a regression model and a classifier, shared by the tests of this module."""
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
     port = free_port()
-    process, url = serve(demo_command("--model", quality_dir, "--model", emotion_dir, "--host", "127.0.0.1",
-                                      "--port", port), port, log)
+    process, url = serve(
+        demo_command("--model", quality_dir, "--model", emotion_dir, "--host", "127.0.0.1", "--port", port), port, log
+    )
     try:
         yield url
     finally:
@@ -121,8 +131,8 @@ def assert_same_result(served: dict, expected: dict) -> None:
 
 # ----- gradio_client ---------------------------------------------------------------------------------------------
 
-def test_score_endpoint_of_several_models_gives_each_scorers_result(demo_server, quality_dir, emotion_dir,
-                                                                   image_files):
+
+def test_score_endpoint_of_several_models_gives_each_scorers_result(demo_server, quality_dir, emotion_dir, image_files):
     client = gradio_client.Client(demo_server, verbose=False)
     served = client.predict(gradio_client.handle_file(str(image_files[0])), api_name="/score")
     assert set(served) == {"quality", "emotion"}  # named by their task, as `perceptclip predict` names them
@@ -136,8 +146,9 @@ def test_score_endpoint_of_one_model_is_the_scorers_dict(emotion_dir, image_file
     demo = build_demo(load_models([str(emotion_dir)]))
     _, url, _ = launch(demo, port=free_port(), block=False)
     try:
-        served = gradio_client.Client(url, verbose=False).predict(gradio_client.handle_file(str(image_files[1])),
-                                                                  api_name="/score")
+        served = gradio_client.Client(url, verbose=False).predict(
+            gradio_client.handle_file(str(image_files[1])), api_name="/score"
+        )
     finally:
         demo.close()
     assert_same_result(served, scorer(emotion_dir)(image_files[1]))
@@ -145,8 +156,9 @@ def test_score_endpoint_of_one_model_is_the_scorers_dict(emotion_dir, image_file
 
 def test_many_images_give_a_table_a_histogram_and_the_csv(demo_server, quality_dir, emotion_dir, image_files):
     client = gradio_client.Client(demo_server, verbose=False)
-    table, plot, csv_file = client.predict([gradio_client.handle_file(str(path)) for path in image_files],
-                                           api_name="/score_files")
+    table, plot, csv_file = client.predict(
+        [gradio_client.handle_file(str(path)) for path in image_files], api_name="/score_files"
+    )
     with open(csv_file, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["id"] for row in rows] == [path.name for path in image_files]
@@ -162,11 +174,15 @@ def test_many_images_give_a_table_a_histogram_and_the_csv(demo_server, quality_d
 
 # ----- a real browser ----------------------------------------------------------------------------------------------
 
-def test_a_browser_uploads_an_image_and_reads_the_scorers_result(demo_server, quality_dir, emotion_dir, image_files,
-                                                                  tmp_path):
+
+def test_a_browser_uploads_an_image_and_reads_the_scorers_result(
+    demo_server, quality_dir, emotion_dir, image_files, tmp_path
+):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
-                    "apt-get install -y chromium chromium-driver (.ci/run installs them)")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
+            "apt-get install -y chromium chromium-driver (.ci/run installs them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -190,20 +206,34 @@ def test_a_browser_uploads_an_image_and_reads_the_scorers_result(demo_server, qu
     finally:
         driver.quit()
     quality, emotion = scorer(quality_dir)(image_files[2]), scorer(emotion_dir)(image_files[2])
-    assert float(shown[1]) == pytest.approx(quality["score"], abs=0.5 * 10 ** -DIGITS + 1e-6)
+    assert float(shown[1]) == pytest.approx(quality["score"], abs=0.5 * 10**-DIGITS + 1e-6)
     assert shown[2] == emotion["label"]
-    assert float(shown[3]) == pytest.approx(emotion["probabilities"][emotion["label"]], abs=0.5 * 10 ** -DIGITS + 1e-6)
+    assert float(shown[3]) == pytest.approx(emotion["probabilities"][emotion["label"]], abs=0.5 * 10**-DIGITS + 1e-6)
     with Image.open(screenshot) as picture:
         assert picture.format == "PNG" and picture.size[0] >= 800 and picture.getextrema() != ((0, 0),) * 3
 
 
 # ----- the Space folder ----------------------------------------------------------------------------------------------
 
+
 def test_the_space_folder_serves_the_same_app(quality_dir, image_files, tmp_path):
     from perceptclip_hf.cli.push import main as push_to_hub  # = python push_to_hub.py (tests/test_architecture.py)
 
-    assert push_to_hub(["--model-dir", str(quality_dir), "--repo-id", "me/tiny-quality", "--dry-run",
-                        str(tmp_path / "repo"), "--space", str(tmp_path / "space")]) == 0
+    assert (
+        push_to_hub(
+            [
+                "--model-dir",
+                str(quality_dir),
+                "--repo-id",
+                "me/tiny-quality",
+                "--dry-run",
+                str(tmp_path / "repo"),
+                "--space",
+                str(tmp_path / "space"),
+            ]
+        )
+        == 0
+    )
     space = tmp_path / "space"
     readme = (space / "README.md").read_text()
     front = yaml.safe_load(readme.split("---\n")[1])
@@ -216,18 +246,28 @@ def test_the_space_folder_serves_the_same_app(quality_dir, image_files, tmp_path
     assert '"me/tiny-quality"' in (space / "app.py").read_text()  # the Hub id it loads on the Space
     # Run as Spaces run it (python app.py), the model given as the published repo folder instead of its Hub id.
     port = free_port()
-    process, url = serve([sys.executable, "app.py"], port, tmp_path / "space.log", cwd=space,
-                         env={"PERCEPTCLIP_MODEL": str(tmp_path / "repo"), "GRADIO_SERVER_NAME": "127.0.0.1",
-                              "GRADIO_SERVER_PORT": str(port)})
+    process, url = serve(
+        [sys.executable, "app.py"],
+        port,
+        tmp_path / "space.log",
+        cwd=space,
+        env={
+            "PERCEPTCLIP_MODEL": str(tmp_path / "repo"),
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(port),
+        },
+    )
     try:
-        served = gradio_client.Client(url, verbose=False).predict(gradio_client.handle_file(str(image_files[0])),
-                                                                  api_name="/score")
+        served = gradio_client.Client(url, verbose=False).predict(
+            gradio_client.handle_file(str(image_files[0])), api_name="/score"
+        )
     finally:
         stop(process)
     assert_same_result(served, scorer(quality_dir)(image_files[0]))
 
 
 # ----- startup errors ----------------------------------------------------------------------------------------------
+
 
 def test_a_missing_model_is_one_line_and_status_2(tmp_path):
     result = perceptclip("demo", "--model", "/nonexistent", "--port", free_port(), cwd=tmp_path)
@@ -248,8 +288,9 @@ def test_bad_options_and_a_missing_gradio_are_one_line_and_status_2(quality_dir,
         assert main(["demo", "--model", str(quality_dir), "--port", str(busy.getsockname()[1])]) == 2
     assert "cannot serve there" in capsys.readouterr().err
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *rest: None if name == "gradio" else find_spec(name, *rest))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "gradio" else find_spec(name, *rest)
+    )
     assert main(["demo", "--model", str(quality_dir)]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and "pip install 'perceptclip-hf[demo]'" in errors[0], errors

@@ -11,15 +11,13 @@ random moments (one inside a checkpoint write) resumes to the results of an unin
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
 import os
 import random
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,46 +45,27 @@ from perceptclip_hf.data import (
 from perceptclip_hf.data.files import IMAGE_EXTENSIONS, sniff_image, walk_images
 from perceptclip_hf.errors import UserError, run_command
 from perceptclip_hf.inference import PerceptScorer
-from perceptclip_hf.recipe import build_model, parse_args, resolve_task
+from perceptclip_hf.recipe import parse_args
 from perceptclip_hf.training import last_complete_checkpoint
-from tests.conftest import REPO_ROOT, random_image, save_trained_like
-from tests.test_data_fixtures import make_emoset, make_koniq, make_lamem, make_things, make_tid2013, write_image
-from tests.test_training import synthetic_dir, tiny_recipe, train_command  # noqa: F401 - `synthetic_dir` is a fixture
-
-
-def perceptclip(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The installed ``perceptclip`` console script (else ``python -m perceptclip_hf.cli``), as a user runs it."""
-    script = shutil.which("perceptclip", path=os.path.dirname(sys.executable))
-    command = [script] if script else [sys.executable, "-m", "perceptclip_hf.cli"]
-    return subprocess.run([*command, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit status 2, no traceback, and the error line names every fragment; returns the error line."""
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_rows(path: Path) -> list[dict]:
-    """A score file's rows as the user reads them (CSV values stay strings)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines()]
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+from perceptclip_hf.training_task import build_model, resolve_task
+from tests.helpers import (
+    REPO_ROOT,
+    assert_clean_failure,
+    make_emoset,
+    make_koniq,
+    make_lamem,
+    make_things,
+    make_tid2013,
+    perceptclip,
+    perceptclip_process,
+    random_image,
+    read_rows,
+    save_trained_like,
+    sha256,
+    tiny_recipe,
+    train_command,
+    write_image,
+)
 
 
 @pytest.fixture
@@ -99,19 +78,22 @@ def photos(tmp_path) -> Path:
 
 
 def predict(photos: Path, model: Path, output: Path, *extra, cwd: Path | None = None):
-    return perceptclip("predict", photos, "--model", model, "--output", output, "--tta", "2", *extra,
-                       cwd=cwd or photos.parent)
+    return perceptclip(
+        "predict", photos, "--model", model, "--output", output, "--tta", "2", *extra, cwd=cwd or photos.parent
+    )
 
 
 # ----------------------------------------------------------------------------- the user's files
-@pytest.mark.parametrize("content", [
-    b"path,score\nim0.png,3.5\nim1.png,4.0",  # the user's label CSV, without a final newline (was cut)
-    b"path,score,score_min,score_max,higher_is_better,error\nim0.png,1,1,5,True,\n",  # our columns, not our file
-    b'{"path": "im0.png", "score": 1.0}\n{"path": "im1.png"',  # a JSONL file of someone else's
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"path,score\nim0.png,3.5\nim1.png,4.0",  # the user's label CSV, without a final newline (was cut)
+        b"path,score,score_min,score_max,higher_is_better,error\nim0.png,1,1,5,True,\n",  # our columns, not our file
+        b'{"path": "im0.png", "score": 1.0}\n{"path": "im1.png"',  # a JSONL file of someone else's
+    ],
+)
 @pytest.mark.parametrize("option", ["--resume", "--overwrite"])
-def test_resume_or_overwrite_of_a_foreign_file_leaves_it_byte_identical(content, option, photos, quality_dir,
-                                                                        tmp_path):
+def test_resume_or_overwrite_of_a_foreign_file_leaves_it_byte_identical(content, option, photos, quality_dir, tmp_path):
     output = tmp_path / ("labels.jsonl" if content.startswith(b"{") else "labels.csv")
     output.write_bytes(content)
     before = sha256(output)
@@ -119,18 +101,24 @@ def test_resume_or_overwrite_of_a_foreign_file_leaves_it_byte_identical(content,
     assert_clean_failure(result, str(output), "not written by perceptclip predict", "left untouched")
     assert sha256(output) == before
     assert not Path(f"{output}.meta.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["photos", output.name])
+        ["photos", output.name]
+    )
 
 
-def test_resume_with_another_model_or_settings_leaves_the_output_as_it_was(photos, quality_dir, tiny_clip_base,
-                                                                            tmp_path):
+def test_resume_with_another_model_or_settings_leaves_the_output_as_it_was(
+    photos, quality_dir, tiny_clip_base, tmp_path
+):
     output = tmp_path / "scores.csv"
     assert predict(photos, quality_dir, output).returncode == 0
     files = {path: sha256(path) for path in (output, Path(f"{output}.meta.json"))}
     other = save_trained_like(tiny_clip_base, tmp_path / "other", task="quality", score_range=[1.0, 5.0], seed=7)
     assert_clean_failure(predict(photos, other, output, "--resume"), "another model or settings", "model_fingerprint")
-    assert_clean_failure(perceptclip("predict", photos, "--model", quality_dir, "-o", output, "--tta", "3", "--resume",
-                                     cwd=tmp_path), "settings", "'crops': 2", "'crops': 3")
+    assert_clean_failure(
+        perceptclip("predict", photos, "--model", quality_dir, "-o", output, "--tta", "3", "--resume", cwd=tmp_path),
+        "settings",
+        "'crops': 2",
+        "'crops': 3",
+    )
     assert {path: sha256(path) for path in files} == files
 
 
@@ -156,18 +144,22 @@ def test_resume_from_another_folder_skips_what_is_done(photos, quality_dir, tmp_
     assert all(Path(row["id"]).is_absolute() for row in read_rows(output))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    resumed = perceptclip("predict", "../photos", "--model", quality_dir, "-o", "../scores.csv", "--tta", "2",
-                          "--resume", cwd=elsewhere)
+    resumed = perceptclip(
+        "predict", "../photos", "--model", quality_dir, "-o", "../scores.csv", "--tta", "2", "--resume", cwd=elsewhere
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "0 scored, 0 failed, 4 skipped" in resumed.stderr
     assert len(read_rows(output)) == 4
 
 
-@pytest.mark.parametrize("output_name, fragment", [
-    ("missing/scores.csv", "does not exist"),  # a folder that is not there
-    ("notes.txt/scores.csv", "is a file, not a folder"),
-    ("/proc/scores.csv", "cannot write"),  # read-only even for root
-])
+@pytest.mark.parametrize(
+    "output_name, fragment",
+    [
+        ("missing/scores.csv", "does not exist"),  # a folder that is not there
+        ("notes.txt/scores.csv", "is a file, not a folder"),
+        ("/proc/scores.csv", "cannot write"),  # read-only even for root
+    ],
+)
 def test_output_location_fails_before_the_model_is_loaded(output_name, fragment, photos, quality_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     broken = shutil.copytree(quality_dir, tmp_path / "broken")
@@ -183,21 +175,41 @@ def test_evaluate_explain_and_push_leave_the_users_files_alone(photos, quality_d
     (mine / "head_importance.json").write_text("my notes")
     (mine / "README.md").write_text("my readme")
     before = {path: sha256(path) for path in mine.iterdir()}
-    assert_clean_failure(perceptclip("evaluate", "--model", quality_dir, "--dataset", "koniq10k", "--data-dir", photos,
-                                     "--output", mine / "metrics.json", cwd=tmp_path),
-                         str(mine / "metrics.json"), "not written by perceptclip evaluate")
-    assert_clean_failure(perceptclip("explain", photos, "--model", quality_dir, "--out", mine, cwd=tmp_path),
-                         "--out", "not written by perceptclip explain")
-    assert_clean_failure(perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/x", "--dry-run", mine,
-                                     cwd=tmp_path), str(mine), "not empty")
+    assert_clean_failure(
+        perceptclip(
+            "evaluate",
+            "--model",
+            quality_dir,
+            "--dataset",
+            "koniq10k",
+            "--data-dir",
+            photos,
+            "--output",
+            mine / "metrics.json",
+            cwd=tmp_path,
+        ),
+        str(mine / "metrics.json"),
+        "not written by perceptclip evaluate",
+    )
+    assert_clean_failure(
+        perceptclip("explain", photos, "--model", quality_dir, "--out", mine, cwd=tmp_path),
+        "--out",
+        "not written by perceptclip explain",
+    )
+    assert_clean_failure(
+        perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/x", "--dry-run", mine, cwd=tmp_path),
+        str(mine),
+        "not empty",
+    )
     assert {path: sha256(path) for path in mine.iterdir()} == before
 
 
 def test_explain_continues_its_own_folder(photos, quality_dir, tmp_path):
     out = tmp_path / "explained"
     for _ in range(2):
-        result = perceptclip("explain", photos / "im0.png", "--model", quality_dir, "--out", out, "--top-k", "1",
-                             cwd=tmp_path)
+        result = perceptclip(
+            "explain", photos / "im0.png", "--model", quality_dir, "--out", out, "--top-k", "1", cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr
     assert json.loads((out / "head_importance.json").read_text())["writer"] == "perceptclip explain"
 
@@ -214,8 +226,9 @@ def test_folders_links_unknown_extensions_and_duplicates_are_scored_once_or_coun
     os.symlink(library, library / "2024" / "loop")  # a loop back to the top
     os.symlink(photos / "im0.png", library / "alias.png")  # the same file under another name
     output = tmp_path / "scores.csv"
-    result = perceptclip("predict", library, f"{library}/**", "--model", quality_dir, "-o", output, "--tta", "1",
-                         cwd=tmp_path)
+    result = perceptclip(
+        "predict", library, f"{library}/**", "--model", quality_dir, "-o", output, "--tta", "1", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     rows = read_rows(output)
     real = [os.path.realpath(row["id"]) for row in rows]
@@ -234,8 +247,11 @@ def test_a_folder_of_non_images_is_one_line_with_the_count(quality_dir, tmp_path
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("a")
     (tmp_path / "docs" / "b.pdf").write_bytes(b"%PDF-1.4")
-    assert_clean_failure(perceptclip("predict", "docs", "--model", quality_dir, cwd=tmp_path), "no images found",
-                         "2 files that are not images")
+    assert_clean_failure(
+        perceptclip("predict", "docs", "--model", quality_dir, cwd=tmp_path),
+        "no images found",
+        "2 files that are not images",
+    )
 
 
 PLUGIN = """
@@ -249,10 +265,12 @@ register_dataset(DatasetInfo("mine_folder", "emotion", load_imagefolder, "test_o
 
 
 def evaluate_with_plugin(tmp_path: Path, model: Path, dataset: str, data_dir: Path) -> subprocess.CompletedProcess:
-    """``perceptclip --plugin myplugin evaluate ...`` in ``tmp_path``, as a user runs it."""
+    """``perceptclip --plugin myplugin evaluate ...`` in ``tmp_path``, as a user runs it (a process of its own: the
+    plugin registers its datasets for that process only)."""
     (tmp_path / "myplugin.py").write_text(PLUGIN)
-    return perceptclip("--plugin", "myplugin", "evaluate", "--model", model, "--dataset", dataset, "--data-dir",
-                       data_dir, cwd=tmp_path)
+    return perceptclip_process(
+        "--plugin", "myplugin", "evaluate", "--model", model, "--dataset", dataset, "--data-dir", data_dir, cwd=tmp_path
+    )
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess, *parts: str) -> str:
@@ -277,9 +295,15 @@ def test_image_extensions_include_jfif_and_are_defined_once():
 
 def test_walk_images_accounts_for_every_file_once(tmp_path):
     root, outside = tmp_path / "photos", tmp_path / "elsewhere"
-    images = [write_image(root / "a.jpg"), save_as(root / "b.jfif", "JPEG"), save_as(root / "c.jpe", "JPEG"),
-              save_as(root / "camera_download", "JPEG"), save_as(root / "export.dat", "PNG"),
-              write_image(root / "sub" / "deep" / "d.png"), write_image(root / "sub" / "e.webp")]
+    images = [
+        write_image(root / "a.jpg"),
+        save_as(root / "b.jfif", "JPEG"),
+        save_as(root / "c.jpe", "JPEG"),
+        save_as(root / "camera_download", "JPEG"),
+        save_as(root / "export.dat", "PNG"),
+        write_image(root / "sub" / "deep" / "d.png"),
+        write_image(root / "sub" / "e.webp"),
+    ]
     (root / "fake.jpg").write_text("a text file named .jpg")  # known extension: listed, fails when decoded
     images.append(root / "fake.jpg")
     linked = [write_image(outside / "f.png"), write_image(outside / "g.bmp")]
@@ -293,10 +317,13 @@ def test_walk_images_accounts_for_every_file_once(tmp_path):
     (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
     (root / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
     expected_not_scored = {
-        root / "notes.txt": "not an image", root / "._a.jpg": "hidden file", root / ".DS_Store": "hidden file",
+        root / "notes.txt": "not an image",
+        root / "._a.jpg": "hidden file",
+        root / ".DS_Store": "hidden file",
         root / ".thumbnails": "hidden folder (not searched)",
         root / "linked_again": "symlink loop / already visited folder",
-        root / "sub" / "loop": "symlink loop / already visited folder", root / "gone.jpg": "broken symlink",
+        root / "sub" / "loop": "symlink loop / already visited folder",
+        root / "gone.jpg": "broken symlink",
     }
 
     result = walk_images(root)
@@ -306,8 +333,9 @@ def test_walk_images_accounts_for_every_file_once(tmp_path):
     assert len(result.images) + len(result.not_scored) == len(images) + len(expected_not_scored)  # each once
 
 
-@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "JPEG2000", "AVIF", "QOI",
-                                          "PPM"])
+@pytest.mark.parametrize(
+    "image_format", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "JPEG2000", "AVIF", "QOI", "PPM"]
+)
 def test_sniff_recognises_what_pillow_writes(tmp_path, image_format):
     try:
         path = save_as(tmp_path / "no_extension", image_format)
@@ -316,8 +344,18 @@ def test_sniff_recognises_what_pillow_writes(tmp_path, image_format):
     assert sniff_image(path) and walk_images(tmp_path).images == [str(path)]
 
 
-@pytest.mark.parametrize("content", [b"", b"hello", b"%PDF-1.4\n", b"path,score\na.jpg,3\n", b"P1 is a label\n",
-                                     b"BMW 320i,4.5\n", b"RIFF\0\0\0\0WAVEfmt "])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"hello",
+        b"%PDF-1.4\n",
+        b"path,score\na.jpg,3\n",
+        b"P1 is a label\n",
+        b"BMW 320i,4.5\n",
+        b"RIFF\0\0\0\0WAVEfmt ",
+    ],
+)
 def test_sniff_rejects_other_content(tmp_path, content):
     (tmp_path / "file").write_bytes(content)
     assert not sniff_image(tmp_path / "file")
@@ -330,9 +368,12 @@ def make_class_folders(root: Path, outside: Path) -> tuple[dict[str, str], dict[
 
     Returns the images each class should load (name -> class) and the entries that should be reported."""
     loaded = {}
-    for path in (write_image(root / "amusement" / "1.jpg"), write_image(root / "amusement" / "sub" / "2.png"),
-                 save_as(root / "amusement" / "sub" / "deeper" / "3.jfif", "JPEG"),
-                 save_as(root / "amusement" / "4", "JPEG")):
+    for path in (
+        write_image(root / "amusement" / "1.jpg"),
+        write_image(root / "amusement" / "sub" / "2.png"),
+        save_as(root / "amusement" / "sub" / "deeper" / "3.jfif", "JPEG"),
+        save_as(root / "amusement" / "4", "JPEG"),
+    ):
         loaded[path.relative_to(root).as_posix()] = "amusement"
     for path in (write_image(outside / "5.png"), save_as(outside / "6.jpe", "JPEG")):
         loaded[f"awe/{path.name}"] = "awe"
@@ -342,9 +383,13 @@ def make_class_folders(root: Path, outside: Path) -> tuple[dict[str, str], dict[
     (root / "amusement" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     write_image(root / "stray.png")
     (root / "anger").mkdir()
-    reported = {root / "amusement" / "notes.txt": "not an image", root / "amusement" / ".DS_Store": "hidden file",
-                root / "amusement" / "sub" / "loop": "symlink loop / already visited folder",
-                root / "stray.png": "not in a class folder", root / "anger": "class folder with no images"}
+    reported = {
+        root / "amusement" / "notes.txt": "not an image",
+        root / "amusement" / ".DS_Store": "hidden file",
+        root / "amusement" / "sub" / "loop": "symlink loop / already visited folder",
+        root / "stray.png": "not in a class folder",
+        root / "anger": "class folder with no images",
+    }
     return loaded, reported
 
 
@@ -403,16 +448,22 @@ def test_cli_image_folder_with_nothing_to_load_is_one_error_line(tmp_path, emoti
 TABLE = "path,score\na.jpg,3.0\n{name},4.0\n"
 
 
-@pytest.mark.parametrize("encoding, name, line, byte, iconv", [
-    ("latin1", "café.jpg", 3, "0xe9", "latin1"),
-    ("utf-16", "café.jpg", 1, "0xff", "utf-16"),  # Excel's "Unicode text"
-])
+@pytest.mark.parametrize(
+    "encoding, name, line, byte, iconv",
+    [
+        ("latin1", "café.jpg", 3, "0xe9", "latin1"),
+        ("utf-16", "café.jpg", 1, "0xff", "utf-16"),  # Excel's "Unicode text"
+    ],
+)
 def test_cli_label_file_not_in_utf8_is_one_error_line(tmp_path, quality_dir, encoding, name, line, byte, iconv):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "scores.csv").write_bytes(TABLE.format(name=name).encode(encoding))
     result = evaluate_with_plugin(tmp_path, quality_dir, "mine", tmp_path / "data")
-    assert_one_error_line(result, f"scores.csv: line {line}: byte {byte} is not UTF-8",
-                          f"iconv -f {iconv} -t utf-8 {tmp_path / 'data' / 'scores.csv'} > ")
+    assert_one_error_line(
+        result,
+        f"scores.csv: line {line}: byte {byte} is not UTF-8",
+        f"iconv -f {iconv} -t utf-8 {tmp_path / 'data' / 'scores.csv'} > ",
+    )
 
 
 def _reencode(path: Path, encoding: str, old: str = "", new: str = "") -> None:
@@ -428,8 +479,9 @@ def _set_up_reader(kind: str, root: Path) -> tuple[Callable[[], object], Path]:
         (root / "scores.tsv").write_bytes(TABLE.replace(",", "\t").format(name="“best”.jpg").encode("cp1252"))
         return lambda: load_table(root / "scores.tsv"), root / "scores.tsv"
     if kind == "jsonl":
-        (root / "rows.jsonl").write_bytes('{"path": "a.jpg", "score": 3}\n{"path": "café.jpg", "score": 4}\n'
-                                          .encode("latin1"))
+        (root / "rows.jsonl").write_bytes(
+            '{"path": "a.jpg", "score": 3}\n{"path": "café.jpg", "score": 4}\n'.encode("latin1")
+        )
         return lambda: load_table(root / "rows.jsonl"), root / "rows.jsonl"
     if kind == "json":
         (root / "t.json").write_bytes('{"path": ["a.jpg",\n "café.jpg"], "score": [1, 2]}'.encode("latin1"))
@@ -462,8 +514,21 @@ def _set_up_reader(kind: str, root: Path) -> tuple[Callable[[], object], Path]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["csv", "tsv (Windows-1252)", "jsonl", "json", "koniq csv", "tid2013 text lines",
-                                  "lamem split file", "things csv header", "emoset json", "split file"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "csv",
+        "tsv (Windows-1252)",
+        "jsonl",
+        "json",
+        "koniq csv",
+        "tid2013 text lines",
+        "lamem split file",
+        "things csv header",
+        "emoset json",
+        "split file",
+    ],
+)
 def test_every_label_file_reader_names_file_line_and_byte(tmp_path, kind):
     read, path = _set_up_reader(kind, tmp_path)
     data = path.read_bytes()
@@ -492,12 +557,19 @@ def test_cli_conflicting_duplicate_rows_are_one_error_line_naming_both_lines(tmp
         write_image(tmp_path / "data" / name)
     (tmp_path / "data" / "scores.csv").write_text("path,score\na.jpg,3.0\nb.jpg,2.0\nc.jpg,1.0\na.jpg,4.5\n")
     result = evaluate_with_plugin(tmp_path, quality_dir, "mine", tmp_path / "data")
-    assert_one_error_line(result, "a.jpg is listed 2 times", "scores.csv: line 2 (label 3.0)",
-                          "scores.csv: line 5 (label 4.5)", "duplicates='first'", "duplicates='mean'")
+    assert_one_error_line(
+        result,
+        "a.jpg is listed 2 times",
+        "scores.csv: line 2 (label 3.0)",
+        "scores.csv: line 5 (label 4.5)",
+        "duplicates='first'",
+        "duplicates='mean'",
+    )
 
 
-@pytest.mark.parametrize("first, second", [("a.jpg", "./a.jpg"), ("img/a.jpg", "img/../img/a.jpg"),
-                                           ("img/a.jpg", "link/a.jpg")])
+@pytest.mark.parametrize(
+    "first, second", [("a.jpg", "./a.jpg"), ("img/a.jpg", "img/../img/a.jpg"), ("img/a.jpg", "link/a.jpg")]
+)
 def test_one_image_spelt_two_ways_is_a_duplicate(tmp_path, first, second):
     write_image(tmp_path / "a.jpg")
     write_image(tmp_path / "img" / "a.jpg")
@@ -563,8 +635,9 @@ def test_a_corrupt_weights_file_is_named(damage, photos, quality_dir, tmp_path):
     weights = model / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(500), "empty": b""}[damage])
-    assert_clean_failure(perceptclip("predict", photos, "--model", model, cwd=tmp_path), str(weights),
-                         "corrupt or truncated", "again")
+    assert_clean_failure(
+        perceptclip("predict", photos, "--model", model, cwd=tmp_path), str(weights), "corrupt or truncated", "again"
+    )
 
 
 def test_a_corrupt_base_backbone_is_named(photos, quality_dir, tiny_clip_base, tmp_path):
@@ -575,18 +648,27 @@ def test_a_corrupt_base_backbone_is_named(photos, quality_dir, tiny_clip_base, t
 
 
 def test_an_unreachable_hub_id_names_the_id_and_the_local_copy_fix(photos, tmp_path):
-    result = perceptclip("predict", photos, "--model", "someone/perceptclip-missing", cwd=tmp_path,
-                         env={"HF_HUB_OFFLINE": "1"})
+    result = perceptclip(
+        "predict", photos, "--model", "someone/perceptclip-missing", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"}
+    )
     assert_clean_failure(result, "someone/perceptclip-missing", "hf download someone/perceptclip-missing")
 
 
 def test_push_without_the_hub_names_the_repo_and_the_offline_route(quality_dir, tmp_path):
     offline = {"HF_HUB_OFFLINE": "1"}
-    upload = perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path,
-                         env=offline)
+    upload = perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path, env=offline)
     assert_clean_failure(upload, "--repo-id me/perceptclip-x", "--dry-run DIR")
-    official = perceptclip("push", "--from-official", "PerceptCLIP/PerceptCLIP_IQA", "--repo-id", "me/x", "--dry-run",
-                           tmp_path / "repo", cwd=tmp_path, env=offline)
+    official = perceptclip(
+        "push",
+        "--from-official",
+        "PerceptCLIP/PerceptCLIP_IQA",
+        "--repo-id",
+        "me/x",
+        "--dry-run",
+        tmp_path / "repo",
+        cwd=tmp_path,
+        env=offline,
+    )
     assert_clean_failure(official, "PerceptCLIP/PerceptCLIP_IQA", "hf download PerceptCLIP/PerceptCLIP_IQA")
 
 
@@ -598,8 +680,7 @@ def test_a_damaged_line_in_our_output_stops_resume_and_touches_nothing(suffix, p
     lines[2] = b'{"path": "/x.png", "sco\n' if suffix == ".jsonl" else b"/x/caf\xe9.png,1,1,5,True,\n"
     output.write_bytes(b"".join(lines))
     before = sha256(output)
-    assert_clean_failure(predict(photos, quality_dir, output, "--resume"), str(output), "line 3",
-                         "untouched")
+    assert_clean_failure(predict(photos, quality_dir, output, "--resume"), str(output), "line 3", "untouched")
     assert sha256(output) == before
 
 
@@ -637,7 +718,7 @@ def test_failed_images_are_kept_until_retry_errors(photos, quality_dir, tmp_path
     assert len({row["id"] for row in rows}) == 5
 
 
-# ----------------------------------------------------------------------------- train.py misuse, and resuming after kills
+# --------------------------------------------------------------------------- train.py misuse, and resuming after kills
 HUB_ID = "openai/clip-vit-base-patch32"
 BAD_YAML = "dataset: [synthetic_iqa]\nsplits: [0]\nlearning_rate: 0.001\n  num_train_epochs: 2\n"
 
@@ -648,34 +729,51 @@ MISUSES = {
     "yaml_syntax_error": dict(yaml=BAD_YAML, names=["recipe.yaml", "not valid YAML", "line 4"]),
     "yaml_not_a_mapping": dict(yaml="- dataset\n- koniq10k\n", names=["recipe.yaml", "expected a mapping"]),
     "yaml_key_typo": dict(recipe={"learning_rat": 0.1}, names=["recipe.yaml", "learning_rat", "learning_rate"]),
-    "yaml_value_type": dict(recipe={"per_device_train_batch_size": 2.5},
-                            names=["recipe.yaml", "per_device_train_batch_size", "invalid int value: '2.5'"]),
-    "yaml_list_for_one_value": dict(recipe={"learning_rate": [0.1, 0.01]},
-                                    names=["recipe.yaml", "learning_rate", "expected one value"]),
+    "yaml_value_type": dict(
+        recipe={"per_device_train_batch_size": 2.5},
+        names=["recipe.yaml", "per_device_train_batch_size", "invalid int value: '2.5'"],
+    ),
+    "yaml_list_for_one_value": dict(
+        recipe={"learning_rate": [0.1, 0.01]}, names=["recipe.yaml", "learning_rate", "expected one value"]
+    ),
     "command_line_typo": dict(args=["--learnin_rate", "0.1"], names=["unrecognized arguments: --learnin_rate"]),
     "invalid_model_option": dict(args=["--adaptation", "lorax"], names=["--adaptation", "'lorax'", "'lora'"]),
     "splits_out_of_range": dict(args=["--splits", "-1", "10"], names=["--splits [-1, 10]", "0..9"]),
     "data_dir_count": dict(args=["--data_dir", "a", "b"], names=["--data_dir", "one folder per --dataset"]),
-    "data_folder_missing": dict(args=["--dataset", "koniq10k", "--data_dir", "{dir}/no_data"],
-                                names=["no_data", "not found"]),
+    "data_folder_missing": dict(
+        args=["--dataset", "koniq10k", "--data_dir", "{dir}/no_data"], names=["no_data", "not found"]
+    ),
     "dataset_unknown": dict(args=["--dataset", "koniq"], names=["unknown dataset 'koniq'", "koniq10k"]),
     # The recipe's vision_config is dropped for the command line's backbone (else LoRA finds no module to adapt):
     # the Hub id is what fails. HF_HUB_OFFLINE=1 fails at once, as a machine without a network does after
     # huggingface_hub's retries (~25 s here), with the same message.
-    "hub_unreachable": dict(args=["--base_model_name_or_path", HUB_ID, "--adaptation", "lora"],
-                            env={"HF_HUB_OFFLINE": "1"}, info="vision_config (dropped)",
-                            names=[f"--base_model_name_or_path {HUB_ID}", "cannot reach the Hugging Face Hub",
-                                   f"hf download {HUB_ID}", "--base_model_name_or_path DIR"]),
-    "two_backbones": dict(args=["--base_model_name_or_path", HUB_ID, "--vision_config", '{"model_type": "resnet"}'],
-                          names=["--base_model_name_or_path and --vision_config", "give only one"]),
+    "hub_unreachable": dict(
+        args=["--base_model_name_or_path", HUB_ID, "--adaptation", "lora"],
+        env={"HF_HUB_OFFLINE": "1"},
+        info="vision_config (dropped)",
+        names=[
+            f"--base_model_name_or_path {HUB_ID}",
+            "cannot reach the Hugging Face Hub",
+            f"hf download {HUB_ID}",
+            "--base_model_name_or_path DIR",
+        ],
+    ),
+    "two_backbones": dict(
+        args=["--base_model_name_or_path", HUB_ID, "--vision_config", '{"model_type": "resnet"}'],
+        names=["--base_model_name_or_path and --vision_config", "give only one"],
+    ),
     "learning_rate_negative": dict(args=["--learning_rate", "-0.001"], names=["--learning_rate -0.001", "> 0"]),
     "learning_rate_zero": dict(args=["--learning_rate", "0"], names=["--learning_rate 0", "> 0"]),
-    "learning_rate_sweep_with_zero": dict(args=["--learning_rates", "0.001", "0"],
-                                          names=["--learning_rates 0.001 0", "> 0"]),
-    "plcc_batch_of_one": dict(args=["--per_device_train_batch_size", "1"],
-                              names=["--loss plcc", "--per_device_train_batch_size 1", "batch ≥ 2"]),
-    "plcc_fewer_samples_than_a_batch": dict(args=["--max_train_samples", "8"],
-                                            names=["--max_train_samples 8", "--per_device_train_batch_size 32"]),
+    "learning_rate_sweep_with_zero": dict(
+        args=["--learning_rates", "0.001", "0"], names=["--learning_rates 0.001 0", "> 0"]
+    ),
+    "plcc_batch_of_one": dict(
+        args=["--per_device_train_batch_size", "1"],
+        names=["--loss plcc", "--per_device_train_batch_size 1", "batch ≥ 2"],
+    ),
+    "plcc_fewer_samples_than_a_batch": dict(
+        args=["--max_train_samples", "8"], names=["--max_train_samples 8", "--per_device_train_batch_size 32"]
+    ),
     "no_training_steps": dict(args=["--num_train_epochs", "0"], names=["--num_train_epochs 0", "trains nothing"]),
     "validation_fraction": dict(args=["--validation_fraction", "0"], names=["--validation_fraction 0", "between"]),
     "output_dir_is_a_file": dict(args=["--output_dir", "{dir}/a_file/run"], names=["a_file is a file"]),
@@ -693,15 +791,24 @@ def run_misuse(case: str, folder: Path) -> subprocess.CompletedProcess:
         tiny_recipe(folder, folder / "no_data", **spec.get("recipe", {}))
     config = spec.get("config", str(recipe)).replace("{dir}", str(folder))
     arguments = [argument.replace("{dir}", str(folder)) for argument in spec.get("args", [])]
-    return subprocess.run(train_command(Path(config), *arguments), capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=300, env={**os.environ, **spec.get("env", {})})
+    return subprocess.run(
+        train_command(Path(config), *arguments),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        env={**os.environ, **spec.get("env", {})},
+    )
 
 
 @pytest.fixture(scope="module")
 def misuse_runs(request, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     """The selected cases' `train.py` runs, two at a time (each costs ~5 s of imports)."""
-    selected = [item.callspec.params["case"] for item in request.session.items
-                if getattr(item, "originalname", None) == "test_misuse_is_one_line_naming_the_cause"]
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_misuse_is_one_line_naming_the_cause"
+    ]
     root = tmp_path_factory.mktemp("misuses")
     with ThreadPoolExecutor(2) as pool:
         runs = {case: pool.submit(run_misuse, case, root / case) for case in selected}
@@ -729,8 +836,9 @@ def test_command_line_backbone_replaces_the_recipes_vision_config(tmp_path, tiny
     line wins, so `--adaptation lora` adapts the pretrained backbone; the recipe's other values stay."""
     config = tiny_recipe(tmp_path, tmp_path / "data")
     with caplog.at_level("INFO", logger="perceptclip_hf.recipe"):
-        model_args, data_args, _, training_args = parse_args(["--config", str(config), "--base_model_name_or_path",
-                                                              str(tiny_clip_base), "--adaptation", "lora"])
+        model_args, data_args, _, training_args = parse_args(
+            ["--config", str(config), "--base_model_name_or_path", str(tiny_clip_base), "--adaptation", "lora"]
+        )
     assert model_args.vision_config is None and model_args.base_model_name_or_path == str(tiny_clip_base)
     assert f"replaces {config}'s vision_config (dropped)" in caplog.text
     assert model_args.head_hidden_sizes == [64, 32] and training_args.num_train_epochs == 2
@@ -814,10 +922,26 @@ def test_a_run_killed_at_five_random_moments_resumes_to_the_uninterrupted_result
     wrapper.write_text(WRAPPER.format(train_py=str(REPO_ROOT / "train.py"), pace=PACE))
 
     def train(output_dir: Path, **env) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(wrapper), "--config", str(config), "--save_model", "false", "--output_dir",
-                   str(output_dir), "--resume", "true"]
-        return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, **{k: str(v) for k, v in env.items()}})
+        command = [
+            sys.executable,
+            str(wrapper),
+            "--config",
+            str(config),
+            "--save_model",
+            "false",
+            "--output_dir",
+            str(output_dir),
+            "--resume",
+            "true",
+        ]
+        return subprocess.run(
+            command,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **{k: str(v) for k, v in env.items()}},
+        )
 
     whole = train(tmp_path / "whole", TIMELINE=tmp_path / "timeline.jsonl")
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -862,31 +986,50 @@ def test_numpy_images_of_every_dtype_score_like_their_uint8_pixels(quality_dir):
     scorer = PerceptScorer.from_pretrained(quality_dir, tta=1)
     pixels = np.asarray(random_image(3))
     expected = scorer(pixels)["score"]
-    for array in (pixels.astype(np.int64), pixels.astype(np.int32), pixels / 255.0, pixels.astype(np.float32) / 255,
-                  pixels.astype(np.uint16) * 257):
+    for array in (
+        pixels.astype(np.int64),
+        pixels.astype(np.int32),
+        pixels / 255.0,
+        pixels.astype(np.float32) / 255,
+        pixels.astype(np.uint16) * 257,
+    ):
         assert scorer(array)["score"] == pytest.approx(expected, abs=1e-6), array.dtype
     white = scorer(np.full_like(pixels, 255))["score"]
     assert abs(scorer(pixels.astype(np.int64))["score"] - white) > 1e-4  # was read as all white
-    for bad, message in ((pixels.astype(np.float64), "float images must hold 0..1"),
-                         (pixels.astype(np.int64) * 4, "integer images must hold 0..255"),
-                         (pixels.transpose(2, 0, 1).copy(), "channel-first")):
+    for bad, message in (
+        (pixels.astype(np.float64), "float images must hold 0..1"),
+        (pixels.astype(np.int64) * 4, "integer images must hold 0..255"),
+        (pixels.transpose(2, 0, 1).copy(), "channel-first"),
+    ):
         with pytest.raises(ValueError, match=message):
             scorer(bad)
 
 
 # ----------------------------------------------------------------------------- the error policy
 def test_debug_shows_the_traceback_of_an_expected_error(photos, quality_dir, tmp_path):
-    for result in (perceptclip("--debug", "predict", photos, "--model", quality_dir, "-o", "missing/x.csv",
-                               cwd=tmp_path),
-                   perceptclip("predict", photos, "--model", quality_dir, "-o", "missing/x.csv", cwd=tmp_path,
-                               env={"PERCEPTCLIP_DEBUG": "1"})):
+    for result in (
+        perceptclip("--debug", "predict", photos, "--model", quality_dir, "-o", "missing/x.csv", cwd=tmp_path),
+        perceptclip(
+            "predict",
+            photos,
+            "--model",
+            quality_dir,
+            "-o",
+            "missing/x.csv",
+            cwd=tmp_path,
+            env={"PERCEPTCLIP_DEBUG": "1"},
+        ),
+    ):
         assert result.returncode == 1 and "Traceback" in result.stderr and "does not exist" in result.stderr
 
 
 def test_the_documents_error_messages_cite_exist():
     root = Path(__file__).resolve().parents[1]
-    cited = {match for path in (root / "perceptclip_hf").rglob("*.py")
-             for match in re.findall(r"docs/[\w-]+\.md", path.read_text())}
+    cited = {
+        match
+        for path in (root / "perceptclip_hf").rglob("*.py")
+        for match in re.findall(r"docs/[\w-]+\.md", path.read_text())
+    }
     assert cited and all((root / doc).is_file() for doc in cited), cited
 
 

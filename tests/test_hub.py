@@ -17,23 +17,38 @@ from safetensors import safe_open
 from transformers import AutoImageProcessor, AutoModel, CLIPVisionModelWithProjection
 
 import push_to_hub
-from perceptclip_hf import EMOTION_LABELS, PerceptCLIPConfig, PerceptCLIPForRegression
-from perceptclip_hf import hub
+from perceptclip_hf import EMOTION_LABELS, PerceptCLIPConfig, PerceptCLIPForRegression, hub
 from perceptclip_hf.hub import build_repo_folder, check_repo_folder, convert_official, upload_repo_folder
-from tests.conftest import BLOCK_PACKAGE, OFFICIAL_EMOTIONS, REPO_ROOT, TINY_HEAD, randomize_lora, run_python, tiny_clip_config
-from tests.test_hub_native import OfficialCLIPLoRAModel
+from tests.helpers import (
+    BLOCK_PACKAGE,
+    OFFICIAL_EMOTIONS,
+    REPO_ROOT,
+    TINY_HEAD,
+    OfficialCLIPLoRAModel,
+    randomize_lora,
+    run_python,
+    tiny_clip_config,
+)
 
 REPO_ID = "me/x"
 RESULTS = {
-    "dataset": "koniq10k", "task": "quality", "metric_aggregation": "median",
+    "dataset": "koniq10k",
+    "task": "quality",
+    "metric_aggregation": "median",
     "splits": [
         {"split": 0, "test": {"srcc": 0.931, "plcc": 0.942, "krcc": 0.781, "mse": 0.104}},
         {"split": 1, "test": {"srcc": 0.945, "plcc": 0.951, "krcc": 0.803, "mse": 0.093}},
         {"split": 2, "test": {"srcc": 0.940, "plcc": 0.957, "krcc": 0.792, "mse": 0.099}},
     ],
     "aggregate": {"srcc": 0.940, "plcc": 0.951, "krcc": 0.792, "mse": 0.099},
-    "training": {"learning_rate": 1e-4, "epochs": 40, "batch_size": 32, "weight_decay": 1e-4, "loss": "plcc",
-                 "base_model": "openai/clip-vit-large-patch14"},
+    "training": {
+        "learning_rate": 1e-4,
+        "epochs": 40,
+        "batch_size": 32,
+        "weight_decay": 1e-4,
+        "loss": "plcc",
+        "base_model": "openai/clip-vit-large-patch14",
+    },
 }
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl")
 MB = 1e6
@@ -54,8 +69,10 @@ def run(tiny_clip_base, tmp_path_factory):
     with torch.no_grad():
         outputs = model(pixels)
         image_score = model(**image_pixels).logits[0, 0]
-    torch.save({"pixels": pixels, "logits": outputs.logits, "image_embeds": outputs.image_embeds,
-                "image_score": image_score}, root / "expected.pt")
+    torch.save(
+        {"pixels": pixels, "logits": outputs.logits, "image_embeds": outputs.image_embeds, "image_score": image_score},
+        root / "expected.pt",
+    )
     return root
 
 
@@ -64,9 +81,21 @@ def published(run, tmp_path_factory):
     """`python push_to_hub.py --run-dir <run> --repo-id me/x --dry-run <out>`, run as a user would."""
     out = tmp_path_factory.mktemp("published") / "repo"
     result = subprocess.run(
-        [sys.executable, "push_to_hub.py", "--run-dir", str(run), "--repo-id", REPO_ID, "--dry-run", str(out),
-         "--peft-adapter"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "push_to_hub.py",
+            "--run-dir",
+            str(run),
+            "--repo-id",
+            REPO_ID,
+            "--dry-run",
+            str(out),
+            "--peft-adapter",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return out
@@ -78,10 +107,13 @@ def python_blocks(card_text: str) -> list[str]:
 
 # ----- acceptance 1 + 3: a Hub user's process reproduces the run, the card's snippet runs as written ------------
 
+
 def test_published_folder_reproduces_the_run_without_the_package(published, run):
-    snippet, = python_blocks((published / "README.md").read_text())
+    (snippet,) = python_blocks((published / "README.md").read_text())
     assert f'"{REPO_ID}"' in snippet and "trust_remote_code=True" in snippet
-    code = BLOCK_PACKAGE + f"""
+    code = (
+        BLOCK_PACKAGE
+        + f"""
 import torch
 from PIL import Image
 from transformers import AutoModel, pipeline
@@ -102,6 +134,7 @@ print("REPRODUCED")
 # The card's usage snippet, as written, with the repo id pointing at the local folder.
 exec({snippet.replace(REPO_ID, str(published))!r})
 """
+    )
     out = run_python(code).stdout
     assert "REPRODUCED" in out
     assert re.search(r"^quality: -?\d+\.\d{4}$", out, flags=re.M), out  # the snippet's own print
@@ -109,12 +142,21 @@ exec({snippet.replace(REPO_ID, str(published))!r})
 
 # ----- folder contents -----------------------------------------------------------------------------------------
 
+
 def test_folder_holds_config_remote_code_weights_processor_adapter_and_card(published, run, tiny_clip_base, tmp_path):
     files = {p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file()}
     assert files == {
-        "README.md", "config.json", "configuration_perceptclip.py", "modeling_perceptclip.py", "model.safetensors",
-        "image_processing_perceptclip.py", "loss_perceptclip.py", "backbone_perceptclip.py",
-        "preprocessor_config.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+        "README.md",
+        "config.json",
+        "configuration_perceptclip.py",
+        "modeling_perceptclip.py",
+        "model.safetensors",
+        "image_processing_perceptclip.py",
+        "loss_perceptclip.py",
+        "backbone_perceptclip.py",
+        "preprocessor_config.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
     }
     # The remote code is what the model's save_pretrained copies, byte for byte the package's `modeling/` files.
     model = PerceptCLIPForRegression.from_pretrained(run / "model").eval()
@@ -153,7 +195,9 @@ def test_stale_remote_code_in_a_model_dir_is_replaced_by_the_packages(run, tmp_p
     with (model_dir / "modeling_perceptclip.py").open("a") as handle:
         handle.write("# an older copy\n")
     folder = build_repo_folder(model_dir, tmp_path / "repo", repo_id=REPO_ID, peft_adapter=False)
-    assert (folder / "modeling_perceptclip.py").read_bytes() == (REPO_ROOT / "modeling/modeling_perceptclip.py").read_bytes()
+    assert (folder / "modeling_perceptclip.py").read_bytes() == (
+        REPO_ROOT / "modeling/modeling_perceptclip.py"
+    ).read_bytes()
     assert "differs from this package's modeling_perceptclip.py" in caplog.text
 
 
@@ -166,6 +210,7 @@ def test_pickles_are_refused(published, tmp_path):
 
 
 # ----- acceptance 2: ViT-L/14 --------------------------------------------------------------------------------
+
 
 def test_vit_l14_folder_is_adapter_sized_and_pickle_free(tmp_path):
     model = PerceptCLIPForRegression(PerceptCLIPConfig()).eval()  # CLIP ViT-L/14, random weights (~8 s)
@@ -186,10 +231,13 @@ def test_vit_l14_folder_is_adapter_sized_and_pickle_free(tmp_path):
     assert sum(sizes["model_only"].values()) <= 15 * MB, sizes
     assert sizes["with_adapter"]["model.safetensors"] <= 15 * MB
     # The opt-in peft adapter repeats the LoRA (~9.4 MB) for peft users: the folder with it is ~21 MB.
-    assert sizes["with_adapter"]["adapter/adapter_model.safetensors"] < 0.85 * sizes["with_adapter"]["model.safetensors"]
+    assert (
+        sizes["with_adapter"]["adapter/adapter_model.safetensors"] < 0.85 * sizes["with_adapter"]["model.safetensors"]
+    )
 
 
 # ----- acceptance 3: the card ----------------------------------------------------------------------------------
+
 
 def test_card_metadata_and_model_index_hold_the_runs_metrics(published):
     card = ModelCard.load(published / "README.md")
@@ -219,13 +267,14 @@ def test_multi_dataset_card_lists_every_dataset_and_head(tiny_clip_base, tmp_pat
     assert {r.dataset_type for r in card.data.eval_results} == set(heads)
     assert card.data.datasets == list(heads)
     assert "**multi-dataset** model" in card.text and "### LIVE Challenge" in card.text
-    snippet, = python_blocks(card.text)
+    (snippet,) = python_blocks(card.text)
     assert "head=head" in snippet and "['koniq10k', 'livec']" in snippet
     assert not (folder / "adapter").exists()
     exec(snippet.replace(REPO_ID, str(folder)), {})  # the multi-head snippet runs (package importable here)
 
 
 # ----- acceptance 4: the upload --------------------------------------------------------------------------------
+
 
 class FakeHfApi:
     """Records the Hub calls; reads every file of a commit when it is sent."""
@@ -255,8 +304,9 @@ def folder_bytes(folder):
 
 def test_upload_sends_every_file_in_one_commit(published):
     api = FakeHfApi()
-    upload_repo_folder(published, "me/x", token="hf_test", private=True, revision="v1",
-                       commit_message="Add KonIQ model", api=api)
+    upload_repo_folder(
+        published, "me/x", token="hf_test", private=True, revision="v1", commit_message="Add KonIQ model", api=api
+    )
     assert [call[0] for call in api.calls] == ["create_repo", "create_branch", "create_commit"]
     assert api.calls[0] == ("create_repo", "me/x", {"token": "hf_test", "private": True, "exist_ok": True})
     assert api.calls[1] == ("create_branch", "me/x", {"branch": "v1", "token": "hf_test", "exist_ok": True})
@@ -268,8 +318,9 @@ def test_upload_sends_every_file_in_one_commit(published):
 def test_cli_upload_uses_the_hub_client_once(run, published, monkeypatch):
     api = FakeHfApi()
     monkeypatch.setattr(hub, "HfApi", lambda: api)
-    assert push_to_hub.main(["--model-dir", str(run / "model"), "--repo-id", "me/y", "--private",
-                             "--peft-adapter"]) == 0
+    assert (
+        push_to_hub.main(["--model-dir", str(run / "model"), "--repo-id", "me/y", "--private", "--peft-adapter"]) == 0
+    )
     assert [call[0] for call in api.calls] == ["create_repo", "create_commit"]
     assert api.calls[0][2]["private"] is True
     files = api.calls[1][2]["files"]
@@ -280,6 +331,7 @@ def test_cli_upload_uses_the_hub_client_once(run, published, monkeypatch):
 
 
 # ----- acceptance 5: official checkpoints ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def official_emotion(tmp_path_factory):
@@ -300,10 +352,25 @@ def official_emotion(tmp_path_factory):
 def test_from_official_writes_a_repo_matching_the_official_module(official_emotion, tmp_path):
     official, root = official_emotion
     out = tmp_path / "repo"
-    assert push_to_hub.main([
-        "--from-official", str(root / "official.pth"), "--task", "emotion", "--config-json", str(root / "config.json"),
-        "--base-model", str(root / "base"), "--repo-id", "me/emotions", "--dry-run", str(out),
-    ]) == 0
+    assert (
+        push_to_hub.main(
+            [
+                "--from-official",
+                str(root / "official.pth"),
+                "--task",
+                "emotion",
+                "--config-json",
+                str(root / "config.json"),
+                "--base-model",
+                str(root / "base"),
+                "--repo-id",
+                "me/emotions",
+                "--dry-run",
+                str(out),
+            ]
+        )
+        == 0
+    )
     check_repo_folder(out)
     config = json.loads((out / "config.json").read_text())
     assert tuple(config["id2label"][str(i)] for i in range(8)) == OFFICIAL_EMOTIONS
@@ -313,7 +380,7 @@ def test_from_official_writes_a_repo_matching_the_official_module(official_emoti
         assert (model(pixels).logits - official(pixels)).abs().max().item() < 1e-5
     card = (out / "README.md").read_text()
     assert "Converted from the official PerceptCLIP release `official.pth`" in card
-    snippet, = python_blocks(card)
+    (snippet,) = python_blocks(card)
     exec(snippet.replace("me/emotions", str(out)), {})  # the classification snippet runs (package importable here)
 
 
@@ -321,6 +388,7 @@ def test_from_official_refuses_a_base_that_is_not_the_checkpoints_backbone(offic
     _, root = official_emotion
     config = PerceptCLIPConfig(task="emotion", vision_config=tiny_clip_config().to_dict(), **TINY_HEAD)
     with pytest.raises(ValueError, match="differs from its base"):
-        convert_official(str(root / "official.pth"), tmp_path / "repo", "emotion", config=config,
-                         base_model=str(tiny_clip_base))
+        convert_official(
+            str(root / "official.pth"), tmp_path / "repo", "emotion", config=config, base_model=str(tiny_clip_base)
+        )
     assert not (tmp_path / "repo").exists()

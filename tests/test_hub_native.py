@@ -11,7 +11,6 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
-    CLIPVisionModel,
     Dinov2Config,
     Dinov2Model,
     ViTConfig,
@@ -26,7 +25,16 @@ from perceptclip_hf import (
     PerceptCLIPForRegression,
 )
 from perceptclip_hf.official import load_official_checkpoint
-from tests.conftest import BLOCK_PACKAGE, OFFICIAL_EMOTIONS, TINY_HEAD, randomize_lora, run_python, tiny_clip_config
+from tests.helpers import (
+    BLOCK_PACKAGE,
+    OFFICIAL_EMOTIONS,
+    TINY_HEAD,
+    OfficialCLIPLoRAModel,
+    OfficialMLP,
+    randomize_lora,
+    run_python,
+    tiny_clip_config,
+)
 
 
 def save_trained(base, path, cls, **config):
@@ -41,13 +49,17 @@ def test_remote_code_reproduces_outputs_without_the_package(tiny_clip_base, tmp_
     pixels = torch.randn(2, 3, 32, 32)
     torch.save(pixels, tmp_path / "pixels.pt")
     expected = {}
-    for name, cls, task in (("reg", PerceptCLIPForRegression, "quality"),
-                            ("cls", PerceptCLIPForClassification, "emotion")):
+    for name, cls, task in (
+        ("reg", PerceptCLIPForRegression, "quality"),
+        ("cls", PerceptCLIPForClassification, "emotion"),
+    ):
         model = save_trained(tiny_clip_base, tmp_path / name, cls, task=task)
         with torch.no_grad():
             expected[name] = model(pixels).logits
         torch.save(expected[name], tmp_path / f"{name}.pt")
-    code = BLOCK_PACKAGE + f"""
+    code = (
+        BLOCK_PACKAGE
+        + f"""
 import torch
 from transformers import AutoModel, AutoModelForImageClassification
 try:
@@ -67,6 +79,7 @@ for name, expected_class in (("reg", "PerceptCLIPForRegression"), ("cls", "Perce
         assert delta < 1e-6, (name, auto.__name__, delta)
         print(name, auto.__name__, delta)
 """
+    )
     out = run_python(code).stdout
     assert out.count("\n") == 4
 
@@ -107,39 +120,6 @@ def test_pipeline_softmax_for_emotion_and_raw_score_for_regression(tiny_clip_bas
     assert abs(sigmoid - quality_score) > 1e-3  # the pipeline's score is the raw head output, not its sigmoid
 
 
-class OfficialMLP(torch.nn.Module):
-    """The official release's head, re-implemented with its module names (fc1/relu1/dropout/fc2/relu2/fc3)."""
-
-    def __init__(self, input_dim, hidden1, hidden2, output_dim, dropout_rate=0.5):
-        super().__init__()
-        self.fc1, self.relu1 = torch.nn.Linear(input_dim, hidden1), torch.nn.ReLU()
-        self.dropout = torch.nn.Dropout(dropout_rate)
-        self.fc2, self.relu2 = torch.nn.Linear(hidden1, hidden2), torch.nn.ReLU()
-        self.fc3 = torch.nn.Linear(hidden2, output_dim)
-
-    def forward(self, x):
-        return self.fc3(self.dropout(self.relu2(self.fc2(self.dropout(self.relu1(self.fc1(x)))))))
-
-
-class OfficialCLIPLoRAModel(torch.nn.Module):
-    """The official `clip_lora_model` structure on a tiny CLIP: peft-wrapped `vision_model`, `proj`, `mlp`."""
-
-    def __init__(self, output_dim):
-        from peft import LoraConfig, get_peft_model
-
-        super().__init__()
-        config = tiny_clip_config()
-        vision_transformer = CLIPVisionModel(config)  # transformers 5: the former `CLIPModel.vision_model` module
-        self.proj = torch.nn.Linear(config.hidden_size, config.projection_dim, bias=False)
-        lora = LoraConfig(r=16, lora_alpha=8, target_modules=["k_proj", "v_proj", "q_proj"], lora_dropout=0.1,
-                          bias="none")
-        self.model = get_peft_model(vision_transformer, lora)
-        self.mlp = OfficialMLP(config.projection_dim, 16, 8, output_dim)
-
-    def forward(self, x):
-        return self.mlp(self.proj(self.model(x)[1]))
-
-
 @pytest.mark.parametrize("task, output_dim", [("quality", 1), ("emotion", 8)])
 def test_official_layout_state_dict_loads_and_matches(tmp_path, task, output_dim):
     torch.manual_seed(0)
@@ -161,18 +141,25 @@ def test_official_layout_state_dict_loads_and_matches(tmp_path, task, output_dim
 def test_official_checkpoint_with_pickled_code_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1), "evil": OfficialMLP(2, 2, 2, 1)}, tmp_path / "code.pth")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-        load_official_checkpoint(str(tmp_path / "code.pth"), task="quality",
-                                 config=PerceptCLIPConfig(vision_config=tiny_clip_config().to_dict()))
+        load_official_checkpoint(
+            str(tmp_path / "code.pth"),
+            task="quality",
+            config=PerceptCLIPConfig(vision_config=tiny_clip_config().to_dict()),
+        )
 
 
-TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
-                patch_size=8)
+TINY_VIT = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+)
 
 
-@pytest.mark.parametrize("config_class, model_class, extra", [
-    (Dinov2Config, Dinov2Model, {"mlp_ratio": 2}),
-    (ViTConfig, ViTModel, {}),
-])
+@pytest.mark.parametrize(
+    "config_class, model_class, extra",
+    [
+        (Dinov2Config, Dinov2Model, {"mlp_ratio": 2}),
+        (ViTConfig, ViTModel, {}),
+    ],
+)
 def test_other_backbones_get_lora_on_qkv_and_start_as_the_base(tmp_path, config_class, model_class, extra):
     vision_config = config_class(**{**TINY_VIT, **extra})
     torch.manual_seed(0)

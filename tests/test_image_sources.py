@@ -12,10 +12,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from datasets import Dataset, Features, Image as ImageFeature, Value
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
 
-from tests.test_data_fixtures import AGIQA_DIR
-from tests.test_failures import assert_clean_failure, perceptclip, read_rows
+from tests.helpers import AGIQA_DIR, add_member, assert_clean_failure, perceptclip, read_rows
 
 COUNT = 12
 
@@ -35,12 +35,17 @@ def agiqa_inputs(tmp_path_factory) -> dict:
     keys = [f"{index:06d}" for index in range(COUNT)]
     for shard in range(2):
         with tarfile.open(root / "shards" / f"{shard:06d}.tar", "w") as tar:
-            for key, source in list(zip(keys, sources))[shard * 6:(shard + 1) * 6]:
+            for key, source in list(zip(keys, sources))[shard * 6 : (shard + 1) * 6]:
                 add_member(tar, f"{key}.jpg", source.read_bytes())
                 add_member(tar, f"{key}.txt", source.stem.encode())
     features = Features({"image": ImageFeature(), "name": Value("string")})
-    table = Dataset.from_dict({"image": [{"bytes": source.read_bytes(), "path": None} for source in sources],
-                               "name": [source.name for source in sources]}, features=features)
+    table = Dataset.from_dict(
+        {
+            "image": [{"bytes": source.read_bytes(), "path": None} for source in sources],
+            "name": [source.name for source in sources],
+        },
+        features=features,
+    )
     table.to_parquet(str(root / "table.parquet"))
     table.save_to_disk(str(root / "saved"))
     (root / "hub_like" / "data").mkdir(parents=True)
@@ -48,23 +53,25 @@ def agiqa_inputs(tmp_path_factory) -> dict:
     return {"root": root, "names": [source.name for source in sources], "keys": keys}
 
 
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 def predict(inputs: dict, *arguments, output: str):
     path = inputs["root"] / output
-    result = perceptclip("predict", *arguments, "--output", path, "--tta", "3", "--batch-size", "4",
-                         cwd=inputs["root"])
+    result = perceptclip("predict", *arguments, "--output", path, "--tta", "3", "--batch-size", "4", cwd=inputs["root"])
     return result, path
 
 
 def test_shards_parquet_and_saved_dataset_score_like_the_folder(agiqa_inputs, quality_dir):
     inputs, root = agiqa_inputs, agiqa_inputs["root"]
-    result, mixed = predict(inputs, "folder", "shards/{000000..000001}.tar", "table.parquet", "--model", quality_dir,
-                            "--num-workers", "2", output="mixed.jsonl")
+    result, mixed = predict(
+        inputs,
+        "folder",
+        "shards/{000000..000001}.tar",
+        "table.parquet",
+        "--model",
+        quality_dir,
+        "--num-workers",
+        "2",
+        output="mixed.jsonl",
+    )
     assert result.returncode == 0, result.stderr
     assert f"{3 * COUNT} scored, 0 failed, 0 skipped" in result.stderr
     rows = read_rows(mixed)
@@ -72,7 +79,7 @@ def test_shards_parquet_and_saved_dataset_score_like_the_folder(agiqa_inputs, qu
     assert [row["id"] for row in rows] == folder_ids + inputs["keys"] + [str(i) for i in range(COUNT)]
     by_name = {Path(row["id"]).name: row["score"] for row in rows[:COUNT]}
     expected = [by_name[name] for name in inputs["names"]]  # the folder's score of each image, in table order
-    for part in (rows[COUNT:2 * COUNT], rows[2 * COUNT:]):
+    for part in (rows[COUNT : 2 * COUNT], rows[2 * COUNT :]):
         assert max(abs(row["score"] - score) for row, score in zip(part, expected)) < 1e-5
 
     result, saved = predict(inputs, "saved", "--model", quality_dir, output="saved.csv")
@@ -81,8 +88,17 @@ def test_shards_parquet_and_saved_dataset_score_like_the_folder(agiqa_inputs, qu
     assert [row["id"] for row in saved_rows] == [str(i) for i in range(COUNT)]
     assert max(abs(float(row["score"]) - score) for row, score in zip(saved_rows, expected)) < 1e-5
 
-    result, streamed = predict(inputs, "--hf-dataset", "hub_like", "--streaming", "--id-column", "name",
-                               "--model", quality_dir, output="streamed.parquet")
+    result, streamed = predict(
+        inputs,
+        "--hf-dataset",
+        "hub_like",
+        "--streaming",
+        "--id-column",
+        "name",
+        "--model",
+        quality_dir,
+        output="streamed.parquet",
+    )
     assert result.returncode == 0, result.stderr
     streamed_rows = read_rows(streamed)
     assert [row["id"] for row in streamed_rows] == inputs["names"]
@@ -93,8 +109,7 @@ def test_shard_resume_skips_keys_already_scored(agiqa_inputs, quality_dir):
     inputs = agiqa_inputs
     first, output = predict(inputs, "shards/000000.tar", "--model", quality_dir, output="resumed.csv")
     assert first.returncode == 0, first.stderr
-    result, _ = predict(inputs, "shards/{000000..000001}.tar", "--model", quality_dir, "--resume",
-                        output="resumed.csv")
+    result, _ = predict(inputs, "shards/{000000..000001}.tar", "--model", quality_dir, "--resume", output="resumed.csv")
     assert result.returncode == 0, result.stderr
     assert "6 scored, 0 failed, 6 skipped" in result.stderr
     assert [row["id"] for row in read_rows(output)] == inputs["keys"]
@@ -114,13 +129,25 @@ def test_unreadable_shard_entries_are_error_rows_and_counted(agiqa_inputs, quali
     with tarfile.open(fileobj=whole, mode="w") as tar:
         for index in range(3):
             add_member(tar, f"cut{index}.webp", source)
-    (shards / "b.tar").write_bytes(whole.getvalue()[:2 * 512 + len(source) + 700])  # inside the 2nd member
+    (shards / "b.tar").write_bytes(whole.getvalue()[: 2 * 512 + len(source) + 700])  # inside the 2nd member
     table = tmp_path / "holes.parquet"
-    Dataset.from_dict({"image": [{"bytes": source, "path": None}, None]},
-                      features=Features({"image": ImageFeature()})).to_parquet(str(table))
+    Dataset.from_dict(
+        {"image": [{"bytes": source, "path": None}, None]}, features=Features({"image": ImageFeature()})
+    ).to_parquet(str(table))
     output = tmp_path / "rows.jsonl"
-    result = perceptclip("predict", shards / "a.tar", shards / "b.tar", table, "--model", quality_dir,
-                         "--output", output, "--tta", "1", cwd=tmp_path)
+    result = perceptclip(
+        "predict",
+        shards / "a.tar",
+        shards / "b.tar",
+        table,
+        "--model",
+        quality_dir,
+        "--output",
+        output,
+        "--tta",
+        "1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["id"]: row for row in read_rows(output)}
     assert list(rows) == ["k1", "k2", "k3", "cut0", "0", "1"]
@@ -133,18 +160,24 @@ def test_unreadable_shard_entries_are_error_rows_and_counted(agiqa_inputs, quali
     assert record["runs"][-1]["not_scored"][0].startswith(f"{shards / 'b.tar'}: cannot be read further")
 
 
-@pytest.mark.parametrize("arguments, fragments", [
-    (["shards/{000000..000002}.tar"], ["shards/000002.tar does not exist"]),
-    (["table.parquet", "--image-column", "picture"], ["table.parquet", "no column 'picture'", "image, name",
-                                                      "--image-column"]),
-    (["table.parquet", "--image-column", "name"], ["column 'name' holds string", "--image-column"]),
-    (["table.parquet", "saved"], ["row indexes", "--id-column"]),
-    (["folder", "--id-column", "name"], ["--id-column names rows of Parquet"]),
-    (["saved", "--id-column", "label"], ["saved: no column 'label'"]),
-    (["--streaming", "folder"], ["--streaming streams --hf-dataset"]),
-    (["--hf-dataset", "no-such-org/no-such-dataset"], ["--hf-dataset no-such-org/no-such-dataset"]),
-])
+@pytest.mark.parametrize(
+    "arguments, fragments",
+    [
+        (["shards/{000000..000002}.tar"], ["shards/000002.tar does not exist"]),
+        (
+            ["table.parquet", "--image-column", "picture"],
+            ["table.parquet", "no column 'picture'", "image, name", "--image-column"],
+        ),
+        (["table.parquet", "--image-column", "name"], ["column 'name' holds string", "--image-column"]),
+        (["table.parquet", "saved"], ["row indexes", "--id-column"]),
+        (["folder", "--id-column", "name"], ["--id-column names rows of Parquet"]),
+        (["saved", "--id-column", "label"], ["saved: no column 'label'"]),
+        (["--streaming", "folder"], ["--streaming streams --hf-dataset"]),
+        (["--hf-dataset", "no-such-org/no-such-dataset"], ["--hf-dataset no-such-org/no-such-dataset"]),
+    ],
+)
 def test_bad_inputs_exit_2_with_one_line(agiqa_inputs, quality_dir, arguments, fragments):
-    result = perceptclip("predict", *arguments, "--model", quality_dir, cwd=agiqa_inputs["root"],
-                         env={"HF_HUB_OFFLINE": "1"})
+    result = perceptclip(
+        "predict", *arguments, "--model", quality_dir, cwd=agiqa_inputs["root"], env={"HF_HUB_OFFLINE": "1"}
+    )
     assert_clean_failure(result, *fragments)

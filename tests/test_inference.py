@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +11,7 @@ from datasets import Image as ImageFeature
 from perceptclip_hf.data import DatasetFormatError
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.preprocessing import to_normalized_tensor
-from tests.conftest import random_image, trained_like
+from tests.helpers import random_image, trained_like
 
 
 def test_batched_tta_equals_a_per_crop_loop(quality_dir):
@@ -62,8 +61,14 @@ def test_every_input_kind_gives_the_same_score(quality_dir, tmp_path):
     image.save(path)
     dataset = Dataset.from_dict({"image": [str(path)]}).cast_column("image", ImageFeature())
     expected = scorer(image)["score"]
-    results = [scorer(str(path)), scorer(path), scorer(np.asarray(image)),
-               scorer(np.asarray(image, dtype=np.float32) / 255.0), *scorer([image, path]), *scorer(dataset)]
+    results = [
+        scorer(str(path)),
+        scorer(path),
+        scorer(np.asarray(image)),
+        scorer(np.asarray(image, dtype=np.float32) / 255.0),
+        *scorer([image, path]),
+        *scorer(dataset),
+    ]
     assert all(abs(result["score"] - expected) < 1e-6 for result in results)
 
 

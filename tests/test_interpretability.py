@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -31,9 +30,7 @@ from perceptclip_hf.interpretability import (
 )
 from perceptclip_hf.modeling.modeling_perceptclip import create_model
 from perceptclip_hf.preprocessing import center_view_transform
-from tests.conftest import TINY_HEAD, random_image, randomize_lora, tiny_clip_config, trained_like
-
-HEAD_DIM = 8  # tiny CLIP: hidden 32, 4 heads
+from tests.helpers import TINY_HEAD, hooked_masked_logits, random_image, randomize_lora, tiny_clip_config, trained_like
 
 
 @pytest.fixture(scope="module")
@@ -46,35 +43,11 @@ def pixels():
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def hooked_masked_logits(model, pixel_values, layer: int, head: int) -> torch.Tensor:
-    """Reference without the probe (plain hooks, SDPA): a uniform CLS attention row makes the head's CLS output
-    the mean of its values over all tokens."""
-    attention = model.backbone.vision_model.encoder.layers[layer].self_attn
-    values = {}
-    columns = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
-
-    def keep_values(module, args, output):
-        values["v"] = output
-
-    def replace_cls_output(module, args):
-        heads_output = args[0].clone()
-        heads_output[:, 0, columns] = values["v"][:, :, columns].mean(dim=1)
-        return (heads_output,)
-
-    hooks = [attention.v_proj.register_forward_hook(keep_values),
-             attention.out_proj.register_forward_pre_hook(replace_cls_output)]
-    try:
-        with torch.no_grad():
-            return model(pixel_values).logits
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
 def test_probe_masking_matches_an_independent_hook_reference(model, pixels):
     for layer, head in ((0, 1), (1, 3)):
-        assert torch.allclose(masked_logits(model, pixels, layer, head),
-                              hooked_masked_logits(model, pixels, layer, head), atol=1e-5)
+        assert torch.allclose(
+            masked_logits(model, pixels, layer, head), hooked_masked_logits(model, pixels, layer, head), atol=1e-5
+        )
 
 
 def test_most_important_head_changes_the_prediction_more_than_the_least(model, pixels):
@@ -88,7 +61,7 @@ def test_most_important_head_changes_the_prediction_more_than_the_least(model, p
             reference[layer, head] = (hooked_masked_logits(model, pixels, layer, head) - baseline).abs().mean()
     assert torch.allclose(importance, reference, atol=1e-5)
     (top_layer, top_head, _), *_, (low_layer, low_head, _) = rank_heads(importance)
-    change = lambda l, h: (hooked_masked_logits(model, pixels, l, h) - baseline).abs().mean()  # noqa: E731
+    change = lambda layer, head: (hooked_masked_logits(model, pixels, layer, head) - baseline).abs().mean()  # noqa: E731
     assert change(top_layer, top_head) > change(low_layer, low_head)
 
 
@@ -132,6 +105,7 @@ def test_classification_importance_uses_the_top_class_probability(tiny_clip_base
 
 # ----- heatmap PNGs ----------------------------------------------------------------------------------------------
 
+
 def colour_bar_height(path, colormap: str) -> int:
     """The height of the tallest colour bar of ``colormap`` in the PNG: a vertical run of pixels that have the
     colour map's own colours, from its last colour at the top to its first at the bottom (0 if none)."""
@@ -161,8 +135,17 @@ def png_title(path) -> str:
 
 def test_save_heatmaps_writes_overlays_and_differences(model, pixels, tmp_path):
     tuned, base = cls_attention_maps(model, pixels[:1]), cls_attention_maps(model, pixels[:1], base=True)
-    written = save_heatmaps(random_image(0, (60, 40)), tuned[:, 0], base[:, 0], [(1, 2), (0, 0)], tmp_path, "img",
-                            display_size=64, name="img.png", prediction="score 1.5")
+    written = save_heatmaps(
+        random_image(0, (60, 40)),
+        tuned[:, 0],
+        base[:, 0],
+        [(1, 2), (0, 0)],
+        tmp_path,
+        "img",
+        display_size=64,
+        name="img.png",
+        prediction="score 1.5",
+    )
     assert [p.name for p in written] == ["img_L1_H2.png", "img_L1_H2_diff.png", "img_L0_H0.png", "img_L0_H0_diff.png"]
     for path in written:
         with Image.open(path) as image:
@@ -184,8 +167,9 @@ def test_without_a_base_no_difference_maps_are_written(model, pixels, tmp_path):
 
 # ----- Grad-CAM on a convolutional backbone ------------------------------------------------------------------------
 
-TINY_RESNET = dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                   image_size=64)
+TINY_RESNET = dict(
+    model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", image_size=64
+)
 
 
 def resnet_model(task: str = "quality", seed: int = 0):
@@ -246,23 +230,24 @@ def test_a_cnn_with_lora_gets_grad_cam_difference_maps_against_its_base(tmp_path
 
 
 def test_explain_cli_on_a_resnet_model_writes_grad_cam_heatmaps(tmp_path):
-    executable = shutil.which("perceptclip")
-    if executable is None:
-        pytest.skip("the `perceptclip` console script is not installed (pip install -e .)")
-    from tests.test_cli import perceptclip
+    from tests.helpers import perceptclip
 
     resnet_model().save_pretrained(tmp_path / "resnet")
     for index in range(2):
         random_image(index, size=(64, 48)).save(tmp_path / f"photo{index}.png")
     out = tmp_path / "explain"
-    result = perceptclip("explain", "photo0.png", "photo1.png", "--model", tmp_path / "resnet", "--out", out,
-                         cwd=tmp_path, command=(executable,))
+    result = perceptclip(
+        "explain", "photo0.png", "photo1.png", "--model", tmp_path / "resnet", "--out", out, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "head_importance.json").read_text())
     assert report["writer"] == "perceptclip explain" and report["method"] == "grad-cam"
     assert "ranking" not in report and "importance" not in report and report["target"] == "the score"
     assert report["feature_map"] == {"module": "encoder.stages.1", "channels": 16, "size": [8, 8]}
-    assert "no LoRA adapters (adaptation 'full')" in report["diff_maps"] and "Grad-CAM on encoder.stages.1" in result.stderr
+    assert (
+        "no LoRA adapters (adaptation 'full')" in report["diff_maps"]
+        and "Grad-CAM on encoder.stages.1" in result.stderr
+    )
     assert report["heatmaps"] == ["000_photo0_gradcam.png", "001_photo1_gradcam.png"]
     assert sorted(path.name for path in out.iterdir()) == sorted(["head_importance.json", *report["heatmaps"]])
     saved = PerceptCLIPForRegression.from_pretrained(tmp_path / "resnet").eval()
@@ -274,13 +259,24 @@ def test_explain_cli_on_a_resnet_model_writes_grad_cam_heatmaps(tmp_path):
             score = saved(transform.transform_image(Image.open(tmp_path / f"photo{index}.png"), None)[None]).logits
         assert png_title(out / name) == f"photo{index}.png · Grad-CAM · score {float(score):.4g}"
         assert colour_bar_height(out / name, "jet") >= 200  # beside the 224-pixel view
-    check_out_folder(out, "head_importance.json", EXPLAIN_WRITER)  # recognised as this command's output: a rerun may overwrite it
+    check_out_folder(
+        out, "head_importance.json", EXPLAIN_WRITER
+    )  # recognised as this command's output: a rerun may overwrite it
 
 
 def test_explain_refuses_a_backbone_without_cls_attention_or_feature_map(tmp_path, capsys):
-    siglip = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, image_size=32, patch_size=8)
-    create_model(PerceptCLIPConfig(vision_config=siglip, adaptation="full", **TINY_HEAD)).save_pretrained(tmp_path / "m")
+    siglip = dict(
+        model_type="siglip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    create_model(PerceptCLIPConfig(vision_config=siglip, adaptation="full", **TINY_HEAD)).save_pretrained(
+        tmp_path / "m"
+    )
     random_image(0).save(tmp_path / "a.png")
     assert main(["explain", str(tmp_path / "a.png"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o")]) == 2
     error = capsys.readouterr().err
@@ -290,8 +286,9 @@ def test_explain_refuses_a_backbone_without_cls_attention_or_feature_map(tmp_pat
 
 # ----- explain on attention backbones --------------------------------------------------------------------------------
 
-TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-                patch_size=8)
+TINY_VIT = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+)
 ATTENTION_BACKBONES = {  # all with q_proj / k_proj / v_proj, the default LoRA targets
     "clip": tiny_clip_config().to_dict(),
     "vit": {"model_type": "vit", **TINY_VIT},
@@ -301,8 +298,9 @@ ATTENTION_BACKBONES = {  # all with q_proj / k_proj / v_proj, the default LoRA t
 
 def attention_model(kind: str, adaptation: str = "lora"):
     torch.manual_seed(0)
-    model = create_model(PerceptCLIPConfig(vision_config=ATTENTION_BACKBONES[kind], adaptation=adaptation,
-                                           image_size=32, **TINY_HEAD))
+    model = create_model(
+        PerceptCLIPConfig(vision_config=ATTENTION_BACKBONES[kind], adaptation=adaptation, image_size=32, **TINY_HEAD)
+    )
     randomize_lora(model)
     return model.eval()
 
@@ -315,8 +313,9 @@ def test_explain_ranks_heads_and_draws_cls_attention_of_each_attention_backbone(
     assert report["method"] == "attention-head masking" and (report["num_layers"], report["num_heads"]) == (2, 4)
     assert np.asarray(report["importance"]).shape == (2, 4) and len(report["ranking"]) == 8
     heads = [f"_L{layer}_H{head}" for layer, head in report["top_heads"]]
-    assert report["heatmaps"] == [f"{stem}{head}{suffix}.png" for stem in ("000_a", "001_b") for head in heads
-                                  for suffix in ("", "_diff")]
+    assert report["heatmaps"] == [
+        f"{stem}{head}{suffix}.png" for stem in ("000_a", "001_b") for head in heads for suffix in ("", "_diff")
+    ]
     assert report["diff_maps"].startswith("_diff maps: the fine-tuned model minus the base backbone")
     # The drawn maps are the model's eager attentions (CLS row over the 4x4 patches).
     pixels = torch.stack([center_view_transform(model.config).transform_image(image, None) for image in images])
@@ -339,8 +338,9 @@ def test_difference_maps_only_with_lora_adapters(tmp_path):
     full = explain(attention_model("clip", adaptation="full"), images, top_k=1, out_dir=tmp_path / "full")
     assert not any("_diff" in name for name in full["heatmaps"]) and len(full["heatmaps"]) == 1
     assert sorted(path.name for path in (tmp_path / "full").iterdir()) == [*full["heatmaps"], "head_importance.json"]
-    assert full["diff_maps"] == ("no _diff maps: the model has no LoRA adapters (adaptation 'full'), so there is no "
-                                 "base to compare with")
+    assert full["diff_maps"] == (
+        "no _diff maps: the model has no LoRA adapters (adaptation 'full'), so there is no base to compare with"
+    )
     assert json.loads((tmp_path / "full" / "head_importance.json").read_text())["diff_maps"] == full["diff_maps"]
     lora = attention_model("clip")
     report = explain(lora, images, top_k=1, out_dir=tmp_path / "lora")

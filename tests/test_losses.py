@@ -84,7 +84,7 @@ def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, 
     forward passes)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from tests.conftest import trained_like
+    from tests.helpers import trained_like
 
     model = trained_like(tiny_clip_base, task="quality", lora_dropout=0.0, head_dropout=0.0)
     generator = torch.Generator().manual_seed(1)
@@ -94,8 +94,9 @@ def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, 
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     fed: list[torch.Tensor] = []  # each micro-batch's labels, as the model received them
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: fed.append(kwargs["labels"].clone()),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(kwargs["labels"].clone()), with_kwargs=True
+    )
     step_grads: list[list[torch.Tensor]] = []
 
     class GradientsBeforeStep(TrainerCallback):
@@ -103,9 +104,20 @@ def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, 
             step_grads.append([p.grad.detach().clone() for p in trainable])
 
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=2,
-        learning_rate=0.0, optim="sgd", max_grad_norm=0.0, use_cpu=True, report_to="none", save_strategy="no",
-        remove_unused_columns=False, disable_tqdm=True, logging_strategy="no", seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=2,
+        learning_rate=0.0,
+        optim="sgd",
+        max_grad_norm=0.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        logging_strategy="no",
+        seed=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[GradientsBeforeStep()])
     training_loss = trainer.train().training_loss
@@ -116,7 +128,7 @@ def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, 
     micro_losses = []
     for step in range(2):
         losses = []
-        for batch_labels in fed[2 * step: 2 * step + 2]:
+        for batch_labels in fed[2 * step : 2 * step + 2]:
             rows = [int(torch.argmin((labels - value).abs())) for value in batch_labels]
             losses.append(plcc_loss(model(pixel_values=pixels[rows]).logits, labels[rows]))
         micro_losses += [loss.item() for loss in losses]
@@ -151,9 +163,18 @@ def test_trainer_reports_mean_of_micro_batch_plcc_losses(tmp_path):
     labels = features @ torch.tensor([1.0, -2.0, 0.5]) + torch.randn(16, generator=generator)
     dataset = [{"features": f, "labels": y} for f, y in zip(features, labels)]
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=2,
-        learning_rate=0.0, use_cpu=True, report_to="none", save_strategy="no", remove_unused_columns=False,
-        disable_tqdm=True, logging_strategy="no", dataloader_drop_last=True,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=2,
+        learning_rate=0.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        logging_strategy="no",
+        dataloader_drop_last=True,
     )
     model = _PLCCRegressor()
     training_loss = Trainer(model=model, args=args, train_dataset=dataset).train().training_loss

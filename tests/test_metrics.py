@@ -5,7 +5,6 @@ import pytest
 from scipy import optimize, stats
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 
-from perceptclip_hf import metrics
 from perceptclip_hf.metrics import (
     DegenerateInputWarning,
     LogisticFitWarning,
@@ -84,9 +83,7 @@ def robust_plcc(pred, y) -> float:
     fitted = []
     with np.errstate(over="ignore"):
         for b4 in (0.5, pred.std()):
-            popt, _ = optimize.curve_fit(
-                loda_logistic, pred, y, p0=[y.max(), y.min(), pred.mean(), b4], maxfev=100_000
-            )
+            popt, _ = optimize.curve_fit(loda_logistic, pred, y, p0=[y.max(), y.min(), pred.mean(), b4], maxfev=100_000)
             fitted.append(loda_logistic(pred, *popt))
     best = min(fitted, key=lambda f: np.sum((f - y) ** 2))
     return stats.pearsonr(best, y).statistic
@@ -161,8 +158,9 @@ def test_fit_logistic_4pl_recovers_known_parameters(true_params, b4_sign, fit):
 def test_loda_fit_reproduces_lodas_fit_function(pair):
     pred, y = pair()
     expected_fitted = loda_fit(y, pred)
-    np.testing.assert_allclose(logistic_4pl(pred, *fit_logistic_4pl(pred, y, fit="loda")), expected_fitted,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        logistic_4pl(pred, *fit_logistic_4pl(pred, y, fit="loda")), expected_fitted, rtol=0, atol=1e-9
+    )
     assert plcc_4pl(pred, y, fit="loda") == pytest.approx(stats.pearsonr(expected_fitted, y).statistic, abs=1e-9)
 
 
@@ -175,7 +173,7 @@ def test_first_start_vector_is_the_protocols_guess(monkeypatch, fit, starts):
         calls.append((list(p0), kwargs.get("maxfev")))
         return real_curve_fit(f, xdata, ydata, p0=p0, **kwargs)
 
-    monkeypatch.setattr(metrics.optimize, "curve_fit", spy)
+    monkeypatch.setattr(optimize, "curve_fit", spy)  # metrics imports scipy.optimize on use
     plcc_4pl(pred, y, fit=fit)
     assert len(calls) == starts
     assert calls[0][0] == [np.max(y), np.min(y), np.mean(pred), 0.5]  # b1 = max(y), b2 = min(y): not swapped
@@ -212,7 +210,7 @@ def test_plcc_4pl_falls_back_to_raw_plcc_with_warning(monkeypatch):
     def failing_curve_fit(*args, **kwargs):
         raise RuntimeError("Optimal parameters not found: Number of calls to function has reached maxfev")
 
-    monkeypatch.setattr(metrics.optimize, "curve_fit", failing_curve_fit)
+    monkeypatch.setattr(optimize, "curve_fit", failing_curve_fit)
     with pytest.warns(LogisticFitWarning, match="raw PLCC"):
         value = plcc_4pl(pred, y)
     assert value == pytest.approx(stats.pearsonr(pred, y).statistic)

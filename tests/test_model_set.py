@@ -13,8 +13,7 @@ import torch
 from perceptclip_hf import PerceptCLIPForClassification
 from perceptclip_hf.inference import PerceptScorer, load_model
 from perceptclip_hf.model_set import ScorerSet, share_base_weights
-from tests.conftest import random_image, save_trained_like
-from tests.test_failures import assert_clean_failure, perceptclip, read_rows
+from tests.helpers import assert_clean_failure, perceptclip, random_image, read_rows, save_trained_like
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,9 @@ def three_models(tiny_clip_base, tmp_path_factory) -> dict[str, Path]:
     return {
         "quality": save_trained_like(tiny_clip_base, root / "quality", task="quality", score_range=[1.0, 5.0]),
         "memorability": save_trained_like(tiny_clip_base, root / "memorability", task="memorability", seed=3),
-        "emotion": save_trained_like(tiny_clip_base, root / "emotion", PerceptCLIPForClassification,
-                                     task="emotion", seed=5),
+        "emotion": save_trained_like(
+            tiny_clip_base, root / "emotion", PerceptCLIPForClassification, task="emotion", seed=5
+        ),
     }
 
 
@@ -77,8 +77,19 @@ def test_three_models_in_one_pass_equal_three_separate_runs(three_models, photos
     assert run["lora_merged"] == {"quality": 0, "memorability": 0, "emotion": 0}  # a shared base stays unmerged
     assert set(record["models"]) == set(three_models)
 
-    other = perceptclip("predict", photos, "--model", three_models["quality"], "--model", three_models["emotion"],
-                        "--output", output, "--resume", *arguments, cwd=tmp_path)
+    other = perceptclip(
+        "predict",
+        photos,
+        "--model",
+        three_models["quality"],
+        "--model",
+        three_models["emotion"],
+        "--output",
+        output,
+        "--resume",
+        *arguments,
+        cwd=tmp_path,
+    )
     assert_clean_failure(other, str(output), "another model or settings")
 
 
@@ -96,18 +107,25 @@ def test_one_pass_in_python_shares_the_base_and_keeps_saved_models(three_models)
             else:
                 assert got["label"] == expected["label"]
     first, second = (scorer.model for scorer in list(models.scorers.values())[:2])
-    shared = {name for name, tensor in first.state_dict(keep_vars=True).items()
-              if tensor is second.state_dict(keep_vars=True)[name]}
+    shared = {
+        name
+        for name, tensor in first.state_dict(keep_vars=True).items()
+        if tensor is second.state_dict(keep_vars=True)[name]
+    }
     assert shared and not shared & set(first.adapter_state_dict())  # the base is one copy, LoRA and heads are not
     assert models.transforms.slot == [0, 1, 1]  # memorability and emotion crop alike: one transform for both
     reloaded = load_model(three_models["quality"])
     assert share_base_weights([reloaded, load_model(three_models["quality"])]) == base_bytes(reloaded) + sum(
-        t.numel() * t.element_size() for t in reloaded.adapter_state_dict().values())  # the same model: all shared
+        t.numel() * t.element_size() for t in reloaded.adapter_state_dict().values()
+    )  # the same model: all shared
 
 
-@pytest.mark.parametrize("models, fragments", [
-    (["quality", "quality"], ["another --model is also named 'quality'", "--model NAME=MODEL"]),
-])
+@pytest.mark.parametrize(
+    "models, fragments",
+    [
+        (["quality", "quality"], ["another --model is also named 'quality'", "--model NAME=MODEL"]),
+    ],
+)
 def test_models_named_alike_exit_2(three_models, photos, tmp_path, models, fragments):
     arguments = [value for name in models for value in ("--model", three_models[name])]
     assert_clean_failure(perceptclip("predict", photos, *arguments, cwd=tmp_path), *fragments)
@@ -115,8 +133,19 @@ def test_models_named_alike_exit_2(three_models, photos, tmp_path, models, fragm
 
 def test_named_models_prefix_their_columns(three_models, photos, tmp_path):
     output = tmp_path / "named.jsonl"
-    result = perceptclip("predict", photos, "--model", f"a={three_models['quality']}", "--model",
-                         f"b={three_models['quality']}", "--output", output, "--tta", "1", cwd=tmp_path)
+    result = perceptclip(
+        "predict",
+        photos,
+        "--model",
+        f"a={three_models['quality']}",
+        "--model",
+        f"b={three_models['quality']}",
+        "--output",
+        output,
+        "--tta",
+        "1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = [row for row in read_rows(output) if "error" not in row]
     assert rows and all(row["a_score"] == row["b_score"] for row in rows)

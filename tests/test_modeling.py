@@ -26,9 +26,9 @@ from perceptclip_hf import (
     default_image_processor,
 )
 from perceptclip_hf.modeling.modeling_perceptclip import PerceptCLIPHead
-from tests.conftest import (
-    OFFICIAL_EMOTIONS,
+from tests.helpers import (
     BLOCK_PACKAGE,
+    OFFICIAL_EMOTIONS,
     TINY_CLIP,
     TINY_HEAD,
     randomize_lora,
@@ -38,8 +38,9 @@ from tests.conftest import (
 )
 
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-TINY_TEXT = dict(**TINY_TOWER, vocab_size=64, max_position_embeddings=16, pad_token_id=1, bos_token_id=2,
-                 eos_token_id=3)
+TINY_TEXT = dict(
+    **TINY_TOWER, vocab_size=64, max_position_embeddings=16, pad_token_id=1, bos_token_id=2, eos_token_id=3
+)
 TINY_VISION = dict(**TINY_TOWER, image_size=32, patch_size=8)
 
 
@@ -133,8 +134,9 @@ def test_unreachable_base_fails_naming_the_id_and_the_fix(tiny_clip_base, tmp_pa
 
 
 def test_base_with_another_architecture_is_rejected(tiny_clip_base, tmp_path):
-    other = CLIPVisionModelWithProjection(tiny_clip_config().__class__(**{**tiny_clip_config().to_dict(),
-                                                                          "num_hidden_layers": 1}))
+    other = CLIPVisionModelWithProjection(
+        tiny_clip_config().__class__(**{**tiny_clip_config().to_dict(), "num_hidden_layers": 1})
+    )
     other.save_pretrained(tmp_path / "other")
     model = tiny_model(tiny_clip_base)
     with pytest.raises(ValueError, match="does not match"):
@@ -234,12 +236,15 @@ def test_linear_head_and_strategies_set_trainable_parameters(tiny_clip_base):
 DINOV2_518 = Dinov2Config(**{**TINY_VISION, "image_size": 518})
 
 
-@pytest.mark.parametrize("vision_config, config_kwargs, size, mean, std", [
-    (DINOV2_518, {}, 224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),  # interpolates: the paper's 224, not 518
-    (DINOV2_518, {"image_size": 112}, 112, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-    (SiglipVisionConfig(**TINY_VISION), {}, 32, [0.5] * 3, [0.5] * 3),  # fixed by its position embeddings
-    (tiny_clip_config(), {"image_size": 48}, 48, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
-])
+@pytest.mark.parametrize(
+    "vision_config, config_kwargs, size, mean, std",
+    [
+        (DINOV2_518, {}, 224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),  # interpolates: the paper's 224, not 518
+        (DINOV2_518, {"image_size": 112}, 112, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+        (SiglipVisionConfig(**TINY_VISION), {}, 32, [0.5] * 3, [0.5] * 3),  # fixed by its position embeddings
+        (tiny_clip_config(), {"image_size": 48}, 48, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
+    ],
+)
 def test_image_processor_crop_size_and_normalisation_are_the_backbones(vision_config, config_kwargs, size, mean, std):
     processor = default_image_processor(PerceptCLIPConfig(vision_config=vision_config.to_dict(), **config_kwargs))
     assert processor.crop_size == {"height": size, "width": size} and processor.size == {"shortest_edge": size}
@@ -278,7 +283,9 @@ def test_full_siglip_checkpoint_backbone_reload_and_remote_code(tmp_path):
     with torch.no_grad():
         assert torch.allclose(reloaded(pixels).logits, expected, atol=1e-5)
     torch.save({"pixels": pixels, "expected": expected}, tmp_path / "io.pt")
-    run_python(BLOCK_PACKAGE + f"""
+    run_python(
+        BLOCK_PACKAGE
+        + f"""
 import torch
 from transformers import AutoModel
 io = torch.load({str(tmp_path / "io.pt")!r})
@@ -287,7 +294,8 @@ assert type(model).__module__.startswith("transformers_modules"), type(model).__
 with torch.no_grad():
     delta = (model(io["pixels"]).logits - io["expected"]).abs().max().item()
 assert delta < 1e-5, delta
-""")
+"""
+    )
 
 
 def test_full_clip_checkpoint_uses_the_top_level_projection_dim(tmp_path):
@@ -319,7 +327,8 @@ def test_projection_that_cannot_fit_is_one_clear_error(tiny_clip_base, tmp_path)
 
 def test_offline_hub_id_is_one_error_with_the_local_copy_fix(tmp_path):
     hub_id = "openai/clip-vit-large-patch14"
-    out = run_python(f"""
+    out = run_python(
+        f"""
 from perceptclip_hf import PerceptCLIPForRegression
 try:
     PerceptCLIPForRegression.from_backbone({hub_id!r})
@@ -328,5 +337,7 @@ except OSError as err:
     print(err)
 else:
     raise SystemExit("no error")
-""", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}).stdout
+""",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)},
+    ).stdout
     assert hub_id in out and f"hf download {hub_id} --local-dir DIR" in out and "pass DIR" in out

@@ -15,13 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_data_fixtures import AGIQA_DIR
-from tests.test_failures import perceptclip, read_rows
-from tests.test_image_sources import add_member
+from tests.helpers import AGIQA_DIR, add_member, perceptclip, read_rows
 
 COUNT, SHARDS = 200, 4
-LAUNCH = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "perceptclip_hf.cli", "predict"]
+LAUNCH = [
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "-m",
+    "perceptclip_hf.cli",
+    "predict",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +48,22 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     per_shard = COUNT // SHARDS
     for shard in range(SHARDS):
         with tarfile.open(root / "shards" / f"{shard:06d}.tar", "w") as tar:
-            for source in sources[shard * per_shard:(shard + 1) * per_shard]:
+            for source in sources[shard * per_shard : (shard + 1) * per_shard]:
                 add_member(tar, f"{source.stem}.jpg", source.read_bytes())
     return {"root": root, "folder": str(root / "folder"), "shards": str(root / "shards" / "{000000..000003}.tar")}
 
 
 def launch(*arguments, cwd: Path, **popen) -> subprocess.Popen:
     environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
-    return subprocess.Popen([sys.executable, *LAUNCH, *map(str, arguments)], cwd=cwd, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, *LAUNCH, *map(str, arguments)],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def free_port() -> int:

@@ -21,9 +21,7 @@ from perceptclip_hf.errors import ModelLoadError
 from perceptclip_hf.inference import PerceptScorer, load_model
 from perceptclip_hf.official import OFFICIAL_REPOS, official_model_dir, resolve_alias
 from perceptclip_hf.preprocessing import stable_seed
-from tests.conftest import randomize_lora
-from tests.test_failures import perceptclip
-from tests.test_hub_native import OfficialMLP
+from tests.helpers import OfficialMLP, perceptclip, randomize_lora
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
@@ -33,10 +31,20 @@ class clip_lora_model: ...
 
 
 def tiny_clip() -> CLIPModel:
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=99,
-                max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=224,
-                  patch_size=32)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        vocab_size=99,
+        max_position_embeddings=16,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=224, patch_size=32
+    )
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
 
 
@@ -47,8 +55,9 @@ class ClipLoraModel(torch.nn.Module):
         from peft import LoraConfig, get_peft_model
 
         super().__init__()
-        lora = LoraConfig(r=16, lora_alpha=8, lora_dropout=0.1, target_modules=["k_proj", "v_proj", "q_proj"],
-                          bias="none")
+        lora = LoraConfig(
+            r=16, lora_alpha=8, lora_dropout=0.1, target_modules=["k_proj", "v_proj", "q_proj"], bias="none"
+        )
         self.model = get_peft_model(clip.vision_model, lora)
         self.proj = clip.visual_projection
         self.mlp = OfficialMLP(clip.config.projection_dim, 16, 8, output_dim)
@@ -118,21 +127,29 @@ def hub_cache(tmp_path, monkeypatch):
     return cache
 
 
-def test_official_iqa_folder_scores_as_the_official_code_and_is_converted_once(release, tmp_path):
+def test_official_iqa_folder_scores_as_the_official_code_and_is_converted_once(release, tmp_path, hub_cache):
     """Acceptance: `perceptclip predict --model <official folder>`; the second call loads the cached conversion."""
     root, modules = release
-    env = {"HF_HUB_CACHE": str(tmp_path / "hub")}
-    args = ("predict", root / "images", "--model", root / "quality", "--task", "quality", "--base-model",
-            root / "clip", "--output")
+    args = (
+        "predict",
+        root / "images",
+        "--model",
+        root / "quality",
+        "--task",
+        "quality",
+        "--base-model",
+        root / "clip",
+        "--output",
+    )
     timings, stderrs = [], []
     for run in (1, 2):
         start = time.perf_counter()
-        result = perceptclip(*args, tmp_path / f"scores{run}.csv", cwd=tmp_path, env=env)
+        result = perceptclip(*args, tmp_path / f"scores{run}.csv", cwd=tmp_path)
         timings.append(time.perf_counter() - start)
         assert result.returncode == 0, result.stderr[-3000:]
         stderrs.append(result.stderr)
         if run == 1:
-            folder, = (tmp_path / "hub" / "perceptclip-official").iterdir()
+            (folder,) = (tmp_path / "hub" / "perceptclip-official").iterdir()
             before = (folder.stat().st_ino, folder.stat().st_mtime_ns, (folder / "config.json").stat().st_mtime_ns)
     print(f"official IQA predict: first call {timings[0]:.2f} s (converts), second {timings[1]:.2f} s (cached)")
     assert "Converting the official checkpoint" in stderrs[0]
@@ -152,8 +169,9 @@ def test_official_iqa_folder_scores_as_the_official_code_and_is_converted_once(r
 
 def test_official_emotion_folder_in_process_matches_and_uses_the_cache(release, hub_cache, monkeypatch):
     root, modules = release
-    scorer = PerceptScorer.from_pretrained(root / "emotion", load_kwargs={"base_model_name_or_path": str(root / "clip")},
-                                           device="cpu")
+    scorer = PerceptScorer.from_pretrained(
+        root / "emotion", load_kwargs={"base_model_name_or_path": str(root / "clip")}, device="cpu"
+    )
     assert scorer.labels == list(EMOTION_LABELS) and scorer.config.test_resize_size is None
     paths = sorted((root / "images").iterdir())
     results = scorer(paths)
@@ -161,7 +179,8 @@ def test_official_emotion_folder_in_process_matches_and_uses_the_cache(release, 
         expected = modules["emotion"](torch.stack([official_center_input(Image.open(p)) for p in paths])).softmax(-1)
     for result, probabilities in zip(results, expected):
         assert [result["probabilities"][label] for label in EMOTION_LABELS] == pytest.approx(
-            probabilities.tolist(), abs=1e-5)
+            probabilities.tolist(), abs=1e-5
+        )
     # The second load finds the converted folder: no conversion runs.
     monkeypatch.setattr(official_module, "convert_into_cache", lambda *a, **k: pytest.fail("converted again"))
     folder = official_model_dir(str(root / "emotion"), base_model=str(root / "clip"))
@@ -192,8 +211,9 @@ def test_aliases_name_the_official_repos_and_a_local_path_wins(tmp_path, monkeyp
     assert resolve_alias("quality") == "quality"
 
 
-def test_offline_aliases_fail_with_one_line_naming_the_repo_and_the_local_copy(hub_cache, monkeypatch, capsys,
-                                                                                 tmp_path):
+def test_offline_aliases_fail_with_one_line_naming_the_repo_and_the_local_copy(
+    hub_cache, monkeypatch, capsys, tmp_path
+):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelLoadError) as caught:
@@ -206,5 +226,5 @@ def test_offline_aliases_fail_with_one_line_naming_the_repo_and_the_local_copy(h
     assert cli_main(["predict", str(image), "--model", "memorability"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    line, = [line for line in err.splitlines() if ": error: " in line]
+    (line,) = [line for line in err.splitlines() if ": error: " in line]
     assert "hf download PerceptCLIP/PerceptCLIP_Memorability --local-dir DIR" in line

@@ -15,18 +15,20 @@ from PIL import Image
 from perceptclip_hf.cli.train import main as train_main
 from perceptclip_hf.data import benchmark_splits
 from perceptclip_hf.recipe import parse_args
-from tests.conftest import REPO_ROOT
-from tests.test_data_fixtures import AGIQA_DIR
-from tests.test_reports import assert_report_folder
+from tests.helpers import AGIQA_DIR, QUICKSTART, REPO_ROOT, assert_report_folder
 
-QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
 SHORT = ["--num_train_epochs", "2", "--test_crops", "3", "--eval_crops", "2", "--disable_tqdm", "true"]
 CLASSES = ("blue", "green", "red")  # sorted: the folder order is the class order
 
 
 def train(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--config", str(QUICKSTART), *arguments],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--config", str(QUICKSTART), *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,22 @@ def agiqa_table(tmp_path_factory) -> Path:
 
 
 def table_options(table: Path) -> list[str]:
-    return ["--dataset", "table", "--data_dir", str(AGIQA_DIR / "images"), "--table", str(table),
-            "--image_column", "file", "--label_column", "mos", "--group_column", "prompt", "--resize_short", "64"]
+    return [
+        "--dataset",
+        "table",
+        "--data_dir",
+        str(AGIQA_DIR / "images"),
+        "--table",
+        str(table),
+        "--image_column",
+        "file",
+        "--label_column",
+        "mos",
+        "--group_column",
+        "prompt",
+        "--resize_short",
+        "64",
+    ]
 
 
 def logged_sizes(log: str, dataset: str) -> dict[str, int]:
@@ -72,12 +88,18 @@ def test_train_py_on_a_csv_table_of_agiqa3k_images(agiqa_table, tmp_path):
 
     # Start summary (model, trainable parameters, device, folder) and the Trainer's per-epoch validation metrics.
     assert f"run: {run_dir / 'split_0' / 'lr_0.001'}" in log
-    parameters = re.search(r"model: resnet backbone \(randomly initialised\), adaptation full, .*; ([\d,]+) trainable "
-                           r"of ([\d,]+) parameters", log)
+    parameters = re.search(
+        r"model: resnet backbone \(randomly initialised\), adaptation full, .*; ([\d,]+) trainable "
+        r"of ([\d,]+) parameters",
+        log,
+    )
     assert parameters and parameters.group(1) == parameters.group(2)
     assert "device: cpu (torch.float32), 1 process(es), batch 32 per device, 2 epochs" in log
-    epochs = [json.loads(line.split(": ", 2)[2]) for line in log.splitlines() if "history: step" in line
-              and "eval_srcc" in line]
+    epochs = [
+        json.loads(line.split(": ", 2)[2])
+        for line in log.splitlines()
+        if "history: step" in line and "eval_srcc" in line
+    ]
     assert [round(entry["epoch"]) for entry in epochs] == [1, 2]
 
     # The model's score range is the table's label range; results name the dataset.
@@ -109,8 +131,19 @@ def make_imagefolder(root: Path, per_class: int = 16) -> Path:
 def test_train_py_on_an_image_folder(tmp_path):
     folder = make_imagefolder(tmp_path / "photos")
     run_dir = tmp_path / "run"
-    result = train("--dataset", "imagefolder", "--data_dir", str(folder), "--output_dir", str(run_dir),
-                   "--per_device_train_batch_size", "8", "--loss", "cross_entropy", *SHORT)
+    result = train(
+        "--dataset",
+        "imagefolder",
+        "--data_dir",
+        str(folder),
+        "--output_dir",
+        str(run_dir),
+        "--per_device_train_batch_size",
+        "8",
+        "--loss",
+        "cross_entropy",
+        *SHORT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "did not find eval_accuracy" not in result.stderr + result.stdout
     sizes = logged_sizes((run_dir / "train.log").read_text(), "imagefolder")
@@ -122,11 +155,14 @@ def test_train_py_on_an_image_folder(tmp_path):
     assert re.search(r"predicted (blue|green|red)", result.stdout)
 
 
-@pytest.mark.parametrize("arguments, expected", [
-    (["--dataset", "table", "--data_dir", "."], "--dataset table: give --table FILE"),
-    (["--table", "labels.csv"], "--table: read with --dataset table only"),
-    (["--dataset", "imagefolder", "--data_dir", ".", "--task", "quality"], "its labels are classes"),
-])
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["--dataset", "table", "--data_dir", "."], "--dataset table: give --table FILE"),
+        (["--table", "labels.csv"], "--table: read with --dataset table only"),
+        (["--dataset", "imagefolder", "--data_dir", ".", "--task", "quality"], "its labels are classes"),
+    ],
+)
 def test_own_data_option_mistakes_are_one_line(arguments, expected, capsys):
     assert train_main(["--config", str(QUICKSTART), *arguments]) == 2  # train.py's main, in this process
     stderr = capsys.readouterr().err
@@ -142,8 +178,13 @@ def test_a_table_without_the_named_column_names_its_columns(agiqa_table, tmp_pat
 
 
 def test_help_lists_the_essentials_first_and_the_trainer_options_on_request(capsys):
-    short = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--help"], capture_output=True, text=True,
-                           cwd=REPO_ROOT, timeout=120)
+    short = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert short.returncode == 0
     with pytest.raises(SystemExit) as exit_status:
         train_main(["--help-all"])

@@ -14,8 +14,7 @@ from perceptclip_hf.data import EMOSET_CLASSES, get_dataset_info, load_emoset
 from perceptclip_hf.modeling import TASK_PRESETS
 from perceptclip_hf.modeling.configuration_perceptclip import EMOTION_LABELS
 from perceptclip_hf.tasks import get_task
-from tests.conftest import OFFICIAL_EMOTIONS, random_image
-from tests.test_data_fixtures import make_emoset
+from tests.helpers import OFFICIAL_EMOTIONS, make_emoset, random_image
 
 # EmoSet `info.json` label2idx order = the order of the official PerceptCLIP_Emotions logits. Typed here.
 
@@ -26,7 +25,8 @@ def test_emotion_labels_are_emosets_label2idx_order_everywhere(tmp_path):
     assert config.num_labels == 8
     assert {int(i): label for i, label in config.id2label.items()} == dict(enumerate(OFFICIAL_EMOTIONS))
     assert {label: int(i) for label, i in config.label2id.items()} == {
-        label: i for i, label in enumerate(OFFICIAL_EMOTIONS)}
+        label: i for i, label in enumerate(OFFICIAL_EMOTIONS)
+    }
     assert tuple(TASK_PRESETS["emotion"]["labels"]) == OFFICIAL_EMOTIONS
     assert tuple(get_task("emotion").labels) == OFFICIAL_EMOTIONS
     assert tuple(EMOSET_CLASSES) == OFFICIAL_EMOTIONS

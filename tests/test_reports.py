@@ -2,7 +2,6 @@
 bootstrap intervals against a re-typed reference, confusion-matrix counts, and `perceptclip evaluate --report`."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,7 @@ from scipy import stats
 from perceptclip_hf.cli import main
 from perceptclip_hf.metrics import bootstrap_intervals, fit_logistic_4pl, logistic_4pl, regression_metrics
 from perceptclip_hf.reports import classification_report, regression_report
-from tests.test_data_fixtures import AGIQA_DIR, make_emoset
-from tests.test_failures import perceptclip
-
-
-def assert_report_folder(out: Path) -> set[str]:
-    """Every PNG opens; report.md names only files in `out`; report.html references no file at all (its images are
-    data URIs). Returns the PNG names."""
-    pngs = {path.name for path in out.glob("*.png")}
-    for name in pngs:
-        with Image.open(out / name) as image:
-            image.verify()
-    named = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "report.md").read_text()))
-    assert named and named <= pngs and all("/" not in name for name in named)
-    page = (out / "report.html").read_text()
-    sources = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
-    assert len(sources) == len(named) and all(source.startswith("data:image/png;base64,") for source in sources)
-    return pngs
+from tests.helpers import AGIQA_DIR, assert_report_folder, make_emoset, perceptclip
 
 
 def images(folder: Path, count: int) -> list[str]:
@@ -48,16 +31,19 @@ def test_regression_report_figures_metrics_and_the_most_over_and_under_rated(tmp
     labels = rng.uniform(1, 5, 40)
     scores = 0.1 * labels + rng.normal(0, 0.05, 40)  # a relative score: another scale, same ranking (mostly)
     scores[7] += 1.0  # far above the curve: the most over-rated
-    report = regression_report(tmp_path / "out", "test", images(tmp_path / "img", 40), scores, labels,
-                               resamples=200)
+    report = regression_report(tmp_path / "out", "test", images(tmp_path / "img", 40), scores, labels, resamples=200)
     pngs = assert_report_folder(tmp_path / "out")
     assert {"scatter.png", "residuals.png", "distributions.png", "over_rated.png", "under_rated.png"} == pngs
     assert report.values["metrics"] == pytest.approx(regression_metrics(scores, labels))
     residuals = logistic_4pl(scores, *fit_logistic_4pl(scores, labels)) - labels
     assert np.argmax(residuals) == 7
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| SRCC | {:.4f} | {:.4f} – {:.4f} |".format(report.values["metrics"]["srcc"],
-                                                        *report.values["intervals"]["srcc"]) in text
+    assert (
+        "| SRCC | {:.4f} | {:.4f} – {:.4f} |".format(
+            report.values["metrics"]["srcc"], *report.values["intervals"]["srcc"]
+        )
+        in text
+    )
 
 
 def test_bootstrap_intervals_match_a_retyped_percentile_bootstrap():
@@ -67,9 +53,11 @@ def test_bootstrap_intervals_match_a_retyped_percentile_bootstrap():
     got = bootstrap_intervals(scores, labels, resamples=300, seed=5)
     fitted = logistic_4pl(scores, *fit_logistic_4pl(scores, labels))
     rows = np.random.default_rng(5).integers(0, 50, (300, 50))
-    samples = {"srcc": [stats.spearmanr(scores[r], labels[r]).statistic for r in rows],
-               "krcc": [stats.kendalltau(scores[r], labels[r]).statistic for r in rows],
-               "plcc": [stats.pearsonr(fitted[r], labels[r]).statistic for r in rows]}
+    samples = {
+        "srcc": [stats.spearmanr(scores[r], labels[r]).statistic for r in rows],
+        "krcc": [stats.kendalltau(scores[r], labels[r]).statistic for r in rows],
+        "plcc": [stats.pearsonr(fitted[r], labels[r]).statistic for r in rows],
+    }
     for name, values in samples.items():
         assert got[name] == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-9), name
         point = {"srcc": stats.spearmanr, "krcc": stats.kendalltau}.get(name)
@@ -81,45 +69,106 @@ def test_classification_report_counts_every_image_once(tmp_path):
     rng = np.random.default_rng(2)
     probabilities = rng.dirichlet(np.ones(4), 30)
     labels = rng.integers(0, 4, 30)
-    report = classification_report(tmp_path / "out", "test", images(tmp_path / "img", 30), probabilities, labels,
-                                   ["a", "b", "c", "d"])
+    report = classification_report(
+        tmp_path / "out", "test", images(tmp_path / "img", 30), probabilities, labels, ["a", "b", "c", "d"]
+    )
     assert {"confusion_matrix.png", "confident_mistakes.png"} == assert_report_folder(tmp_path / "out")
     counts = np.zeros((4, 4), dtype=int)
     for true, predicted in zip(labels, probabilities.argmax(axis=1)):
         counts[true, predicted] += 1
     assert report.values["confusion_matrix"] == counts.tolist() and counts.sum() == 30
     recall_a = counts[0, 0] / counts[0].sum()
-    assert f"| a | {counts[0, 0] / counts[:, 0].sum():.4f} | {recall_a:.4f} |" in (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"| a | {counts[0, 0] / counts[:, 0].sum():.4f} | {recall_a:.4f} |"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
 
 
 def test_evaluate_report_of_a_classifier_sums_to_the_test_size(emotion_dir, tmp_path, capsys):
     make_emoset(tmp_path / "emoset", per_class=1)
     out = tmp_path / "report"
-    assert main(["evaluate", "-m", str(emotion_dir), "-d", "emoset", "--data-dir", str(tmp_path / "emoset"),
-                 "--report", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-m",
+                str(emotion_dir),
+                "-d",
+                "emoset",
+                "--data-dir",
+                str(tmp_path / "emoset"),
+                "--report",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert "confusion_matrix.png" in assert_report_folder(out)
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved == printed and printed["num_images"] == 8
     table = (out / "report.md").read_text().split("## Per class")[1]
-    support = [int(line.rsplit("|", 2)[1]) for line in table.splitlines() if line.startswith("| ") and
-               not line.startswith("| class")]
+    support = [
+        int(line.rsplit("|", 2)[1])
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| class")
+    ]
     assert len(support) == 8 and sum(support) == 8
     # The folder is this command's: a second run replaces its report; a folder of other files is refused.
-    assert main(["evaluate", "-m", str(emotion_dir), "-d", "emoset", "--data-dir", str(tmp_path / "emoset"),
-                 "--report", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-m",
+                str(emotion_dir),
+                "-d",
+                "emoset",
+                "--data-dir",
+                str(tmp_path / "emoset"),
+                "--report",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "mine.txt").write_text("keep")
-    assert main(["evaluate", "-m", str(emotion_dir), "-d", "emoset", "--data-dir", str(tmp_path / "emoset"),
-                 "--report", str(tmp_path / "photos")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "-m",
+                str(emotion_dir),
+                "-d",
+                "emoset",
+                "--data-dir",
+                str(tmp_path / "emoset"),
+                "--report",
+                str(tmp_path / "photos"),
+            ]
+        )
+        == 2
+    )
     assert (tmp_path / "photos" / "mine.txt").read_text() == "keep"
 
 
 def test_evaluate_report_on_agiqa3k_as_a_user_runs_it(quality_dir, tmp_path):
     if not AGIQA_DIR.is_dir():
         pytest.skip(f"real AGIQA-3K data not found at {AGIQA_DIR}")
-    result = perceptclip("evaluate", "--model", quality_dir, "--dataset", "agiqa3k", "--data-dir", AGIQA_DIR,
-                         "--report", tmp_path / "out", "--tta", "1", cwd=tmp_path)
+    result = perceptclip(
+        "evaluate",
+        "--model",
+        quality_dir,
+        "--dataset",
+        "agiqa3k",
+        "--data-dir",
+        AGIQA_DIR,
+        "--report",
+        tmp_path / "out",
+        "--tta",
+        "1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     pngs = assert_report_folder(tmp_path / "out")
     assert {"scatter.png", "over_rated.png", "under_rated.png"} <= pngs

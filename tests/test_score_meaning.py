@@ -7,23 +7,31 @@ from perceptclip_hf.cli import main
 from perceptclip_hf.model_card import render_model_card
 from perceptclip_hf.modeling import PerceptCLIPConfig, create_model
 from perceptclip_hf.tasks import score_meaning, score_scale
-from tests.conftest import random_image
-from tests.test_failures import read_rows
+from tests.helpers import random_image, read_rows
 
-TINY_RESNET = dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                   image_size=32)
+TINY_RESNET = dict(
+    model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", image_size=32
+)
 
 
 def resnet_config(**kwargs) -> PerceptCLIPConfig:
-    return PerceptCLIPConfig(vision_config=TINY_RESNET, base_model_name_or_path=None, adaptation="full",
-                             head_hidden_sizes=[8], **kwargs)
+    return PerceptCLIPConfig(
+        vision_config=TINY_RESNET, base_model_name_or_path=None, adaptation="full", head_hidden_sizes=[8], **kwargs
+    )
 
 
-@pytest.mark.parametrize("loss, scale, words", [
-    ("plcc", "relative", "a relative score (higher is better): trained with the PLCC loss"),
-    ("mse", "calibrated", "a calibrated score (higher is better): trained with MSE to the training labels' values, "
-                          "on their scale 1–5."),
-])
+@pytest.mark.parametrize(
+    "loss, scale, words",
+    [
+        ("plcc", "relative", "a relative score (higher is better): trained with the PLCC loss"),
+        (
+            "mse",
+            "calibrated",
+            "a calibrated score (higher is better): trained with MSE to the training labels' values, "
+            "on their scale 1–5.",
+        ),
+    ],
+)
 def test_csv_card_and_meaning_agree_on_the_scale(loss, scale, words, tmp_path, capsys):
     config = resnet_config(task="quality", loss=loss, score_range=[1.0, 5.0])
     assert score_scale(config) == scale and words in score_meaning(config)
@@ -46,7 +54,9 @@ def test_card_describes_the_real_backbone_and_adaptation(tiny_clip_base):
     assert "LoRA" not in str(resnet).split("## Usage")[0] and "was\n> randomly initialised" in str(resnet)
     assert "lora" not in resnet.data.tags and "clip" not in resnet.data.tags
     clip = render_model_card(PerceptCLIPConfig(task="emotion", base_model_name_or_path="openai/clip-vit-large-patch14"))
-    assert ("CLIP's vision encoder (openai/clip-vit-large-patch14) adapted with LoRA on the attention "
-            "q_proj/k_proj/v_proj projections, its frozen visual projection, and an MLP head (hidden 512 → 256)"
-            in str(clip))
+    assert (
+        "CLIP's vision encoder (openai/clip-vit-large-patch14) adapted with LoRA on the attention "
+        "q_proj/k_proj/v_proj projections, its frozen visual projection, and an MLP head (hidden 512 → 256)"
+        in str(clip)
+    )
     assert {"lora", "clip"} <= set(clip.data.tags)

@@ -22,8 +22,7 @@ from perceptclip_hf.data.images import open_image
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.input_pipeline import prepare_image, source_windows
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
-from tests.conftest import random_image
-from tests.test_failures import assert_clean_failure, perceptclip, read_rows, sha256
+from tests.helpers import assert_clean_failure, perceptclip, random_image, read_rows, sha256
 
 BROKEN = "broken.jpg"
 
@@ -50,8 +49,21 @@ def test_worker_rows_equal_in_process_rows_and_one_image_at_a_time(photo_folder,
     rows = {}
     for workers, suffix in ((0, ".csv"), (2, ".csv"), (2, ".jsonl"), (2, ".parquet")):
         output = tmp_path / f"workers{workers}{suffix}"
-        result = perceptclip("predict", photo_folder, "--model", quality_dir, "--output", output, "--tta", "3",
-                             "--batch-size", "4", "--num-workers", workers, cwd=tmp_path)
+        result = perceptclip(
+            "predict",
+            photo_folder,
+            "--model",
+            quality_dir,
+            "--output",
+            output,
+            "--tta",
+            "3",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            workers,
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         assert "31 scored, 1 failed" in result.stderr
         assert json.loads(Path(f"{output}.meta.json").read_text())["runs"][-1]["num_workers"] == workers
@@ -72,8 +84,19 @@ def test_worker_rows_equal_in_process_rows_and_one_image_at_a_time(photo_folder,
 
 def test_classification_parquet_rows_carry_a_column_per_class(photo_folder, emotion_dir, tmp_path):
     output = tmp_path / "emotions.parquet"
-    result = perceptclip("predict", photo_folder, "--model", emotion_dir, "--output", output, "--num-workers", 2,
-                         "--batch-size", 8, cwd=tmp_path)
+    result = perceptclip(
+        "predict",
+        photo_folder,
+        "--model",
+        emotion_dir,
+        "--output",
+        output,
+        "--num-workers",
+        2,
+        "--batch-size",
+        8,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = read_rows(output)
     scorer = PerceptScorer.from_pretrained(emotion_dir, num_workers=0, merge_lora=False)
@@ -82,7 +105,8 @@ def test_classification_parquet_rows_carry_a_column_per_class(photo_folder, emot
         expected = scorer(row["id"])
         assert row["label"] == expected["label"]
         assert [row[f"prob_{label}"] for label in scorer.labels] == pytest.approx(
-            list(expected["probabilities"].values()), abs=1e-5)
+            list(expected["probabilities"].values()), abs=1e-5
+        )
 
 
 def test_scorer_prepares_images_in_worker_processes_in_input_order(photo_folder, quality_dir, tmp_path):
@@ -101,8 +125,11 @@ def test_scorer_prepares_images_in_worker_processes_in_input_order(photo_folder,
 
     workers.transform.pixels = logged
     expected = in_process(paths, on_error="record")
-    for results in (workers(paths, on_error="record"), list(workers.iter_predictions(iter(paths), "record")),
-                    workers(Dataset.from_dict({"image": paths}), on_error="record")):
+    for results in (
+        workers(paths, on_error="record"),
+        list(workers.iter_predictions(iter(paths), "record")),
+        workers(Dataset.from_dict({"image": paths}), on_error="record"),
+    ):
         assert BROKEN in results[5]["error"] and BROKEN in expected[5]["error"]
         others = [(a["score"], b["score"]) for i, (a, b) in enumerate(zip(results, expected)) if i != 5]
         assert max(abs(a - b) for a, b in others) < 1e-5
@@ -145,9 +172,23 @@ def test_parquet_output_killed_midway_resumes_to_the_uninterrupted_rows(quality_
     assert perceptclip("predict", folder, "--model", quality_dir, "-o", whole, *options, cwd=tmp_path).returncode == 0
     output = tmp_path / "killed.parquet"
     pending = Path(f"{output}.pending.jsonl")
-    process = subprocess.Popen([sys.executable, "-m", "perceptclip_hf.cli", "predict", str(folder), "--model",
-                                str(quality_dir), "-o", str(output), *options], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "perceptclip_hf.cli",
+            "predict",
+            str(folder),
+            "--model",
+            str(quality_dir),
+            "-o",
+            str(output),
+            *options,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (pending.exists() and pending.read_bytes().count(b"\n") >= 6) and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -167,12 +208,17 @@ def test_parquet_output_killed_midway_resumes_to_the_uninterrupted_rows(quality_
 
 def test_a_damaged_parquet_output_stops_resume_and_is_left_untouched(photo_folder, quality_dir, tmp_path):
     output = tmp_path / "scores.parquet"
-    assert perceptclip("predict", photo_folder, "--model", quality_dir, "-o", output, "--tta", "2",
-                       cwd=tmp_path).returncode == 0
+    assert (
+        perceptclip(
+            "predict", photo_folder, "--model", quality_dir, "-o", output, "--tta", "2", cwd=tmp_path
+        ).returncode
+        == 0
+    )
     output.write_bytes(output.read_bytes()[:-40])  # the footer is gone
     before = sha256(output)
-    resumed = perceptclip("predict", photo_folder, "--model", quality_dir, "-o", output, "--tta", "2", "--resume",
-                          cwd=tmp_path)
+    resumed = perceptclip(
+        "predict", photo_folder, "--model", quality_dir, "-o", output, "--tta", "2", "--resume", cwd=tmp_path
+    )
     assert_clean_failure(resumed, str(output), "Parquet", "untouched")
     assert sha256(output) == before
 
@@ -191,8 +237,9 @@ def test_fast_decode_reads_jpegs_at_the_smallest_draft_scale_the_resize_allows(t
     assert 0 < (fast.float() - full.float()).abs().mean() < 20
     assert torch.equal(prepare_image(single_crop, str(png), fast_decode=True), prepare_image(single_crop, str(png)))
     native_crops = IQATestTransform(32, num_crops=3)  # crops of the stored pixels: nothing to reduce
-    assert torch.equal(prepare_image(native_crops, str(jpeg), "k", fast_decode=True),
-                       prepare_image(native_crops, str(jpeg), "k"))
+    assert torch.equal(
+        prepare_image(native_crops, str(jpeg), "k", fast_decode=True), prepare_image(native_crops, str(jpeg), "k")
+    )
 
 
 def test_fast_decode_scores_are_recorded_and_not_mixed_with_full_decodes(emotion_dir, tmp_path):
@@ -206,7 +253,8 @@ def test_fast_decode_scores_are_recorded_and_not_mixed_with_full_decodes(emotion
     scorer = PerceptScorer.from_pretrained(emotion_dir, fast_decode=True, num_workers=0)
     for row in read_rows(output):
         assert list(row["probabilities"].values()) == pytest.approx(
-            list(scorer(row["id"])["probabilities"].values()), abs=1e-5)
+            list(scorer(row["id"])["probabilities"].values()), abs=1e-5
+        )
     assert json.loads(Path(f"{output}.meta.json").read_text())["settings"]["fast_decode"] is True
     before = sha256(output)
     mixed = perceptclip("predict", folder, "--model", emotion_dir, "-o", output, "--resume", cwd=tmp_path)

@@ -12,40 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from perceptclip_hf.data import list_datasets
 from perceptclip_hf.experiment import validate_arguments
-from perceptclip_hf.recipe import DataArguments, ModelArguments, build_model, load_config, parse_args, resolve_task
+from perceptclip_hf.recipe import DataArguments, ModelArguments, load_config, parse_args
 from perceptclip_hf.training import prepare_splits, stage2_heads, train_one, training_arguments
-from tests.conftest import BLOCK_PACKAGE, REPO_ROOT, run_python
-from tests.test_data_fixtures import make_koniq
-
-QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory) -> Path:
-    from perceptclip_hf.data.synthetic import generate_synthetic_iqa
-
-    path = tmp_path_factory.mktemp("synthetic_iqa")
-    generate_synthetic_iqa(path)
-    return path
-
-
-def tiny_recipe(tmp_path: Path, synthetic_dir: Path, **overrides) -> Path:
-    """The quickstart recipe, shortened for tests."""
-    recipe = load_config(QUICKSTART)
-    recipe.update(data_dir=[str(synthetic_dir)], output_dir=str(tmp_path / "run"), num_train_epochs=2,
-                  max_train_samples=160, eval_crops=2, test_crops=3, disable_tqdm=True)
-    recipe.update(overrides)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def train_command(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO_ROOT / "train.py"), "--config", str(config), *extra]
+from perceptclip_hf.training_task import build_model, resolve_task
+from tests.helpers import BLOCK_PACKAGE, QUICKSTART, REPO_ROOT, make_koniq, run_python, tiny_recipe, train_command
 
 
 def test_train_py_runs_evaluates_saves_and_the_model_loads_as_remote_code(tmp_path, synthetic_dir):
@@ -58,15 +31,31 @@ def test_train_py_runs_evaluates_saves_and_the_model_loads_as_remote_code(tmp_pa
     assert results["splits"][0]["test"]["srcc"] == results["aggregate"]["srcc"]
     assert (tmp_path / "run" / "results.md").read_text().count("|") > 10
     model_dir = tmp_path / "run" / "split_0" / "model"
-    run_python(BLOCK_PACKAGE + f"""
+    run_python(
+        BLOCK_PACKAGE
+        + f"""
 from transformers import AutoModel
 model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
 assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
-""")
+"""
+    )
     # ... and the run publishes as it is (train.py's layout): the card carries its metrics.
-    publish = subprocess.run([sys.executable, "push_to_hub.py", "--run-dir", str(tmp_path / "run"), "--repo-id",
-                              "me/quickstart", "--dry-run", str(tmp_path / "hub")], capture_output=True, text=True,
-                             cwd=REPO_ROOT, timeout=300)
+    publish = subprocess.run(
+        [
+            sys.executable,
+            "push_to_hub.py",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--repo-id",
+            "me/quickstart",
+            "--dry-run",
+            str(tmp_path / "hub"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
     assert publish.returncode == 0, publish.stderr[-3000:]
     from huggingface_hub import ModelCard
 
@@ -74,14 +63,16 @@ assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
     assert reported["srcc"] == pytest.approx(results["aggregate"]["srcc"])
     # ... and embeds the run's summary report, whose files come along.
     assert (tmp_path / "hub" / "report" / "training_curves.png").read_bytes() == (
-        tmp_path / "run" / "report" / "training_curves.png").read_bytes()
+        tmp_path / "run" / "report" / "training_curves.png"
+    ).read_bytes()
     assert "](report/training_curves.png)" in (tmp_path / "hub" / "README.md").read_text()
 
 
 def test_command_line_overrides_the_recipe_and_unknown_keys_are_named(tmp_path, synthetic_dir):
     config = tiny_recipe(tmp_path, synthetic_dir)
-    model_args, data_args, _, training_args = parse_args(["--config", str(config), "--learning_rate", "0.0003",
-                                                          "--splits", "0", "1"])
+    model_args, data_args, _, training_args = parse_args(
+        ["--config", str(config), "--learning_rate", "0.0003", "--splits", "0", "1"]
+    )
     assert training_args.learning_rate == 3e-4 and data_args.splits == [0, 1]
     assert model_args.adaptation == "full" and training_args.num_train_epochs == 2
     bad = tmp_path / "bad.yaml"
@@ -109,21 +100,35 @@ def test_every_registry_dataset_has_a_valid_recipe():
 
 
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, synthetic_dir):
-    config = tiny_recipe(tmp_path, synthetic_dir, num_train_epochs=5, save_total_limit=10, max_train_samples=320,
-                         output_dir=str(tmp_path / "whole"))
-    whole = subprocess.run(train_command(config, "--save_model", "false"), capture_output=True, text=True,
-                           cwd=REPO_ROOT, timeout=600)
+    config = tiny_recipe(
+        tmp_path,
+        synthetic_dir,
+        num_train_epochs=5,
+        save_total_limit=10,
+        max_train_samples=320,
+        output_dir=str(tmp_path / "whole"),
+    )
+    whole = subprocess.run(
+        train_command(config, "--save_model", "false"), capture_output=True, text=True, cwd=REPO_ROOT, timeout=600
+    )
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen(train_command(config, "--save_model", "false", "--output_dir", str(run_dir)),
-                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        train_command(config, "--save_model", "false", "--output_dir", str(run_dir)),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 400
     checkpoint = None
     while time.time() < deadline and process.poll() is None:
-        done = [c for c in run_dir.glob("split_0/lr_*/checkpoint-*") if (c / "trainer_state.json").exists()
-                and (c / "rng_state.pth").exists() and (c / "scheduler.pt").exists()]
+        done = [
+            c
+            for c in run_dir.glob("split_0/lr_*/checkpoint-*")
+            if (c / "trainer_state.json").exists() and (c / "rng_state.pth").exists() and (c / "scheduler.pt").exists()
+        ]
         if done:
             checkpoint = done[0]
             time.sleep(0.5)
@@ -134,13 +139,18 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, synthetic_
     assert checkpoint is not None and process.returncode == -signal.SIGKILL, "the run was not interrupted"
     assert not (run_dir / "results.json").exists()
 
-    resumed = subprocess.run(train_command(config, "--save_model", "false", "--output_dir", str(run_dir),
-                                           "--resume", "true"), capture_output=True, text=True, cwd=REPO_ROOT,
-                             timeout=600)
+    resumed = subprocess.run(
+        train_command(config, "--save_model", "false", "--output_dir", str(run_dir), "--resume", "true"),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The log (appended to) says where training went on: a checkpoint the kill left whole, at its epoch.
-    resumed_from = re.findall(r"resuming from (checkpoint-\d+) \(epoch ([\d.]+), step (\d+)\)",
-                              (run_dir / "train.log").read_text())
+    resumed_from = re.findall(
+        r"resuming from (checkpoint-\d+) \(epoch ([\d.]+), step (\d+)\)", (run_dir / "train.log").read_text()
+    )
     assert len(resumed_from) == 1, resumed_from
     name, epoch, step = resumed_from[0]
     state = json.loads((run_dir / "split_0" / checkpoint.parent.name / name / "trainer_state.json").read_text())
@@ -155,10 +165,17 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path, synthetic_
 
 def test_multi_dataset_training_has_one_head_per_dataset_and_stage2_keeps_the_encoder(tmp_path, synthetic_dir):
     make_koniq(tmp_path / "koniq", n=40)
-    model_args = ModelArguments(**{k: v for k, v in load_config(QUICKSTART).items()
-                                   if k in ModelArguments.__dataclass_fields__})
-    data_args = DataArguments(dataset=["synthetic_iqa", "koniq10k"], data_dir=[str(synthetic_dir), str(tmp_path / "koniq")],
-                              max_train_samples=64, eval_crops=1, test_crops=2, resize_short=48)
+    model_args = ModelArguments(
+        **{k: v for k, v in load_config(QUICKSTART).items() if k in ModelArguments.__dataclass_fields__}
+    )
+    data_args = DataArguments(
+        dataset=["synthetic_iqa", "koniq10k"],
+        data_dir=[str(synthetic_dir), str(tmp_path / "koniq")],
+        max_train_samples=64,
+        eval_crops=1,
+        test_crops=2,
+        resize_short=48,
+    )
     task = resolve_task(data_args.dataset)
     torch.manual_seed(0)
     model = build_model(model_args, task)
@@ -168,8 +185,15 @@ def test_multi_dataset_training_has_one_head_per_dataset_and_stage2_keeps_the_en
     assert heads_in_train == {0, 1}
     from transformers import TrainingArguments
 
-    base = TrainingArguments(output_dir=str(tmp_path / "multi"), num_train_epochs=1, per_device_train_batch_size=16,
-                             learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True)
+    base = TrainingArguments(
+        output_dir=str(tmp_path / "multi"),
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     args = training_arguments(base, tmp_path / "multi", task, 1e-3, multi=True)
     _, validation, test = train_one(model, task, data, args, patience=3, resume=False)
     assert {"synthetic_iqa_srcc", "koniq10k_srcc", "srcc"} <= set(test)
@@ -187,12 +211,36 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
     # MSE (the mean of 2 × 16 per-sample gradients is the 32-batch gradient) and training to convergence: the two
     # runs then differ only by data order and augmentation draws.
     config = tiny_recipe(tmp_path, synthetic_dir, num_train_epochs=12, max_train_samples=None, loss="mse")
-    one = subprocess.run(train_command(config, "--output_dir", str(tmp_path / "one"), "--save_model", "false"),
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    one = subprocess.run(
+        train_command(config, "--output_dir", str(tmp_path / "one"), "--save_model", "false"),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO_ROOT / "train.py"), "--config", str(config),
-              "--output_dir", str(tmp_path / "two"), "--save_model", "false", "--per_device_train_batch_size", "16"]
+    launch = [
+        "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO_ROOT / "train.py"),
+        "--config",
+        str(config),
+        "--output_dir",
+        str(tmp_path / "two"),
+        "--save_model",
+        "false",
+        "--per_device_train_batch_size",
+        "16",
+    ]
     two = subprocess.run(launch, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 process(es)" in two.stdout and "1 process(es)" in one.stdout
@@ -204,19 +252,24 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
 def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
     """EmoSet (8 classes) + EmotionROI (6): per-sample routing pads the smaller head with -inf; each head's loss
     and metrics see only its own classes (paper sec. 5.4, emotion model)."""
-    from tests.test_data_fixtures import make_emoset, make_emotionroi
-
     from perceptclip_hf.training import make_compute_metrics
+    from tests.helpers import make_emoset, make_emotionroi
 
     make_emoset(tmp_path / "emoset", per_class=3)
     make_emotionroi(tmp_path / "roi", per_class=4)
-    model_args = ModelArguments(vision_config=load_config(QUICKSTART)["vision_config"], adaptation="full",
-                                head_hidden_sizes=[16])
+    model_args = ModelArguments(
+        vision_config=load_config(QUICKSTART)["vision_config"], adaptation="full", head_hidden_sizes=[16]
+    )
     task = resolve_task(["emoset", "emotionroi"])
     assert task.head_sizes == [8, 6] and task.head_positive_classes == [(0, 1, 2, 3), (3, 5)]
     model = build_model(model_args, task).eval()
-    data = prepare_splits(task, DataArguments(dataset=task.datasets, data_dir=[str(tmp_path / "emoset"),
-                                                                            str(tmp_path / "roi")]), 0, model, 0)
+    data = prepare_splits(
+        task,
+        DataArguments(dataset=task.datasets, data_dir=[str(tmp_path / "emoset"), str(tmp_path / "roi")]),
+        0,
+        model,
+        0,
+    )
     from transformers import default_data_collator
 
     batch = default_data_collator([data["train"][i] for i in range(len(data["train"]))])
@@ -224,13 +277,18 @@ def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
         out = model(**batch)
     roi = batch["head"] == 1
     assert torch.isinf(out.logits[roi, 6:]).all() and torch.isfinite(out.logits[~roi]).all()
-    expected = torch.stack([torch.nn.functional.cross_entropy(out.logits[batch["head"] == 0], batch["labels"][~roi]),
-                            torch.nn.functional.cross_entropy(out.logits[roi, :6], batch["labels"][roi])]).mean()
+    expected = torch.stack(
+        [
+            torch.nn.functional.cross_entropy(out.logits[batch["head"] == 0], batch["labels"][~roi]),
+            torch.nn.functional.cross_entropy(out.logits[roi, :6], batch["labels"][roi]),
+        ]
+    ).mean()
     assert torch.allclose(out.loss, expected)
     from transformers import EvalPrediction
 
-    metrics = make_compute_metrics(task)(EvalPrediction(out.logits.numpy(), (batch["labels"].numpy(),
-                                                                                batch["head"].numpy())))
+    metrics = make_compute_metrics(task)(
+        EvalPrediction(out.logits.numpy(), (batch["labels"].numpy(), batch["head"].numpy()))
+    )
     assert {"emoset_accuracy", "emotionroi_accuracy", "emotionroi_accuracy_2class", "accuracy"} <= set(metrics)
 
 
@@ -238,8 +296,10 @@ def test_multi_dataset_results_hold_each_heads_metrics_and_their_median():
     from perceptclip_hf.experiment import per_dataset_results
 
     task = resolve_task(["koniq10k", "livec"])
-    splits = [{"split": k, "test": {"koniq10k_srcc": 0.9 + k / 100, "livec_srcc": 0.8 - k / 100, "srcc": 0.85}}
-              for k in range(3)]
+    splits = [
+        {"split": k, "test": {"koniq10k_srcc": 0.9 + k / 100, "livec_srcc": 0.8 - k / 100, "srcc": 0.85}}
+        for k in range(3)
+    ]
     koniq = per_dataset_results("koniq10k", splits, task)
     assert koniq["splits"][2] == {"split": 2, "test": {"srcc": 0.92}}
     assert koniq["aggregate"]["srcc"] == pytest.approx(0.91) and koniq["metric_aggregation"] == "median"
@@ -251,8 +311,8 @@ def test_cross_dataset_evaluation_scores_the_other_datasets_test_split(quality_d
     from scipy.stats import spearmanr
 
     from perceptclip_hf.data import benchmark_splits, load_benchmark
-    from perceptclip_hf.inference import PerceptScorer
     from perceptclip_hf.evaluation import cross_dataset_evaluation
+    from perceptclip_hf.inference import PerceptScorer
 
     make_koniq(tmp_path / "koniq", n=30)
     metrics = cross_dataset_evaluation(str(quality_dir), "koniq10k", str(tmp_path / "koniq"), split=0)
@@ -314,8 +374,9 @@ def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
     write_checkpoint(tmp_path / "checkpoint-40", 40, weights="adapter_model.safetensors")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
     sharded = write_checkpoint(tmp_path / "checkpoint-50", 50, weights="model-00001-of-00002.safetensors")
-    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+    )
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
     from safetensors.torch import save_file
 
@@ -324,8 +385,9 @@ def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
-def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean_micro_batch_plcc(tmp_path,
-                                                                                                  tiny_clip_base):
+def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean_micro_batch_plcc(
+    tmp_path, tiny_clip_base
+):
     """`transformers.Trainer` on a PerceptCLIPForRegression (PLCC loss), 2 micro-batches of 4, one SGD step: the
     parameter update must be `-lr * mean(grad of each micro-batch's PLCC loss)` and the reported loss the mean of
     the micro-batch losses, both computed here with plain autograd on a copy of the model. PLCC is a per-batch
@@ -335,7 +397,7 @@ def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean
 
     from transformers import Trainer, TrainingArguments
 
-    from tests.conftest import trained_like
+    from tests.helpers import trained_like
 
     model = trained_like(tiny_clip_base, task="quality", lora_dropout=0.0, head_dropout=0.0)
     reference = copy.deepcopy(model)
@@ -345,14 +407,27 @@ def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean
     dataset = [{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)]
 
     seen: list[list[float]] = []  # the labels of each micro-batch, in the order the Trainer fed them
-    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["labels"].tolist()),
-                                    with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["labels"].tolist()), with_kwargs=True
+    )
     lr = 0.5
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=1,
-        learning_rate=lr, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
-        use_cpu=True, report_to="none", save_strategy="no", remove_unused_columns=False, disable_tqdm=True,
-        logging_strategy="no", seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+        learning_rate=lr,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        logging_strategy="no",
+        seed=0,
     )
     result = Trainer(model=model, args=args, train_dataset=dataset).train()
 

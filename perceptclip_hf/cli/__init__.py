@@ -19,29 +19,39 @@ import os
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, evaluate, explain, listing, predict, push, train
 from ..errors import DEBUG_ENV, run_command
+from . import demo, evaluate, explain, listing, predict, push, train
 from .common import PROG, UsageError, load_plugins
 
 SUBCOMMANDS = (predict, evaluate, explain, demo, train, push, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="PerceptCLIP: perceptual image scoring "
-                                     "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="PerceptCLIP: perceptual image scoring "
+        "(quality, memorability, emotion) with CLIP + LoRA (arXiv 2503.13260).",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the traceback of expected errors too (same as {DEBUG_ENV}=1)")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (repeatable; the working directory is searched too): a module of "
-                             "yours that registers tasks and datasets "
-                             "(perceptclip_hf.tasks.register_task, perceptclip_hf.data.register_dataset); installed "
-                             "packages can use the entry-point group 'perceptclip_hf.plugins' instead")
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show the traceback of expected errors too (same as {DEBUG_ENV}=1)"
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable; the working directory is searched too): a module of "
+        "yours that registers tasks and datasets "
+        "(perceptclip_hf.tasks.register_task, perceptclip_hf.data.register_dataset); installed "
+        "packages can use the entry-point group 'perceptclip_hf.plugins' instead",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         passthrough = getattr(module, "PASSTHROUGH", False)
-        subparser = commands.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION,
-                                        add_help=not passthrough)
+        subparser = commands.add_parser(
+            module.NAME, help=module.HELP, description=module.DESCRIPTION, add_help=not passthrough
+        )
         if not passthrough:
             module.add_arguments(subparser)
         subparser.set_defaults(handler=module.run, passthrough=passthrough)

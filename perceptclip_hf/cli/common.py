@@ -8,10 +8,10 @@ import importlib
 import importlib.metadata
 import os
 import sys
-from pathlib import Path
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -44,31 +44,57 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16, s
     """--model (repeatable with ``several``), --base-model, --task, --device, --dtype, --batch-size."""
     from ..official import OFFICIAL_REPOS
 
-    parser.add_argument("--model", "-m", required=True, action="append" if several else "store",
-                        help="trained PerceptCLIP model: a local directory (save_pretrained) or a Hub id; or an "
-                             "official checkpoint, converted once and cached: quality, memorability, emotion (the "
-                             "official PerceptCLIP repos), an official repo id, or a folder holding its .pth"
-                        + ("; repeat it to score with several models in one pass (each image decoded once, models "
-                           "on the same base share its weights): columns are then prefixed with each model's name, "
-                           "NAME from --model NAME=MODEL, else its task (quality, memorability, emotion)"
-                           if several else ""))
-    parser.add_argument("--base-model", default=None,
-                        help="local copy of the base backbone for adapter-only checkpoints "
-                             "(default: the config's base_model_name_or_path; official: openai/clip-vit-large-patch14)")
-    parser.add_argument("--task", choices=sorted(OFFICIAL_REPOS), default=None,
-                        help="task of an official .pth whose head has one output (quality or memorability cannot be "
-                             "told apart); aliases and official repo ids know theirs")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: CUDA if available)")
-    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
-                        help="compute precision (default: bf16 autocast on GPU, fp32 on CPU)")
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
-                        help=f"images per forward pass (default: {batch_size})")
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        action="append" if several else "store",
+        help="trained PerceptCLIP model: a local directory (save_pretrained) or a Hub id; or an "
+        "official checkpoint, converted once and cached: quality, memorability, emotion (the "
+        "official PerceptCLIP repos), an official repo id, or a folder holding its .pth"
+        + (
+            "; repeat it to score with several models in one pass (each image decoded once, models "
+            "on the same base share its weights): columns are then prefixed with each model's name, "
+            "NAME from --model NAME=MODEL, else its task (quality, memorability, emotion)"
+            if several
+            else ""
+        ),
+    )
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="local copy of the base backbone for adapter-only checkpoints "
+        "(default: the config's base_model_name_or_path; official: openai/clip-vit-large-patch14)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=sorted(OFFICIAL_REPOS),
+        default=None,
+        help="task of an official .pth whose head has one output (quality or memorability cannot be "
+        "told apart); aliases and official repo ids know theirs",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: CUDA if available)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default=None,
+        help="compute precision (default: bf16 autocast on GPU, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=batch_size, help=f"images per forward pass (default: {batch_size})"
+    )
 
 
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tta", type=positive_int, default=None,
-                        help="image quality models: random crops averaged per image (default: 15; 1 = center crop); "
-                             "ignored by other tasks (resize + center crop)")
+    parser.add_argument(
+        "--tta",
+        type=positive_int,
+        default=None,
+        help="image quality models: random crops averaged per image (default: 15; 1 = center crop); "
+        "ignored by other tasks (resize + center crop)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the test-time crops (default: 0)")
 
 
@@ -76,14 +102,21 @@ def add_input_arguments(parser: argparse.ArgumentParser, fast_decode: bool = Tru
     """--num-workers and (unless a benchmark protocol forbids other pixels) --fast-decode."""
     from ..workers import MAX_DEFAULT_WORKERS
 
-    parser.add_argument("--num-workers", type=non_negative_int, default=None,
-                        help="processes that decode and crop images ahead of the model (default: the CPUs available, "
-                             f"at most {MAX_DEFAULT_WORKERS}; 0 = in this process)")
+    parser.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=None,
+        help="processes that decode and crop images ahead of the model (default: the CPUs available, "
+        f"at most {MAX_DEFAULT_WORKERS}; 0 = in this process)",
+    )
     if not fast_decode:
         return
-    parser.add_argument("--fast-decode", action="store_true",
-                        help="decode JPEGs at 1/2, 1/4 or 1/8 size where the resize shrinks them anyway (PIL draft "
-                             "mode): faster, but scores differ slightly from a full decode (recorded with the output)")
+    parser.add_argument(
+        "--fast-decode",
+        action="store_true",
+        help="decode JPEGs at 1/2, 1/4 or 1/8 size where the resize shrinks them anyway (PIL draft "
+        "mode): faster, but scores differ slightly from a full decode (recorded with the output)",
+    )
 
 
 def non_negative_int(text: str) -> int:
@@ -110,11 +143,15 @@ def check_model_argument(model: str) -> None:
         return
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "config.json")):
-            raise UsageError(f"--model {model}: directory has no config.json nor exactly one official .pth; point it "
-                             "at a folder written by save_pretrained, or at a copy of an official PerceptCLIP repo")
+            raise UsageError(
+                f"--model {model}: directory has no config.json nor exactly one official .pth; point it "
+                "at a folder written by save_pretrained, or at a copy of an official PerceptCLIP repo"
+            )
     elif not is_hub_model_id(model):
-        raise UsageError(f"--model {model}: no such model directory (and not a Hub id like 'org/name', nor one of "
-                         f"{', '.join(OFFICIAL_REPOS)})")
+        raise UsageError(
+            f"--model {model}: no such model directory (and not a Hub id like 'org/name', nor one of "
+            f"{', '.join(OFFICIAL_REPOS)})"
+        )
 
 
 def load_scorer(args: argparse.Namespace, **overrides: Any):
@@ -122,8 +159,9 @@ def load_scorer(args: argparse.Namespace, **overrides: Any):
     from ..inference import PerceptScorer
 
     check_model_argument(args.model)
-    return PerceptScorer.from_pretrained(args.model, load_kwargs=load_options(args),
-                                         **{**scorer_options(args), **overrides})
+    return PerceptScorer.from_pretrained(
+        args.model, load_kwargs=load_options(args), **{**scorer_options(args), **overrides}
+    )
 
 
 def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,9 +177,15 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         raise UsageError(f"--device {args.device}: {err}") from err
-    return dict(device=args.device, dtype=args.dtype, tta=getattr(args, "tta", None),
-                seed=getattr(args, "seed", 0), batch_size=args.batch_size,
-                num_workers=getattr(args, "num_workers", None), fast_decode=getattr(args, "fast_decode", False))
+    return dict(
+        device=args.device,
+        dtype=args.dtype,
+        tta=getattr(args, "tta", None),
+        seed=getattr(args, "seed", 0),
+        batch_size=args.batch_size,
+        num_workers=getattr(args, "num_workers", None),
+        fast_decode=getattr(args, "fast_decode", False),
+    )
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,8 +218,10 @@ class Collected:
 
     def reasons(self) -> str:
         """``"2 not an image, 1 same file as another path"``."""
-        counts = Counter("same file as another path" if reason.startswith("same file as ") else reason
-                         for _, reason in self.not_scored)
+        counts = Counter(
+            "same file as another path" if reason.startswith("same file as ") else reason
+            for _, reason in self.not_scored
+        )
         return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
 
 
@@ -248,14 +294,16 @@ def check_out_folder(out: Path, report_file: str, writer: str, option: str = "--
     """The folder of `option` is new, empty or an earlier output of `writer` (its `report_file` names it): created
     here, before the model loads; a folder holding other files is left untouched."""
     from ..errors import OutputError
-    from ..score_files import check_own_json
+    from ..output_safety import check_own_json
 
     if out.exists() and not out.is_dir():
         raise OutputError(f"{option} {out} is a file; name a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / report_file).exists():
-            raise OutputError(f"{option} {out} holds files not written by {writer}; they are left untouched: choose a "
-                              "new or empty folder")
+            raise OutputError(
+                f"{option} {out} holds files not written by {writer}; they are left untouched: choose a "
+                "new or empty folder"
+            )
         check_own_json(out / report_file, writer, option)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,13 @@ from .common import (
     progress,
 )
 
-
 NAME = "evaluate"
 HELP = "metrics on a benchmark's test split"
-DESCRIPTION = ("Predict a benchmark split (original dataset layout in --data-dir, see 'perceptclip list') and "
-               "print the paper's metrics as JSON: SRCC/PLCC (4PL)/KRCC/MSE for scores, accuracy/mAP/F1 "
-               "for emotions.")
+DESCRIPTION = (
+    "Predict a benchmark split (original dataset layout in --data-dir, see 'perceptclip list') and "
+    "print the paper's metrics as JSON: SRCC/PLCC (4PL)/KRCC/MSE for scores, accuracy/mAP/F1 "
+    "for emotions."
+)
 
 
 WRITER = "perceptclip evaluate"
@@ -36,14 +37,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", required=True, help="folder of the dataset in its original layout")
     parser.add_argument("--split-index", type=int, default=0, help="which of the benchmark's splits (default: 0)")
     parser.add_argument("--split", default="test", help="part of the split to evaluate (default: test)")
-    parser.add_argument("--output", "-o", default=None,
-                        help="also write the metrics JSON to this file (replaces only a report of this command)")
-    parser.add_argument("--report", metavar="DIR", default=None,
-                        help="also write a report to this folder: figures (PNG), report.html and report.md "
-                             "(a new or empty folder, or an earlier report of this command)")
-    parser.add_argument("--plcc-fit", choices=LOGISTIC_FITS, default="robust",
-                        help="4-parameter logistic fit before PLCC: robust (default: two starts) or loda (LoDa's and "
-                             "pyiqa's single start, to compare with their published numbers); see docs/protocol.md")
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="also write the metrics JSON to this file (replaces only a report of this command)",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write a report to this folder: figures (PNG), report.html and report.md "
+        "(a new or empty folder, or an earlier report of this command)",
+    )
+    parser.add_argument(
+        "--plcc-fit",
+        choices=LOGISTIC_FITS,
+        default="robust",
+        help="4-parameter logistic fit before PLCC: robust (default: two starts) or loda (LoDa's and "
+        "pyiqa's single start, to compare with their published numbers); see docs/protocol.md",
+    )
     add_model_arguments(parser)
     add_tta_arguments(parser)
     add_input_arguments(parser, fast_decode=False)  # the protocol's pixels
@@ -52,7 +65,7 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset_info
     from ..evaluation import benchmark_report, predict_benchmark
-    from ..score_files import check_own_json, check_writable
+    from ..output_safety import check_own_json, check_writable
     from ..tasks import score_meaning
 
     try:
@@ -68,22 +81,39 @@ def run(args: argparse.Namespace) -> int:
         check_out_folder(Path(args.report), REPORT_JSON, WRITER, "--report")
     scorer = load_scorer(args, resize_short=info.test_resize_short, interpolation=info.interpolation)
     try:
-        predictions = predict_benchmark(scorer, info.name, args.data_dir, args.split_index, args.split,
-                                        progress=lambda it, total: progress(it, total=total, desc="evaluate",
-                                                                            unit="img"))
+        predictions = predict_benchmark(
+            scorer,
+            info.name,
+            args.data_dir,
+            args.split_index,
+            args.split,
+            progress=lambda it, total: progress(it, total=total, desc="evaluate", unit="img"),
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    report = {"writer": WRITER, "model": args.model, "dataset": info.name, "split_index": args.split_index,
-              "split": args.split, "num_images": len(predictions.labels), "plcc_fit": args.plcc_fit,
-              "metrics": predictions.metrics(args.plcc_fit)}
+    report = {
+        "writer": WRITER,
+        "model": args.model,
+        "dataset": info.name,
+        "split_index": args.split_index,
+        "split": args.split,
+        "num_images": len(predictions.labels),
+        "plcc_fit": args.plcc_fit,
+        "metrics": predictions.metrics(args.plcc_fit),
+    }
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
     if args.report:
         (Path(args.report) / REPORT_JSON).write_text(text + "\n", encoding="utf-8")
-        document = benchmark_report(predictions, args.report, f"{args.model} on {info.name}",
-                                    context=f"The {args.split} part of split {args.split_index}.",
-                                    score_meaning=score_meaning(scorer.config), fit=args.plcc_fit)
+        document = benchmark_report(
+            predictions,
+            args.report,
+            f"{args.model} on {info.name}",
+            context=f"The {args.split} part of split {args.split_index}.",
+            score_meaning=score_meaning(scorer.config),
+            fit=args.plcc_fit,
+        )
         echo(f"report: {Path(args.report) / 'report.html'} ({len(document.figures)} figures)")
     print(text)
     return 0

@@ -16,17 +16,18 @@ from .common import (
     positive_int,
 )
 
-
 NAME = "explain"
 HELP = "attention-head importance and heatmaps (paper sec. 6); Grad-CAM for CNN backbones"
-DESCRIPTION = ("Attention backbones with a CLS token (CLIP, ViT, DINOv2): rank attention heads by how much the "
-               "prediction changes when a head's CLS attention is made uniform (mean over the images), and write "
-               "heatmaps of the top heads' CLS attention, per image <image>_L<layer>_H<head>.png, and for LoRA models "
-               "of its difference from the base backbone (LoRA disabled), ..._diff.png. Convolutional backbones "
-               "(ResNet, ConvNeXt): one Grad-CAM heatmap of the prediction per image, <image>_gradcam.png. Images are "
-               "resized and center-cropped (whole-image view); each heatmap has a title (image, head or Grad-CAM, "
-               "prediction), a colour bar and a caption. Writes head_importance.json (method, ranking or Grad-CAM "
-               "details, the heatmaps) to --out.")
+DESCRIPTION = (
+    "Attention backbones with a CLS token (CLIP, ViT, DINOv2): rank attention heads by how much the "
+    "prediction changes when a head's CLS attention is made uniform (mean over the images), and write "
+    "heatmaps of the top heads' CLS attention, per image <image>_L<layer>_H<head>.png, and for LoRA models "
+    "of its difference from the base backbone (LoRA disabled), ..._diff.png. Convolutional backbones "
+    "(ResNet, ConvNeXt): one Grad-CAM heatmap of the prediction per image, <image>_gradcam.png. Images are "
+    "resized and center-cropped (whole-image view); each heatmap has a title (image, head or Grad-CAM, "
+    "prediction), a colour bar and a caption. Writes head_importance.json (method, ranking or Grad-CAM "
+    "details, the heatmaps) to --out."
+)
 
 
 WRITER = "perceptclip explain"
@@ -35,8 +36,12 @@ WRITER = "perceptclip explain"
 def add_arguments(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--top-k", type=positive_int, default=4,
-                        help="heads to draw heatmaps for (default: 4; attention backbones only)")
+    parser.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=4,
+        help="heads to draw heatmaps for (default: 4; attention backbones only)",
+    )
     add_model_arguments(parser, batch_size=64)
 
 
@@ -60,8 +65,16 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise UsageError("none of the images could be read")
     try:
-        report = explain(scorer.model, images, names=names, top_k=args.top_k, out_dir=args.out,
-                         batch_size=args.batch_size, progress=True, metadata={"writer": WRITER, "model": args.model})
+        report = explain(
+            scorer.model,
+            images,
+            names=names,
+            top_k=args.top_k,
+            out_dir=args.out,
+            batch_size=args.batch_size,
+            progress=True,
+            metadata={"writer": WRITER, "model": args.model},
+        )
     except UnsupportedBackbone as err:
         raise UsageError(f"--model {args.model}: {err}") from None
     if report["method"] == ATTENTION_METHOD:
@@ -69,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         method = f"Grad-CAM on {report['feature_map']['module'] or 'the backbone output'}"
     not_scored = f", {len(found.not_scored)} not images or duplicates ({found.reasons()})" if found.not_scored else ""
-    echo(f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable{not_scored}; {method}; "
-         f"{len(report['heatmaps'])} heatmaps and {REPORT_FILE} in {Path(args.out)} ({report['diff_maps']})")
+    echo(
+        f"summary: {len(images)} images explained, {len(paths) - len(images)} unreadable{not_scored}; {method}; "
+        f"{len(report['heatmaps'])} heatmaps and {REPORT_FILE} in {Path(args.out)} ({report['diff_maps']})"
+    )
     return 0

@@ -15,8 +15,7 @@ from .common import Collected, UsageError, collect_images, echo
 def collect_inputs(args: argparse.Namespace, part: tuple[int, int] = (0, 1)) -> tuple[list, Collected]:
     """The image sets the arguments name, in their order (all Parquet files one table, all file arguments one set;
     ``part``: one process's share of each) and what the file arguments hold that is not scored."""
-    from ..image_sources import (ImageSet, hub_dataset_set, input_kind, parquet_set, saved_dataset_set,
-                                 shard_set)
+    from ..image_sources import ImageSet, hub_dataset_set, input_kind, parquet_set, saved_dataset_set, shard_set
 
     groups: list[tuple[str, list[str]]] = []
     for argument in args.paths:
@@ -26,19 +25,28 @@ def collect_inputs(args: argparse.Namespace, part: tuple[int, int] = (0, 1)) -> 
             groups.append((kind, [argument]))
         else:
             group.append(argument)
-    tables = [kind for kind, _ in groups if kind in ("parquet", "saved")] + (["--hf-dataset"] if args.hf_dataset else [])
+    tables = [kind for kind, _ in groups if kind in ("parquet", "saved")] + (
+        ["--hf-dataset"] if args.hf_dataset else []
+    )
     if len(tables) > 1 and args.id_column is None:
-        raise UsageError(f"{len(tables)} tables (Parquet files, save_to_disk folders, --hf-dataset): their row "
-                         "indexes would name different images alike; pass --id-column NAME")
+        raise UsageError(
+            f"{len(tables)} tables (Parquet files, save_to_disk folders, --hf-dataset): their row "
+            "indexes would name different images alike; pass --id-column NAME"
+        )
     if not tables and args.id_column is not None:
-        raise UsageError("--id-column names rows of Parquet files, save_to_disk folders or --hf-dataset; files are "
-                         "named by their path, shard samples by their __key__")
+        raise UsageError(
+            "--id-column names rows of Parquet files, save_to_disk folders or --hf-dataset; files are "
+            "named by their path, shard samples by their __key__"
+        )
     found, sets = Collected(), []
     for kind, arguments in groups:
         if kind == "files":
             found = collect_images(arguments)
-            sets.append(ImageSet(" ".join(arguments), ids=found.images, images=found.images,
-                                 length=len(found.images)).share(part))
+            sets.append(
+                ImageSet(" ".join(arguments), ids=found.images, images=found.images, length=len(found.images)).share(
+                    part
+                )
+            )
         elif kind == "shards":
             sets.append(shard_set(arguments, part))
         elif kind == "parquet":
@@ -46,8 +54,9 @@ def collect_inputs(args: argparse.Namespace, part: tuple[int, int] = (0, 1)) -> 
         else:
             sets.append(saved_dataset_set(arguments[0], args.image_column, args.id_column, args.split, part))
     if args.hf_dataset:
-        sets.append(hub_dataset_set(args.hf_dataset, args.split, args.streaming, args.image_column, args.id_column,
-                                    part))
+        sets.append(
+            hub_dataset_set(args.hf_dataset, args.split, args.streaming, args.image_column, args.id_column, part)
+        )
     return sets, found
 
 
@@ -100,7 +109,7 @@ def predictions(models, image_sets, previous, tally: Tally) -> Iterator[tuple[st
             continue
         pending: deque[str] = deque()
 
-        def images(stream=image_set.stream) -> Iterator[Any]:
+        def images(stream=image_set.stream, pending=pending) -> Iterator[Any]:
             for id_, image in stream():
                 if fresh(id_):
                     pending.append(id_)

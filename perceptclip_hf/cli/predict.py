@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from ..score_rows import model_names, result_columns, result_row
 from .common import (
     UsageError,
     add_input_arguments,
@@ -20,60 +21,81 @@ from .common import (
     progress,
     scorer_options,
 )
-from ..score_rows import model_names, result_columns, result_row
 from .inputs import Tally, collect_inputs, predictions, reasons, report_not_scored
-
 
 NAME = "predict"
 HELP = "score images (files, folders, globs, WebDataset shards, Parquet, datasets)"
-DESCRIPTION = ("Score images with a trained model. Folders are searched recursively (symlinked folders once; images "
-               "by extension or content); what is found but not scored is listed with its reason. Unreadable images "
-               "become rows with an 'error' column and are counted in the final summary. Each row's 'id' names its "
-               "input: the absolute path of a file, the __key__ of a shard sample, the --id-column value (default: "
-               "the row index) of a table row. <output>.meta.json records the model, the settings and each run, and "
-               "makes --resume / --overwrite refuse files this command did not write. "
-               "Regression models write score, score_scale (calibrated: trained to the labels' values, with their "
-               "range in score_min / score_max; relative: PLCC-trained, it ranks images on a scale of its own, no "
-               "range), higher_is_better; emotion models the top "
-               "label and one prob_<label> column per class. Several --model score in one pass, their columns "
-               "prefixed with each model's name.")
+DESCRIPTION = (
+    "Score images with a trained model. Folders are searched recursively (symlinked folders once; images "
+    "by extension or content); what is found but not scored is listed with its reason. Unreadable images "
+    "become rows with an 'error' column and are counted in the final summary. Each row's 'id' names its "
+    "input: the absolute path of a file, the __key__ of a shard sample, the --id-column value (default: "
+    "the row index) of a table row. <output>.meta.json records the model, the settings and each run, and "
+    "makes --resume / --overwrite refuse files this command did not write. "
+    "Regression models write score, score_scale (calibrated: trained to the labels' values, with their "
+    "range in score_min / score_max; relative: PLCC-trained, it ranks images on a scale of its own, no "
+    "range), higher_is_better; emotion models the top "
+    "label and one prob_<label> column per class. Several --model score in one pass, their columns "
+    "prefixed with each model's name."
+)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paths", nargs="*", metavar="INPUT",
-                        help="image files, folders or glob patterns; WebDataset shards (.tar, brace patterns like "
-                             "shards/{000000..000099}.tar); Parquet files (.parquet, globs); save_to_disk folders")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="INPUT",
+        help="image files, folders or glob patterns; WebDataset shards (.tar, brace patterns like "
+        "shards/{000000..000099}.tar); Parquet files (.parquet, globs); save_to_disk folders",
+    )
     add_model_arguments(parser, several=True)
     add_tta_arguments(parser)
     add_input_arguments(parser)
     tables = parser.add_argument_group("datasets (Parquet files, save_to_disk folders, --hf-dataset)")
-    tables.add_argument("--hf-dataset", metavar="NAME", default=None,
-                        help="a dataset datasets.load_dataset reads: a Hub id or a local dataset folder")
-    tables.add_argument("--split", default=None,
-                        help="split of --hf-dataset or of a save_to_disk DatasetDict (default: its only split)")
-    tables.add_argument("--streaming", action="store_true",
-                        help="stream --hf-dataset (read once in order, never downloaded whole)")
+    tables.add_argument(
+        "--hf-dataset",
+        metavar="NAME",
+        default=None,
+        help="a dataset datasets.load_dataset reads: a Hub id or a local dataset folder",
+    )
+    tables.add_argument(
+        "--split", default=None, help="split of --hf-dataset or of a save_to_disk DatasetDict (default: its only split)"
+    )
+    tables.add_argument(
+        "--streaming", action="store_true", help="stream --hf-dataset (read once in order, never downloaded whole)"
+    )
     tables.add_argument("--image-column", default="image", help="column holding the images (default: image)")
-    tables.add_argument("--id-column", default=None,
-                        help="column whose values name the rows in the output (default: the row index, counted over "
-                             "all Parquet files in order)")
-    parser.add_argument("--output", "-o", default=None,
-                        help="results file, .csv, .jsonl or .parquet (default: CSV on stdout)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue --output (written by this command with the same model and settings), "
-                             "skipping the inputs already in it")
-    parser.add_argument("--retry-errors", action="store_true",
-                        help="with --resume: score again the inputs whose rows hold an error")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --output (only one this command wrote)")
+    tables.add_argument(
+        "--id-column",
+        default=None,
+        help="column whose values name the rows in the output (default: the row index, counted over "
+        "all Parquet files in order)",
+    )
+    parser.add_argument(
+        "--output", "-o", default=None, help="results file, .csv, .jsonl or .parquet (default: CSV on stdout)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --output (written by this command with the same model and settings), "
+        "skipping the inputs already in it",
+    )
+    parser.add_argument(
+        "--retry-errors", action="store_true", help="with --resume: score again the inputs whose rows hold an error"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output (only one this command wrote)"
+    )
 
 
 def check_models(args: argparse.Namespace) -> dict[str, str]:
     """The named --model arguments, each checked before anything loads."""
     named = model_names(args.model)
     if len(named) > 1 and args.task:
-        raise UsageError("--task names the task of one official checkpoint; with several --model, use their aliases "
-                         "(quality, memorability, emotion) or folders")
+        raise UsageError(
+            "--task names the task of one official checkpoint; with several --model, use their aliases "
+            "(quality, memorability, emotion) or folders"
+        )
     for source in named.values():
         check_model_argument(source)
     return named
@@ -109,12 +131,19 @@ def score_file(args: argparse.Namespace, columns: list[str] | None = None, model
     if models is None:
         return ScoreFile(args.output, [], {}, mode=mode)
     identities = {name: model_identity(scorer, args.seed) for name, scorer in models.scorers.items()}
-    sources = {name: os.path.abspath(source) if os.path.isdir(source) else source
-               for name, source in model_names(args.model).items()}
+    sources = {
+        name: os.path.abspath(source) if os.path.isdir(source) else source
+        for name, source in model_names(args.model).items()
+    }
     merged = {name: scorer.lora_merged for name, scorer in models.scorers.items()}
     engine = models.engine
-    recorded = {"device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
-                "batch_size": args.batch_size, "num_workers": engine.num_workers, "version": package_version()}
+    recorded = {
+        "device": str(engine.device),
+        "dtype": str(engine.dtype).replace("torch.", ""),
+        "batch_size": args.batch_size,
+        "num_workers": engine.num_workers,
+        "version": package_version(),
+    }
     if len(identities) == 1:  # one model: the record of a single-model file
         identity = next(iter(identities.values()))
         recorded.update(model=next(iter(sources.values())), lora_merged=next(iter(merged.values())))
@@ -126,10 +155,16 @@ def score_file(args: argparse.Namespace, columns: list[str] | None = None, model
 
 def model_identity(scorer, seed: int) -> dict[str, Any]:
     """What must match to continue a file: the model's fingerprint, task, base and score-changing settings."""
-    return {"model_fingerprint": scorer.fingerprint(), "task": scorer.config.task,
-            "base_model": scorer.config.base_model_name_or_path,
-            "settings": {"crops": scorer.num_crops, "seed": seed if scorer.num_crops > 1 else None,
-                         **({"fast_decode": True} if scorer.fast_decode else {})}}
+    return {
+        "model_fingerprint": scorer.fingerprint(),
+        "task": scorer.config.task,
+        "base_model": scorer.config.base_model_name_or_path,
+        "settings": {
+            "crops": scorer.num_crops,
+            "seed": seed if scorer.num_crops > 1 else None,
+            **({"fast_decode": True} if scorer.fast_decode else {}),
+        },
+    }
 
 
 def package_version() -> str:
@@ -144,14 +179,15 @@ def package_version() -> str:
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model loads: options and the output's location and owner."""
     if not args.paths and not args.hf_dataset:
-        raise UsageError("name the images to score: files, folders, globs, shards, Parquet files, save_to_disk "
-                         "folders, or --hf-dataset NAME")
+        raise UsageError(
+            "name the images to score: files, folders, globs, shards, Parquet files, save_to_disk "
+            "folders, or --hf-dataset NAME"
+        )
     if args.streaming and not args.hf_dataset:
         raise UsageError("--streaming streams --hf-dataset; pass --hf-dataset NAME too")
     if args.output is None:
         if args.resume or args.overwrite or args.retry_errors:
-            raise UsageError("--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet "
-                             "file)")
+            raise UsageError("--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet file)")
         return
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
@@ -166,8 +202,9 @@ def run(args: argparse.Namespace) -> int:
     part = process_part()
     several = part[1] > 1
     if several and args.output is None:
-        raise UsageError(f"{part[1]} processes each write a part of --output: pass --output (a .csv, .jsonl or "
-                         ".parquet file)")
+        raise UsageError(
+            f"{part[1]} processes each write a part of --output: pass --output (a .csv, .jsonl or .parquet file)"
+        )
     check_arguments(args)
     named = check_models(args)
     image_sets, found = collect_inputs(args, part)
@@ -175,17 +212,21 @@ def run(args: argparse.Namespace) -> int:
     if main:
         report_not_scored(found.not_scored)
     if not several and all(image_set.length == 0 for image_set in image_sets):
-        raise UsageError(f"no images found in {' '.join(args.paths)}"
-                         + (f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
-                            if found.not_scored else ""))
+        raise UsageError(
+            f"no images found in {' '.join(args.paths)}"
+            + (
+                f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
+                if found.not_scored
+                else ""
+            )
+        )
     if several:
         args.device = local_device(args.device)
     from ..model_set import ScorerSet
 
     models = ScorerSet.from_pretrained(named, load_kwargs=load_options(args), **scorer_options(args))
     if models.shared_bytes and main:
-        echo(f"{len(models.scorers)} models share their base weights: {models.shared_bytes / 2**20:.1f} MiB held "
-             "once")
+        echo(f"{len(models.scorers)} models share their base weights: {models.shared_bytes / 2**20:.1f} MiB held once")
     columns = result_columns(models)
     if several:
         target, output, previous = open_part(args, columns, models, part)
@@ -193,8 +234,9 @@ def run(args: argparse.Namespace) -> int:
         output = score_file(args, columns, models) if args.output else StdoutRows(columns)
         previous = output.open()
     tally = Tally(not_scored=list(found.not_scored) if main else [])
-    score(args, models, image_sets, output, previous, tally, desc=f"predict {part[0]}/{part[1]}" if several
-          else "predict")
+    score(
+        args, models, image_sets, output, previous, tally, desc=f"predict {part[0]}/{part[1]}" if several else "predict"
+    )
     if several:
         tally = merge_part_files(args, target, part)
         if not main:
@@ -202,9 +244,15 @@ def run(args: argparse.Namespace) -> int:
     where = args.output or "stdout"
     parts = [f"summary: {tally.scored} scored, {tally.failed} failed, {tally.skipped} skipped"]
     if tally.skipped:
-        parts.append(f" (already in {where}" + (
-            f"; {tally.failed_before} of them failed before: --retry-errors re-scores them"
-            if tally.failed_before else "") + ")")
+        parts.append(
+            f" (already in {where}"
+            + (
+                f"; {tally.failed_before} of them failed before: --retry-errors re-scores them"
+                if tally.failed_before
+                else ""
+            )
+            + ")"
+        )
     if tally.not_scored:
         parts.append(f"; {len(tally.not_scored)} not scored ({reasons(tally.not_scored)})")
     echo("".join(parts) + (f" in {part[1]} processes" if several else "") + f"; results in {where}")
@@ -232,8 +280,15 @@ def score(args, models, image_sets, output, previous, tally: Tally, desc: str) -
         output.write(rows)
         completed = True
     finally:
-        output.close({"scored": tally.scored, "failed": tally.failed, "skipped": tally.skipped,
-                      "completed": completed, "not_scored": [f"{what}: {why}" for what, why in tally.not_scored]})
+        output.close(
+            {
+                "scored": tally.scored,
+                "failed": tally.failed,
+                "skipped": tally.skipped,
+                "completed": completed,
+                "not_scored": [f"{what}: {why}" for what, why in tally.not_scored],
+            }
+        )
 
 
 def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[int, int]):
@@ -257,8 +312,14 @@ def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[
         target.release()
         path.parent.mkdir(exist_ok=True)
     barrier()
-    output = ScoreFile(path, columns, target.identity, target.recorded, mode="resume" if args.resume else "new",
-                       retry_errors=args.retry_errors)
+    output = ScoreFile(
+        path,
+        columns,
+        target.identity,
+        target.recorded,
+        mode="resume" if args.resume else "new",
+        retry_errors=args.retry_errors,
+    )
     own, merged = output.open(), target.previous()
     return target, output, Previous(done=own.done | merged.done, failed=own.failed | merged.failed)
 

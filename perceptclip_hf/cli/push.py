@@ -11,7 +11,8 @@ from pathlib import Path
 from ..official import OFFICIAL_REPOS, OFFICIAL_TASKS, resolve_alias
 
 PUSH_PROG = "perceptclip push"
-USAGE = """Publish a PerceptCLIP model on the Hugging Face Hub (remote code, adapter-only safetensors, peft adapter, card).
+USAGE = """Publish a PerceptCLIP model on the Hugging Face Hub (remote code, adapter-only safetensors, peft adapter,
+card).
 
     perceptclip push --run-dir runs/koniq --repo-id me/perceptclip-koniq            # training run
     perceptclip push --model-dir path/to/saved_model --repo-id me/model --private   # any saved model
@@ -36,16 +37,26 @@ def run(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--run-dir", type=Path,
-                        help="training run: <run>/results.json and <run>/model/ (or train.py's <run>/split_<k>/model/)")
+    source.add_argument(
+        "--run-dir",
+        type=Path,
+        help="training run: <run>/results.json and <run>/model/ (or train.py's <run>/split_<k>/model/)",
+    )
     source.add_argument("--model-dir", type=Path, help="any PerceptCLIP save_pretrained dir (card without results)")
-    source.add_argument("--from-official", metavar="SRC",
-                        help="official .pth file (or a folder holding it), official Hub repo id, or alias: "
-                             f"{', '.join(OFFICIAL_REPOS)}")
-    parser.add_argument("--task", choices=sorted(OFFICIAL_REPOS),
-                        help="task of --from-official (default: the official repo's; 8 outputs: emotion)")
-    parser.add_argument("--config-json", type=Path,
-                        help="--from-official: JSON of PerceptCLIPConfig arguments (default: CLIP ViT-L/14)")
+    source.add_argument(
+        "--from-official",
+        metavar="SRC",
+        help="official .pth file (or a folder holding it), official Hub repo id, or alias: "
+        f"{', '.join(OFFICIAL_REPOS)}",
+    )
+    parser.add_argument(
+        "--task",
+        choices=sorted(OFFICIAL_REPOS),
+        help="task of --from-official (default: the official repo's; 8 outputs: emotion)",
+    )
+    parser.add_argument(
+        "--config-json", type=Path, help="--from-official: JSON of PerceptCLIPConfig arguments (default: CLIP ViT-L/14)"
+    )
     parser.add_argument("--base-model", help="--from-official: backbone the checkpoint was trained on")
     parser.add_argument("--repo-id", required=True, help="target repo, e.g. me/perceptclip-koniq")
     parser.add_argument("--private", action="store_true", help="create the repo private")
@@ -53,25 +64,39 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--commit-message", help="message of the Hub commit (default: 'Upload PerceptCLIP model')")
     parser.add_argument("--token", help="Hub token (default: the logged-in one / HF_TOKEN)")
     parser.add_argument("--dry-run", metavar="DIR", type=Path, help="write the repo folder to DIR; upload nothing")
-    parser.add_argument("--peft-adapter", action="store_true",
-                        help="also write adapter/, a standard peft LoRA adapter of the backbone (+~9 MB for ViT-L/14)")
-    parser.add_argument("--space", metavar="DIR", type=Path,
-                        help="also write a Hugging Face Space folder to DIR (app.py: the `perceptclip demo` app of "
-                             "--repo-id, requirements.txt, README.md); upload it yourself with `hf upload "
-                             "me/my-space DIR --repo-type space`. Without a model source, only the Space is written "
-                             "(for a model already on the Hub)")
-    parser.add_argument("--space-requirement", metavar="LINE",
-                        help="--space: the requirements.txt line that installs perceptclip-hf (not on PyPI yet), "
-                             "e.g. 'perceptclip-hf[demo] @ git+https://github.com/<owner>/<repo>.git@<tag>' "
-                             "(default: perceptclip-hf[demo]==<this version>, with a note to replace it)")
+    parser.add_argument(
+        "--peft-adapter",
+        action="store_true",
+        help="also write adapter/, a standard peft LoRA adapter of the backbone (+~9 MB for ViT-L/14)",
+    )
+    parser.add_argument(
+        "--space",
+        metavar="DIR",
+        type=Path,
+        help="also write a Hugging Face Space folder to DIR (app.py: the `perceptclip demo` app of "
+        "--repo-id, requirements.txt, README.md); upload it yourself with `hf upload "
+        "me/my-space DIR --repo-type space`. Without a model source, only the Space is written "
+        "(for a model already on the Hub)",
+    )
+    parser.add_argument(
+        "--space-requirement",
+        metavar="LINE",
+        help="--space: the requirements.txt line that installs perceptclip-hf (not on PyPI yet), "
+        "e.g. 'perceptclip-hf[demo] @ git+https://github.com/<owner>/<repo>.git@<tag>' "
+        "(default: perceptclip-hf[demo]==<this version>, with a note to replace it)",
+    )
     args = parser.parse_args(argv)
     if not (args.run_dir or args.model_dir or args.from_official):
         if not args.space:
-            parser.error("one of the arguments --run-dir --model-dir --from-official is required (or --space DIR "
-                         "alone, for a model already on the Hub)")
+            parser.error(
+                "one of the arguments --run-dir --model-dir --from-official is required (or --space DIR "
+                "alone, for a model already on the Hub)"
+            )
         if args.dry_run or args.peft_adapter or args.private or args.revision:
-            parser.error("--dry-run, --peft-adapter, --private and --revision publish a model: add --run-dir, "
-                         "--model-dir or --from-official (--space alone only writes the Space folder)")
+            parser.error(
+                "--dry-run, --peft-adapter, --private and --revision publish a model: add --run-dir, "
+                "--model-dir or --from-official (--space alone only writes the Space folder)"
+            )
     if args.space_requirement and not args.space:
         parser.error("--space-requirement applies to --space DIR")
     if args.from_official:
@@ -88,8 +113,8 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
     """Write the repo folder the arguments describe."""
     from ..errors import loading_model
     from ..hub import build_repo_folder, convert_official
-    from ..official import local_copy_hint
     from ..modeling import PerceptCLIPConfig
+    from ..official import local_copy_hint
 
     peft_adapter = args.peft_adapter
     if args.from_official:
@@ -97,13 +122,26 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
         if args.config_json:
             config = PerceptCLIPConfig(**{**json.loads(args.config_json.read_text()), "task": args.task})
         with loading_model(args.from_official, "--from-official", hint=local_copy_hint(args.from_official)):
-            return convert_official(args.from_official, folder, args.task, config=config, repo_id=args.repo_id,
-                                    peft_adapter=peft_adapter, base_model=args.base_model, token=args.token)
+            return convert_official(
+                args.from_official,
+                folder,
+                args.task,
+                config=config,
+                repo_id=args.repo_id,
+                peft_adapter=peft_adapter,
+                base_model=args.base_model,
+                token=args.token,
+            )
     if args.run_dir:
         from ..experiment import RESULTS_FILE, run_model_dir  # the run layout (imports the training stack)
 
-        return build_repo_folder(run_model_dir(args.run_dir), folder, results=args.run_dir / RESULTS_FILE,
-                                 repo_id=args.repo_id, peft_adapter=peft_adapter)
+        return build_repo_folder(
+            run_model_dir(args.run_dir),
+            folder,
+            results=args.run_dir / RESULTS_FILE,
+            repo_id=args.repo_id,
+            peft_adapter=peft_adapter,
+        )
     return build_repo_folder(args.model_dir, folder, repo_id=args.repo_id, peft_adapter=peft_adapter)
 
 
@@ -120,8 +158,10 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
         from ..space import write_space_folder
 
         space = write_space_folder(args.space, args.repo_id, args.space_requirement)
-        print(f"Wrote the Space {space} (app.py serves {args.repo_id}); upload it with "
-              f"`hf upload <you>/<space> {space} --repo-type space`.")
+        print(
+            f"Wrote the Space {space} (app.py serves {args.repo_id}); upload it with "
+            f"`hf upload <you>/<space> {space} --repo-type space`."
+        )
         if not (args.run_dir or args.model_dir or args.from_official):
             return 0
     if args.dry_run:
@@ -134,14 +174,21 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="perceptclip-hub-") as tmp:
         folder = write_folder(args, Path(tmp))
         try:
-            commit = upload_repo_folder(folder, args.repo_id, token=args.token, private=args.private,
-                                        revision=args.revision,
-                                        **({"commit_message": args.commit_message} if args.commit_message else {}))
+            commit = upload_repo_folder(
+                folder,
+                args.repo_id,
+                token=args.token,
+                private=args.private,
+                revision=args.revision,
+                **({"commit_message": args.commit_message} if args.commit_message else {}),
+            )
         except Exception as err:  # huggingface_hub's HTTP, auth and connection errors
             if not (isinstance(err, (OSError, ValueError)) or kind_of_hub_error(err)):
                 raise
-            raise OutputError(f"--repo-id {args.repo_id}: upload failed ({one_line(err, 300)}); check "
-                              "the token and the connection, or write the folder with --dry-run DIR and upload it "
-                              "later (`hf upload REPO DIR`)") from err
+            raise OutputError(
+                f"--repo-id {args.repo_id}: upload failed ({one_line(err, 300)}); check "
+                "the token and the connection, or write the folder with --dry-run DIR and upload it "
+                "later (`hf upload REPO DIR`)"
+            ) from err
     print(f"Uploaded to {args.repo_id}: {commit.commit_url}")
     return 0

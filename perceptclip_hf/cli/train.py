@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def train(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..experiment import run_experiment, split_model_dir
-    from ..recipe import parse_args
     from ..inference import PerceptScorer
+    from ..recipe import parse_args
     from ..tasks import score_meaning
     from .common import load_plugins
 
@@ -73,5 +73,7 @@ def score_examples(scorer, data_args, count: int = 3) -> list[dict]:
     test = data_args.split_parts(data_args.dataset[0], data_args.data_dir[0], data_args.splits[0])["test"]
     rows = test.select(range(min(count, len(test))))
     predictions = scorer(list(rows["image_path"]))
-    return [{"image": Path(path).name, "true_label": label, **prediction}
-            for path, label, prediction in zip(rows["image_path"], rows["label"], predictions)]
+    return [
+        {"image": Path(path).name, "true_label": label, **prediction}
+        for path, label, prediction in zip(rows["image_path"], rows["label"], predictions)
+    ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from datasets import Dataset
 
@@ -43,20 +44,39 @@ def load_table(
     rows = _read_table(path, [image_column, label_column, *([group_column] if group_column else [])])
     image_dir = Path(image_root) if image_root is not None else path.parent
     errors = RowErrors(LoadReport(name), on_error)
-    columns = dict(image_dir=image_dir, name_column=image_column, label_column=label_column,
-                   meta_columns={"group": group_column} if group_column else None)
+    columns = dict(
+        image_dir=image_dir,
+        name_column=image_column,
+        label_column=label_column,
+        meta_columns={"group": group_column} if group_column else None,
+    )
     if task == "regression":
         records = records_from_rows(rows, errors, **columns)
-        return build_dataset(records, name=name, root=image_dir, errors=errors, verify_images=verify_images,
-                             num_source_rows=len(rows), duplicates=duplicates)
+        return build_dataset(
+            records,
+            name=name,
+            root=image_dir,
+            errors=errors,
+            verify_images=verify_images,
+            num_source_rows=len(rows),
+            duplicates=duplicates,
+        )
     if task != "classification":
         raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
     if class_names is None:
         class_names = sorted({str(row.get(label_column, "")).strip() for _, row in rows} - {""})
     names = list(class_names)
     records = records_from_rows(rows, errors, **columns, parse_label=lambda v, where: _class_index(v, names, where))
-    return build_dataset(records, name=name, root=image_dir, errors=errors, class_names=names,
-                         verify_images=verify_images, num_source_rows=len(rows), duplicates=duplicates)
+    return build_dataset(
+        records,
+        name=name,
+        root=image_dir,
+        errors=errors,
+        class_names=names,
+        verify_images=verify_images,
+        num_source_rows=len(rows),
+        duplicates=duplicates,
+    )
 
 
 def load_imagefolder(
@@ -76,8 +96,15 @@ def load_imagefolder(
     errors = RowErrors(LoadReport(name), on_error)
     names, samples = scan_class_folders(data_dir, class_names, report=errors.report)
     records = [Record(str(path), label, str(path), i) for i, (label, path) in enumerate(samples)]
-    return build_dataset(records, name=name, root=data_dir, errors=errors, class_names=names,
-                         verify_images=verify_images, duplicates=duplicates)
+    return build_dataset(
+        records,
+        name=name,
+        root=data_dir,
+        errors=errors,
+        class_names=names,
+        verify_images=verify_images,
+        duplicates=duplicates,
+    )
 
 
 def _class_index(value, class_names: list[str], where: str) -> int:
@@ -115,8 +142,10 @@ def _read_table(path: Path, required: list[str]) -> list[tuple[str, dict]]:
     missing = [col for col in required if rows and all(col not in row for _, row in rows)]
     if missing:
         present = sorted({str(key) for _, row in rows for key in row})
-        raise DatasetFormatError(f"{path}: missing column(s) {missing}, its columns are {present}; name yours with "
-                                 "image_column= / label_column= / group_column= (train.py: --image_column ...)")
+        raise DatasetFormatError(
+            f"{path}: missing column(s) {missing}, its columns are {present}; name yours with "
+            "image_column= / label_column= / group_column= (train.py: --image_column ...)"
+        )
     return rows
 
 

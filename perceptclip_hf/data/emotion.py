@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from datasets import Dataset
 
@@ -75,8 +75,15 @@ def load_emoset(
                 meta = {"image_id": str(image_id), "split": split}
                 records.append(Record(str(root / image_path), class_names.index(emotion), where, sample_id, meta))
             sample_id += 1
-    return build_dataset(records, name="emoset", root=root, errors=errors, class_names=class_names,
-                         verify_images=verify_images, num_source_rows=sample_id)
+    return build_dataset(
+        records,
+        name="emoset",
+        root=root,
+        errors=errors,
+        class_names=class_names,
+        verify_images=verify_images,
+        num_source_rows=sample_id,
+    )
 
 
 def load_emotionroi(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
@@ -94,8 +101,14 @@ def load_emotionroi(data_dir: PathLike, *, on_error: OnError = "raise", verify_i
     for sample_id, (label, path) in enumerate(samples):
         name = path.relative_to(root / "images").as_posix()
         records.append(Record(str(path), label, str(path), sample_id, {"split": official.get(name, "")}))
-    return build_dataset(records, name="emotionroi", root=root / "images", errors=errors,
-                         class_names=class_names, verify_images=verify_images)
+    return build_dataset(
+        records,
+        name="emotionroi",
+        root=root / "images",
+        errors=errors,
+        class_names=class_names,
+        verify_images=verify_images,
+    )
 
 
 def _emotionroi_official_split(root: Path, names: set[str], errors: RowErrors) -> dict[str, str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 from ..errors import UserError
 
@@ -43,13 +44,18 @@ class LoadReport:
         return REPORT_PREFIX + json.dumps(asdict(self))
 
     @classmethod
-    def from_description(cls, description: str | None) -> "LoadReport | None":
+    def from_description(cls, description: str | None) -> LoadReport | None:
         """The report in ``description``; lists absent from older reports are empty."""
         if not description or not description.startswith(REPORT_PREFIX):
             return None
-        data = json.loads(description[len(REPORT_PREFIX):])
-        return cls(data["dataset"], data["num_source_rows"], list(data["skipped"]),
-                   list(data.get("not_loaded", [])), list(data.get("duplicates", [])))
+        data = json.loads(description[len(REPORT_PREFIX) :])
+        return cls(
+            data["dataset"],
+            data["num_source_rows"],
+            list(data["skipped"]),
+            list(data.get("not_loaded", [])),
+            list(data.get("duplicates", [])),
+        )
 
 
 def get_load_report(dataset) -> LoadReport | None:

@@ -16,9 +16,14 @@ SNIFF_BYTES = 16
 _MAGIC = (  # how image files Pillow opens begin
     b"\xff\xd8\xff",  # JPEG / JFIF / EXIF
     b"\x89PNG\r\n\x1a\n",
-    b"GIF87a", b"GIF89a",
-    b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
-    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51",  # JPEG 2000 (jp2 box, codestream)
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",  # TIFF, BigTIFF
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"\xff\x4f\xff\x51",  # JPEG 2000 (jp2 box, codestream)
     b"qoif",
 )
 _PATTERNS = re.compile(

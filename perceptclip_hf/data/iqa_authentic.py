@@ -40,8 +40,9 @@ def load_koniq10k(
     rows = read_csv_table(root / KONIQ_CSV, ["image_name", score_column])
     errors = RowErrors(LoadReport("koniq10k"), on_error)
     records = records_from_rows(rows, errors, image_dir=image_dir, name_column="image_name", label_column=score_column)
-    return build_dataset(records, name="koniq10k", root=image_dir, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(rows))
+    return build_dataset(
+        records, name="koniq10k", root=image_dir, errors=errors, verify_images=verify_images, num_source_rows=len(rows)
+    )
 
 
 def load_livec(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
@@ -65,8 +66,14 @@ def load_livec(data_dir: PathLike, *, on_error: OnError = "raise", verify_images
         with errors.guard():
             score = parse_score(scores[entry], where)
             records.append(Record(str(image_dir / names[entry]), score, where, sample_id))
-    return build_dataset(records, name="livec", root=image_dir, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(names) - LIVEC_TRAINING_IMAGES)
+    return build_dataset(
+        records,
+        name="livec",
+        root=image_dir,
+        errors=errors,
+        verify_images=verify_images,
+        num_source_rows=len(names) - LIVEC_TRAINING_IMAGES,
+    )
 
 
 def load_spaq(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
@@ -79,8 +86,9 @@ def load_spaq(data_dir: PathLike, *, on_error: OnError = "raise", verify_images:
     rows = read_xlsx_table(root / SPAQ_XLSX, ["Image name", "MOS"])
     errors = RowErrors(LoadReport("spaq"), on_error)
     records = records_from_rows(rows, errors, image_dir=image_dir, name_column="Image name", label_column="MOS")
-    return build_dataset(records, name="spaq", root=image_dir, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(rows))
+    return build_dataset(
+        records, name="spaq", root=image_dir, errors=errors, verify_images=verify_images, num_source_rows=len(rows)
+    )
 
 
 def load_flive(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
@@ -89,8 +97,9 @@ def load_flive(data_dir: PathLike, *, on_error: OnError = "raise", verify_images
     rows = read_csv_table(image_dir / "labels_image.csv", ["name", "mos"])
     errors = RowErrors(LoadReport("flive"), on_error)
     records = records_from_rows(rows, errors, image_dir=image_dir, name_column="name", label_column="mos")
-    return build_dataset(records, name="flive", root=image_dir, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(rows))
+    return build_dataset(
+        records, name="flive", root=image_dir, errors=errors, verify_images=verify_images, num_source_rows=len(rows)
+    )
 
 
 def load_agiqa3k(
@@ -106,8 +115,13 @@ def load_agiqa3k(
     rows = read_csv_table(root / "data.csv", ["name", "prompt", score_column])
     errors = RowErrors(LoadReport("agiqa3k"), on_error)
     records = records_from_rows(
-        rows, errors, image_dir=image_dir, name_column="name", label_column=score_column,
+        rows,
+        errors,
+        image_dir=image_dir,
+        name_column="name",
+        label_column=score_column,
         meta_columns={"group": "prompt"},
     )
-    return build_dataset(records, name="agiqa3k", root=image_dir, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(rows))
+    return build_dataset(
+        records, name="agiqa3k", root=image_dir, errors=errors, verify_images=verify_images, num_source_rows=len(rows)
+    )

@@ -9,8 +9,8 @@ and a ``distortion`` column. ``label`` keeps each file's published score unchang
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from datasets import Dataset
 
@@ -42,8 +42,11 @@ def load_live(
     originals = load_mat_variable(dmos_file, "orgs").ravel()
     references = mat_strings(load_mat_variable(refs_file, "refnames_all"))
     expected = sum(counts.values())
-    for path, name, size in ((dmos_file, "dmos_new", len(dmos)), (dmos_file, "orgs", len(originals)),
-                             (refs_file, "refnames_all", len(references))):
+    for path, name, size in (
+        (dmos_file, "dmos_new", len(dmos)),
+        (dmos_file, "orgs", len(originals)),
+        (refs_file, "refnames_all", len(references)),
+    ):
         if size != expected:
             raise DatasetFormatError(
                 f"{path}: {name} has {size} entries but the folders {counts} hold {expected} images"
@@ -63,8 +66,9 @@ def load_live(
                     records.append(Record(str(root / folder / f"img{k}.bmp"), score, where, sample_id, meta))
                 sample_id += 1
             entry += 1
-    return build_dataset(records, name="live", root=root, errors=errors, verify_images=verify_images,
-                         num_source_rows=sample_id)
+    return build_dataset(
+        records, name="live", root=root, errors=errors, verify_images=verify_images, num_source_rows=sample_id
+    )
 
 
 def load_tid2013(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
@@ -84,8 +88,14 @@ def load_tid2013(data_dir: PathLike, *, on_error: OnError = "raise", verify_imag
             ref_id, distortion, level = _distortion_fields(name, where)
             meta = {"reference": refs.resolve(f"I{ref_id[1:]}.BMP").name, "distortion": distortion, "level": level}
             records.append(Record(str(distorted.resolve(name)), score, where, sample_id, meta))
-    return build_dataset(records, name="tid2013", root=distorted.folder, errors=errors,
-                         verify_images=verify_images, num_source_rows=len(lines))
+    return build_dataset(
+        records,
+        name="tid2013",
+        root=distorted.folder,
+        errors=errors,
+        verify_images=verify_images,
+        num_source_rows=len(lines),
+    )
 
 
 def load_kadid10k(data_dir: PathLike, *, on_error: OnError = "raise", verify_images: bool = False) -> Dataset:
@@ -102,8 +112,9 @@ def load_kadid10k(data_dir: PathLike, *, on_error: OnError = "raise", verify_ima
             _, distortion, level = _distortion_fields(name, where)
             meta = {"reference": row["ref_img"].strip(), "distortion": distortion, "level": level}
             records.append(Record(str(image_dir / name), score, where, sample_id, meta))
-    return build_dataset(records, name="kadid10k", root=image_dir, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(rows))
+    return build_dataset(
+        records, name="kadid10k", root=image_dir, errors=errors, verify_images=verify_images, num_source_rows=len(rows)
+    )
 
 
 def _distortion_fields(name: str, where: str) -> tuple[str, str, int]:

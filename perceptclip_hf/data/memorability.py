@@ -57,7 +57,8 @@ def load_lamem(data_dir: PathLike, *, on_error: OnError = "raise", verify_images
                     scores.setdefault(name, (score, where))
     records = [
         Record(str(image_dir / name), *scores[name], sample_id)
-        for sample_id, name in enumerate(sorted(listed)) if name in scores
+        for sample_id, name in enumerate(sorted(listed))
+        if name in scores
     ]
     return build_dataset(records, name="lamem", root=image_dir, errors=errors, verify_images=verify_images)
 
@@ -94,8 +95,9 @@ def load_things(
     for record in records:
         if not os.path.isfile(record.image_path):
             record.image_path = by_name.get(Path(record.image_path).name, record.image_path)
-    return build_dataset(records, name="things", root=root, errors=errors, verify_images=verify_images,
-                         num_source_rows=len(rows))
+    return build_dataset(
+        records, name="things", root=root, errors=errors, verify_images=verify_images, num_source_rows=len(rows)
+    )
 
 
 def _single_csv(root: Path) -> Path:

@@ -36,20 +36,30 @@ class OwnData:
         candidates = [Path(self.data_dir) / self.table, Path(self.table)]
         found = next((path for path in candidates if path.is_file()), None)
         if found is None:
-            raise DatasetFormatError(f"--table {self.table}: no such file in --data_dir {self.data_dir} nor in the "
-                                     "current folder; give the path of your CSV / TSV / JSON / JSONL table")
+            raise DatasetFormatError(
+                f"--table {self.table}: no such file in --data_dir {self.data_dir} nor in the "
+                "current folder; give the path of your CSV / TSV / JSON / JSONL table"
+            )
         return found
 
     def load(self, task: str, classification: bool) -> Dataset:
         if self.kind == "imagefolder":
             if not classification:
-                raise DatasetFormatError(f"--dataset imagefolder: its labels are classes (sub-folders), but task "
-                                         f"{task!r} predicts scores; give --task emotion (or a registered "
-                                         "classification task), or use --dataset table for scores")
+                raise DatasetFormatError(
+                    f"--dataset imagefolder: its labels are classes (sub-folders), but task "
+                    f"{task!r} predicts scores; give --task emotion (or a registered "
+                    "classification task), or use --dataset table for scores"
+                )
             return load_imagefolder(self.data_dir)
-        return load_table(self.table_path(), image_column=self.image_column, label_column=self.label_column,
-                          group_column=self.group_column, image_root=self.data_dir, name=self.kind,
-                          task="classification" if classification else "regression")
+        return load_table(
+            self.table_path(),
+            image_column=self.image_column,
+            label_column=self.label_column,
+            group_column=self.group_column,
+            image_root=self.data_dir,
+            name=self.kind,
+            task="classification" if classification else "regression",
+        )
 
 
 def own_dataset_info(data: OwnData, task: str, classification: bool) -> DatasetInfo:
@@ -61,10 +71,14 @@ def own_dataset_info(data: OwnData, task: str, classification: bool) -> DatasetI
     class_names = tuple(ds.features["label"].names) if classification else None
     labels = ds["label"]
     return DatasetInfo(
-        data.kind, task, loader=lambda data_dir, **_: ds,
+        data.kind,
+        task,
+        loader=lambda data_dir, **_: ds,
         split_protocol="group" if data.group_column else "random",
         score_range=None if classification else (float(min(labels)), float(max(labels))),
-        class_names=class_names, group_column="group" if data.group_column else None, num_splits=NUM_SPLITS,
+        class_names=class_names,
+        group_column="group" if data.group_column else None,
+        num_splits=NUM_SPLITS,
     )
 
 

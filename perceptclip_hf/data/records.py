@@ -7,9 +7,10 @@ import dataclasses
 import math
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetInfo, Features, Image, Value
@@ -93,8 +94,9 @@ def scan_class_folders(
             not_loaded.append(f"{path}: not in a class folder")
     samples.sort(key=lambda sample: sample[0])  # class order, walk order within a class
     if not_loaded:
-        logger.warning("%s: %d file(s) found but not loaded (see the load report), e.g. %s", root,
-                       len(not_loaded), not_loaded[0])
+        logger.warning(
+            "%s: %d file(s) found but not loaded (see the load report), e.g. %s", root, len(not_loaded), not_loaded[0]
+        )
     counts = Counter(index for index, _ in samples)
     for index, name in enumerate(class_names):
         if not counts[index]:
@@ -144,8 +146,11 @@ def build_dataset(
             kept.append(record)
     kept = merge_duplicates(kept, duplicates, report, class_names)
     if not kept:
-        found = (f"; {len(report.not_loaded)} file(s) or folder(s) not loaded, e.g. {report.not_loaded[0]}"
-                 if report.not_loaded else "")
+        found = (
+            f"; {len(report.not_loaded)} file(s) or folder(s) not loaded, e.g. {report.not_loaded[0]}"
+            if report.not_loaded
+            else ""
+        )
         raise DatasetFormatError(
             f"{name}: no usable rows under {root} ({report.num_skipped} skipped){found}; check the dataset folder"
         )
@@ -195,11 +200,15 @@ def merge_duplicates(
             labels = [record.label for record in group]
             shown = [class_names[label] if class_names is not None else label for label in labels]
             listed = f"image {first.image_path} is listed {len(group)} times: " + ", ".join(
-                f"{record.where} (label {label})" for record, label in zip(group, shown))
+                f"{record.where} (label {label})" for record, label in zip(group, shown)
+            )
             conflict = class_names is not None and len(set(labels)) > 1
             if duplicates == "error" or (duplicates == "mean" and conflict):
-                fix = ("pass duplicates='first' to keep the first row" if class_names is not None else
-                       "pass duplicates='first' (keep the first row) or duplicates='mean' (average the scores)")
+                fix = (
+                    "pass duplicates='first' to keep the first row"
+                    if class_names is not None
+                    else "pass duplicates='first' (keep the first row) or duplicates='mean' (average the scores)"
+                )
                 others = f"; {repeated} images in all are listed more than once" if repeated > 1 else ""
                 raise DatasetFormatError(f"{listed}{others}; remove the extra rows, or {fix}")
             if duplicates == "mean" and class_names is None:
@@ -209,8 +218,12 @@ def merge_duplicates(
                 report.duplicates.append(f"{listed}; kept the first")
         merged.append(first)
     if report.duplicates:
-        logger.warning("%s: %d image(s) listed more than once, %s (see the load report)", report.dataset,
-                       repeated, "averaged" if duplicates == "mean" else "first row kept")
+        logger.warning(
+            "%s: %d image(s) listed more than once, %s (see the load report)",
+            report.dataset,
+            repeated,
+            "averaged" if duplicates == "mean" else "first row kept",
+        )
     return merged
 
 

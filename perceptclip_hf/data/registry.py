@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from datasets import Dataset, DatasetDict
 
-from . import emotion, iqa_authentic, iqa_synthetic, memorability, synthetic
 from ..errors import UnknownNameError
+from . import emotion, iqa_authentic, iqa_synthetic, memorability, synthetic
 from .splits import LODA_SEED, column_splits, fraction_splits, grouped_splits, lamem_splits, loda_splits
 
 Task = str  # a task of `perceptclip_hf.tasks` (quality, memorability, emotion, or a registered one)
@@ -50,31 +51,89 @@ def _key(name: str) -> str:
 _DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("koniq10k", "quality", iqa_authentic.load_koniq10k, "random", (1.0, 5.0), replicas=3,
-                    test_resize_short=384),
+        DatasetInfo(
+            "koniq10k", "quality", iqa_authentic.load_koniq10k, "random", (1.0, 5.0), replicas=3, test_resize_short=384
+        ),
         DatasetInfo("livec", "quality", iqa_authentic.load_livec, "random", (0.0, 100.0), replicas=5),
-        DatasetInfo("spaq", "quality", iqa_authentic.load_spaq, "random", (0.0, 100.0), replicas=3,
-                    test_resize_short=384),
-        DatasetInfo("flive", "quality", iqa_authentic.load_flive, "random", (0.0, 100.0), replicas=1,
-                    test_resize_short=384, interpolation="bicubic"),
-        DatasetInfo("live", "quality", iqa_synthetic.load_live, "reference", (0.0, 100.0),
-                    higher_is_better=False, replicas=5, group_column="reference", n_train_groups=23,
-                    test_resize_short=384, interpolation="bicubic"),
-        DatasetInfo("tid2013", "quality", iqa_synthetic.load_tid2013, "reference", (0.0, 9.0), replicas=10,
-                    group_column="reference", n_train_groups=20),
-        DatasetInfo("kadid10k", "quality", iqa_synthetic.load_kadid10k, "reference", (1.0, 5.0), replicas=3,
-                    group_column="reference", n_train_groups=65, test_resize_short=384),
-        DatasetInfo("agiqa3k", "quality", iqa_authentic.load_agiqa3k, "group", (0.0, 5.0), replicas=3,
-                    group_column="group"),
-        DatasetInfo("synthetic_iqa", "quality", synthetic.load_synthetic_iqa, "group", (1.0, 5.0), replicas=1,
-                    group_column="group"),
+        DatasetInfo(
+            "spaq", "quality", iqa_authentic.load_spaq, "random", (0.0, 100.0), replicas=3, test_resize_short=384
+        ),
+        DatasetInfo(
+            "flive",
+            "quality",
+            iqa_authentic.load_flive,
+            "random",
+            (0.0, 100.0),
+            replicas=1,
+            test_resize_short=384,
+            interpolation="bicubic",
+        ),
+        DatasetInfo(
+            "live",
+            "quality",
+            iqa_synthetic.load_live,
+            "reference",
+            (0.0, 100.0),
+            higher_is_better=False,
+            replicas=5,
+            group_column="reference",
+            n_train_groups=23,
+            test_resize_short=384,
+            interpolation="bicubic",
+        ),
+        DatasetInfo(
+            "tid2013",
+            "quality",
+            iqa_synthetic.load_tid2013,
+            "reference",
+            (0.0, 9.0),
+            replicas=10,
+            group_column="reference",
+            n_train_groups=20,
+        ),
+        DatasetInfo(
+            "kadid10k",
+            "quality",
+            iqa_synthetic.load_kadid10k,
+            "reference",
+            (1.0, 5.0),
+            replicas=3,
+            group_column="reference",
+            n_train_groups=65,
+            test_resize_short=384,
+        ),
+        DatasetInfo(
+            "agiqa3k", "quality", iqa_authentic.load_agiqa3k, "group", (0.0, 5.0), replicas=3, group_column="group"
+        ),
+        DatasetInfo(
+            "synthetic_iqa",
+            "quality",
+            synthetic.load_synthetic_iqa,
+            "group",
+            (1.0, 5.0),
+            replicas=1,
+            group_column="group",
+        ),
         DatasetInfo("lamem", "memorability", memorability.load_lamem, "lamem", (0.0, 1.0), num_splits=5),
         DatasetInfo("things", "memorability", memorability.load_things, "test_only", (0.0, 1.0), num_splits=1),
-        DatasetInfo("emoset", "emotion", emotion.load_emoset, "official", class_names=emotion.EMOSET_CLASSES,
-                    positive_classes=emotion.EMOSET_POSITIVE, num_splits=1),
-        DatasetInfo("emotionroi", "emotion", emotion.load_emotionroi, "random_75_20_5",
-                    class_names=emotion.EMOTIONROI_CLASSES, positive_classes=emotion.EMOTIONROI_POSITIVE,
-                    num_splits=5),
+        DatasetInfo(
+            "emoset",
+            "emotion",
+            emotion.load_emoset,
+            "official",
+            class_names=emotion.EMOSET_CLASSES,
+            positive_classes=emotion.EMOSET_POSITIVE,
+            num_splits=1,
+        ),
+        DatasetInfo(
+            "emotionroi",
+            "emotion",
+            emotion.load_emotionroi,
+            "random_75_20_5",
+            class_names=emotion.EMOTIONROI_CLASSES,
+            positive_classes=emotion.EMOTIONROI_POSITIVE,
+            num_splits=5,
+        ),
     )
 }
 
@@ -103,8 +162,9 @@ def get_dataset_info(name: str) -> DatasetInfo:
     try:
         return _BY_KEY[_key(name)]
     except KeyError:
-        raise UnknownNameError(f"unknown dataset {name!r}; known: {list_datasets()} (add one with "
-                               "register_dataset)") from None
+        raise UnknownNameError(
+            f"unknown dataset {name!r}; known: {list_datasets()} (add one with register_dataset)"
+        ) from None
 
 
 def load_benchmark(name: str, data_dir: str | Path, **kwargs) -> Dataset:
@@ -113,8 +173,13 @@ def load_benchmark(name: str, data_dir: str | Path, **kwargs) -> Dataset:
 
 
 def benchmark_splits(
-    name: str | DatasetInfo, ds: Dataset, split: int = 0, *, data_dir: str | Path | None = None,
-    validation_fraction: float = 0.1, seed: int = LODA_SEED,
+    name: str | DatasetInfo,
+    ds: Dataset,
+    split: int = 0,
+    *,
+    data_dir: str | Path | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = LODA_SEED,
 ) -> DatasetDict:
     """Split ``split`` (0-based) of dataset ``name`` (or its info) under its protocol (see :mod:`.splits`).
 
@@ -128,8 +193,14 @@ def benchmark_splits(
     if protocol == "random":
         return loda_splits(ds, split, seed=seed, validation_fraction=validation_fraction)
     if protocol in ("reference", "group"):
-        return grouped_splits(ds, info.group_column, split, n_train_groups=info.n_train_groups, seed=seed,
-                              validation_fraction=validation_fraction)
+        return grouped_splits(
+            ds,
+            info.group_column,
+            split,
+            n_train_groups=info.n_train_groups,
+            seed=seed,
+            validation_fraction=validation_fraction,
+        )
     if protocol == "official":
         return column_splits(ds, "split")
     if protocol == "lamem":

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Hashable, Iterable, Literal, Mapping, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 from datasets import Dataset, DatasetDict
 
@@ -36,8 +37,15 @@ T = TypeVar("T")
 
 LODA_SEED = 3407
 SPLIT_ORDER = ("train", "validation", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
-                  "validation": "validation", "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+    "testing": "test",
+}
 
 
 # ----------------------------------------------------------------------------- pure index functions
@@ -62,7 +70,10 @@ def loda_split_indices(
 
 
 def group_split_names(
-    groups: Iterable[Hashable], n_train: int | None = None, split: int = 0, seed: int = LODA_SEED,
+    groups: Iterable[Hashable],
+    n_train: int | None = None,
+    split: int = 0,
+    seed: int = LODA_SEED,
     train_fraction: float = 0.8,
 ) -> tuple[list, list]:
     """``(train groups, test groups)``: sorted distinct groups, LoDa-shuffled, first ``n_train`` in train."""
@@ -83,12 +94,16 @@ def validation_size(n: int, fraction: float) -> int:
 def hold_out(items: Sequence[T], fraction: float) -> tuple[list[T], list[T]]:
     """``(kept, held_out)``: the last ``validation_size(len(items), fraction)`` items are held out."""
     k = validation_size(len(items), fraction)
-    return list(items[: len(items) - k]), list(items[len(items) - k:])
+    return list(items[: len(items) - k]), list(items[len(items) - k :])
 
 
 # ----------------------------------------------------------------------------- dataset splits
 def loda_splits(
-    ds: Dataset, split: int = 0, *, seed: int = LODA_SEED, train_fraction: float = 0.8,
+    ds: Dataset,
+    split: int = 0,
+    *,
+    seed: int = LODA_SEED,
+    train_fraction: float = 0.8,
     validation_fraction: float = 0.1,
 ) -> DatasetDict:
     """LoDa's random split ``split`` of ``ds`` (by ``sample_id``) plus the validation hold-out."""
@@ -98,16 +113,23 @@ def loda_splits(
 
 
 def grouped_splits(
-    ds: Dataset, column: str = "reference", split: int = 0, *, n_train_groups: int | None = None,
-    train_fraction: float = 0.8, seed: int = LODA_SEED, validation_fraction: float = 0.1,
+    ds: Dataset,
+    column: str = "reference",
+    split: int = 0,
+    *,
+    n_train_groups: int | None = None,
+    train_fraction: float = 0.8,
+    seed: int = LODA_SEED,
+    validation_fraction: float = 0.1,
 ) -> DatasetDict:
     """Content-disjoint split by ``column`` (``reference`` or ``group``); validation holds out groups."""
     _require_column(ds, column)
     values = _column(ds, column)
     train, test = group_split_names(values, n_train_groups, split, seed, train_fraction)
     train, validation = hold_out(train, validation_fraction)
-    split_of = {g: name for name, groups in (("train", train), ("validation", validation), ("test", test))
-                for g in groups}
+    split_of = {
+        g: name for name, groups in (("train", train), ("validation", validation), ("test", test)) for g in groups
+    }
     positions: dict[str, list[int]] = {name: [] for name in SPLIT_ORDER}
     for position, value in enumerate(values):
         positions[split_of[value]].append(position)
@@ -115,14 +137,20 @@ def grouped_splits(
 
 
 def fraction_splits(
-    ds: Dataset, split: int = 0, *, train_fraction: float = 0.75, test_fraction: float = 0.20,
+    ds: Dataset,
+    split: int = 0,
+    *,
+    train_fraction: float = 0.75,
+    test_fraction: float = 0.20,
     seed: int = LODA_SEED,
 ) -> DatasetDict:
     """Random train/test/validation split (EmotionROI: 75/20/5); the remainder is validation."""
     order = loda_permutation(range(_num_source_rows(ds)), split, seed)
     n_train, n_test = round(train_fraction * len(order)), round(test_fraction * len(order))
-    return _select_ids(ds, {"train": order[:n_train], "validation": order[n_train + n_test:],
-                            "test": order[n_train:n_train + n_test]})
+    return _select_ids(
+        ds,
+        {"train": order[:n_train], "validation": order[n_train + n_test :], "test": order[n_train : n_train + n_test]},
+    )
 
 
 def column_splits(ds: Dataset, column: str = "split") -> DatasetDict:
@@ -139,14 +167,20 @@ def column_splits(ds: Dataset, column: str = "split") -> DatasetDict:
 
 def lamem_splits(ds: Dataset, data_dir: str | Path, split: int = 0) -> DatasetDict:
     """LaMem's official split ``split`` (0-4 -> ``splits/{train,val,test}_{split+1}.txt``)."""
-    names = {part: [name for _, name, _ in read_lamem_split(lamem_split_file(data_dir, part, split + 1))]
-             for part in LAMEM_SPLIT_NAMES}
+    names = {
+        part: [name for _, name, _ in read_lamem_split(lamem_split_file(data_dir, part, split + 1))]
+        for part in LAMEM_SPLIT_NAMES
+    }
     return splits_from_names(ds, names, missing="skip")
 
 
 def splits_from_names(
-    ds: Dataset, names: Mapping[str, Sequence[str]], *, column: str = "image_name",
-    missing: Literal["raise", "skip"] = "raise", source: str = "split",
+    ds: Dataset,
+    names: Mapping[str, Sequence[str]],
+    *,
+    column: str = "image_name",
+    missing: Literal["raise", "skip"] = "raise",
+    source: str = "split",
 ) -> DatasetDict:
     """Select rows whose ``column`` value is listed under each split name."""
     _require_column(ds, column)
@@ -225,8 +259,9 @@ def _select_ids(ds: Dataset, ids: Mapping[str, Sequence[int]], source: str = "sp
         wanted = ids.get(split, [])
         rows = [position_of[i] for i in wanted if i in position_of]
         if len(rows) < len(wanted):
-            logger.warning("%s: %s: %d row(s) skipped at load time are left out", source, split,
-                           len(wanted) - len(rows))
+            logger.warning(
+                "%s: %s: %d row(s) skipped at load time are left out", source, split, len(wanted) - len(rows)
+            )
         if rows:
             out[split] = ds.select(rows)
     return DatasetDict(out)

@@ -50,8 +50,13 @@ def _contrast(image, level, rng):
     return Image.fromarray(np.clip(mean + (array - mean) * (1 - 0.2 * level), 0, 255).astype(np.uint8))
 
 
-DISTORTIONS = {"blur": (_blur, 1.0), "noise": (_noise, 0.9), "jpeg": (_jpeg, 0.8), "pixelate": (_pixelate, 0.9),
-               "contrast": (_contrast, 0.6)}
+DISTORTIONS = {
+    "blur": (_blur, 1.0),
+    "noise": (_noise, 0.9),
+    "jpeg": (_jpeg, 0.8),
+    "pixelate": (_pixelate, 0.9),
+    "contrast": (_contrast, 0.6),
+}
 
 
 def natural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -103,13 +108,21 @@ def generate_synthetic_iqa(out_dir: str | Path, num_scenes: int = 60, image_size
         group = f"scene{scene_index:03d}"
         variants = [(None, 0, scene)] + [
             (name, level, function(scene, level, rng))
-            for name, (function, _) in DISTORTIONS.items() for level in LEVELS
+            for name, (function, _) in DISTORTIONS.items()
+            for level in LEVELS
         ]
         for distortion, level, image in variants:
             path = f"images/{group}_{distortion or 'pristine'}_{level}.png"
             image.save(out_dir / path)
-            rows.append({"path": path, "score": quality_score(distortion, level), "group": group,
-                         "distortion": distortion or "pristine", "level": level})
+            rows.append(
+                {
+                    "path": path,
+                    "score": quality_score(distortion, level),
+                    "group": group,
+                    "distortion": distortion or "pristine",
+                    "level": level,
+                }
+            )
     with labels.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

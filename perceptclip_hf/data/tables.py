@@ -10,8 +10,8 @@ import io
 import os
 import re
 import shlex
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -78,7 +78,6 @@ class CaseInsensitiveDir:
     def resolve(self, name: str) -> Path:
         """The existing file matching ``name`` case-insensitively, else ``folder/name`` (absent)."""
         return self.folder / self._by_lower.get(name.lower(), name)
-
 
 
 # ----------------------------------------------------------------------------- tables

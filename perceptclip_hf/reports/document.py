@@ -13,10 +13,12 @@ from matplotlib.figure import Figure
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
-         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-         "figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+    "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    "figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}"
+)
 
 
 def new_figure(width: float = 6.0, height: float = 4.5) -> Figure:
@@ -81,8 +83,10 @@ class Report:
         return "\n".join(lines)
 
     def html(self) -> str:
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                 f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        parts = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
+        ]
         for kind, content in self.blocks:
             if kind == "heading":
                 parts.append(f"<h2>{html.escape(content)}</h2>")
@@ -90,14 +94,20 @@ class Report:
                 parts.append(f"<p>{html.escape(content)}</p>")
             elif kind == "table":
                 header, rows = content
-                parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-                             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                                       for row in rows) + "</table>")
+                parts.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                    + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                    + "</table>"
+                )
             else:
                 name, caption = content
                 data = base64.b64encode((self.out_dir / name).read_bytes()).decode("ascii")
-                parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
-                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
         return "".join(parts) + "</body></html>\n"
 
 

@@ -16,8 +16,9 @@ from .document import new_figure
 THUMBNAIL = 160
 
 
-def scatter_with_fit(scores: np.ndarray, labels: np.ndarray, params: np.ndarray | None, score_name: str,
-                     label_name: str) -> Figure:
+def scatter_with_fit(
+    scores: np.ndarray, labels: np.ndarray, params: np.ndarray | None, score_name: str, label_name: str
+) -> Figure:
     figure = new_figure()
     axes = figure.add_subplot()
     axes.scatter(scores, labels, s=10, alpha=0.5, color="tab:blue", label="images")
@@ -89,8 +90,15 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> F
     axes.set_ylabel("true class")
     threshold = counts.max() / 2 if counts.size else 0
     for (row, column), count in np.ndenumerate(counts):
-        axes.text(column, row, str(count), ha="center", va="center",
-                  color="white" if count > threshold else "black", fontsize=8)
+        axes.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > threshold else "black",
+            fontsize=8,
+        )
     axes.set_title(f"Confusion matrix ({int(counts.sum())} images)")
     return figure
 
@@ -115,5 +123,11 @@ def training_curves(runs: dict[str, list[dict]], metric: str) -> Figure:
     return figure
 
 
-__all__ = ["confusion_matrix_figure", "distributions", "residual_histogram", "scatter_with_fit", "thumbnails",
-           "training_curves"]
+__all__ = [
+    "confusion_matrix_figure",
+    "distributions",
+    "residual_histogram",
+    "scatter_with_fit",
+    "thumbnails",
+    "training_curves",
+]

@@ -2,6 +2,7 @@
 
 import datasets
 import evaluate
+
 from perceptclip_hf.metrics import regression_metrics
 
 _DESCRIPTION = (
