@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from filelock import FileLock
 from transformers import CLIPVisionModelWithProjection
 
 from perceptclip_hf import PerceptCLIPForClassification
-from tests.helpers import save_trained_like, tiny_clip_config
+from tests.helpers import REPO_ROOT, save_trained_like, tiny_clip_config, tiny_recipe, train_command
 
 DONE = ".complete"
 
@@ -62,3 +63,19 @@ def synthetic_dir(tmp_path_factory) -> Path:
     from perceptclip_hf.data.synthetic import generate_synthetic_iqa
 
     return built_once(tmp_path_factory, "synthetic_iqa", generate_synthetic_iqa)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synthetic_dir) -> Path:
+    """`python train.py --config <the quickstart recipe, shortened for tests>` run once per session (a process of its
+    own, as a user runs it): `recipe.yaml`, the run folder `run/`, and what it printed (`stdout.txt`, `stderr.txt`).
+    Tests only read it."""
+
+    def train(folder: Path) -> None:
+        recipe = tiny_recipe(folder, synthetic_dir)
+        result = subprocess.run(train_command(recipe), capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+        (folder / "stdout.txt").write_text(result.stdout)
+        (folder / "stderr.txt").write_text(result.stderr)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return built_once(tmp_path_factory, "trained_run", train)

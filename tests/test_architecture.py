@@ -18,7 +18,7 @@ from perceptclip_hf.cli import main
 from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.tasks import get_task, register_task
-from tests.helpers import BLOCK_PACKAGE, QUICKSTART, REPO_ROOT, make_koniq, perceptclip_command, run_python, tiny_recipe
+from tests.helpers import BLOCK_PACKAGE, REPO_ROOT, make_koniq, perceptclip_command, run_python, tiny_recipe
 
 TASK_LITERAL_COMPARISON = re.compile(
     r"(task|task_name|task\.name|config\.task) *[!=]= *['\"](quality|memorability|emotion)['\"]"
@@ -197,29 +197,21 @@ print("RC", rc, "TRAINER", "transformers.trainer" in sys.modules)
 # ----- one command line behind the top-level scripts ------------------------------------------------------------
 
 
-def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, synthetic_dir):
-    runs = {}
-    for name, command in (("cli", [*perceptclip_command(), "train"]), ("script", [sys.executable, "train.py"])):
-        output_dir = tmp_path / name
-        result = subprocess.run(
-            [
-                *command,
-                "--config",
-                str(QUICKSTART),
-                "--data_dir",
-                str(synthetic_dir),
-                "--output_dir",
-                str(output_dir),
-                "--disable_tqdm",
-                "true",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = json.loads((output_dir / "results.json").read_text())
+def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, trained_run):
+    """`perceptclip train` (the console script) on the recipe of the session's `python train.py` run."""
+    result = subprocess.run(
+        [*perceptclip_command(), "train", "--config", str(trained_run / "recipe.yaml")]
+        + ["--output_dir", str(tmp_path / "cli")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {
+        name: json.loads((folder / "results.json").read_text())
+        for name, folder in (("cli", tmp_path / "cli"), ("script", trained_run / "run"))
+    }
     assert runs["cli"]["aggregate"] == runs["script"]["aggregate"]
     assert [s["test"] for s in runs["cli"]["splits"]] == [s["test"] for s in runs["script"]["splits"]]
     assert [s["validation"] for s in runs["cli"]["splits"]] == [s["validation"] for s in runs["script"]["splits"]]

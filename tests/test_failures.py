@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +63,7 @@ from tests.helpers import (
     sha256,
     tiny_recipe,
     train_command,
+    train_py,
     write_image,
 )
 
@@ -648,17 +648,19 @@ def test_a_corrupt_base_backbone_is_named(photos, quality_dir, tiny_clip_base, t
 
 
 def test_an_unreachable_hub_id_names_the_id_and_the_local_copy_fix(photos, tmp_path):
-    result = perceptclip(
+    result = perceptclip_process(  # HF_HUB_OFFLINE is read when huggingface_hub is imported: a fresh process
         "predict", photos, "--model", "someone/perceptclip-missing", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"}
     )
     assert_clean_failure(result, "someone/perceptclip-missing", "hf download someone/perceptclip-missing")
 
 
 def test_push_without_the_hub_names_the_repo_and_the_offline_route(quality_dir, tmp_path):
-    offline = {"HF_HUB_OFFLINE": "1"}
-    upload = perceptclip("push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path, env=offline)
+    offline = {"HF_HUB_OFFLINE": "1"}  # read when huggingface_hub is imported: fresh processes
+    upload = perceptclip_process(
+        "push", "--model-dir", quality_dir, "--repo-id", "me/perceptclip-x", cwd=tmp_path, env=offline
+    )
     assert_clean_failure(upload, "--repo-id me/perceptclip-x", "--dry-run DIR")
-    official = perceptclip(
+    official = perceptclip_process(
         "push",
         "--from-official",
         "PerceptCLIP/PerceptCLIP_IQA",
@@ -791,28 +793,28 @@ def run_misuse(case: str, folder: Path) -> subprocess.CompletedProcess:
         tiny_recipe(folder, folder / "no_data", **spec.get("recipe", {}))
     config = spec.get("config", str(recipe)).replace("{dir}", str(folder))
     arguments = [argument.replace("{dir}", str(folder)) for argument in spec.get("args", [])]
-    return subprocess.run(
+    if "env" not in spec:  # the same `main` as train.py's, in this process
+        return train_py("--config", config, *arguments, cwd=REPO_ROOT)
+    return subprocess.run(  # an environment read when huggingface_hub is imported: a fresh process
         train_command(Path(config), *arguments),
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
         timeout=300,
-        env={**os.environ, **spec.get("env", {})},
+        env={**os.environ, **spec["env"]},
     )
 
 
 @pytest.fixture(scope="module")
 def misuse_runs(request, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """The selected cases' `train.py` runs, two at a time (each costs ~5 s of imports)."""
+    """The selected cases' `train.py` runs (in this process but those that need a fresh one)."""
     selected = [
         item.callspec.params["case"]
         for item in request.session.items
         if getattr(item, "originalname", None) == "test_misuse_is_one_line_naming_the_cause"
     ]
     root = tmp_path_factory.mktemp("misuses")
-    with ThreadPoolExecutor(2) as pool:
-        runs = {case: pool.submit(run_misuse, case, root / case) for case in selected}
-    return {case: (run.result(), root / case) for case, run in runs.items()}
+    return {case: (run_misuse(case, root / case), root / case) for case in selected}
 
 
 @pytest.mark.parametrize("case", list(MISUSES))

@@ -6,7 +6,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,19 +17,27 @@ from perceptclip_hf.experiment import validate_arguments
 from perceptclip_hf.recipe import DataArguments, ModelArguments, load_config, parse_args
 from perceptclip_hf.training import prepare_splits, stage2_heads, train_one, training_arguments
 from perceptclip_hf.training_task import build_model, resolve_task
-from tests.helpers import BLOCK_PACKAGE, QUICKSTART, REPO_ROOT, make_koniq, run_python, tiny_recipe, train_command
+from tests.helpers import (
+    BLOCK_PACKAGE,
+    QUICKSTART,
+    REPO_ROOT,
+    make_koniq,
+    perceptclip,
+    run_python,
+    tiny_recipe,
+    train_command,
+)
 
 
-def test_train_py_runs_evaluates_saves_and_the_model_loads_as_remote_code(tmp_path, synthetic_dir):
-    config = tiny_recipe(tmp_path, synthetic_dir)
-    result = subprocess.run(train_command(config), capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test on held-out content (median): SRCC" in result.stdout and "score" in result.stdout
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+def test_train_py_runs_evaluates_saves_and_the_model_loads_as_remote_code(tmp_path, trained_run):
+    stdout = (trained_run / "stdout.txt").read_text()  # the session's `python train.py` run (tests/conftest.py)
+    assert "test on held-out content (median): SRCC" in stdout and "score" in stdout
+    run = trained_run / "run"
+    results = json.loads((run / "results.json").read_text())
     assert {"srcc", "plcc", "krcc"} <= set(results["aggregate"]) and results["metric_aggregation"] == "median"
     assert results["splits"][0]["test"]["srcc"] == results["aggregate"]["srcc"]
-    assert (tmp_path / "run" / "results.md").read_text().count("|") > 10
-    model_dir = tmp_path / "run" / "split_0" / "model"
+    assert (run / "results.md").read_text().count("|") > 10
+    model_dir = run / "split_0" / "model"
     run_python(
         BLOCK_PACKAGE
         + f"""
@@ -40,21 +47,8 @@ assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
 """
     )
     # ... and the run publishes as it is (train.py's layout): the card carries its metrics.
-    publish = subprocess.run(
-        [
-            sys.executable,
-            "push_to_hub.py",
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--repo-id",
-            "me/quickstart",
-            "--dry-run",
-            str(tmp_path / "hub"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=300,
+    publish = perceptclip(  # = python push_to_hub.py (tests/test_architecture.py)
+        "push", "--run-dir", run, "--repo-id", "me/quickstart", "--dry-run", tmp_path / "hub", cwd=tmp_path
     )
     assert publish.returncode == 0, publish.stderr[-3000:]
     from huggingface_hub import ModelCard
@@ -63,7 +57,7 @@ assert type(model).__name__ == "PerceptCLIPForRegression", type(model)
     assert reported["srcc"] == pytest.approx(results["aggregate"]["srcc"])
     # ... and embeds the run's summary report, whose files come along.
     assert (tmp_path / "hub" / "report" / "training_curves.png").read_bytes() == (
-        tmp_path / "run" / "report" / "training_curves.png"
+        run / "report" / "training_curves.png"
     ).read_bytes()
     assert "](report/training_curves.png)" in (tmp_path / "hub" / "README.md").read_text()
 

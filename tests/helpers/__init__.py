@@ -12,6 +12,7 @@ from .cli import (
     sha256,
     tiny_recipe,
     train_command,
+    train_py,
 )
 from .datasets import (
     EMOSET_LABEL2IDX,
@@ -97,6 +98,7 @@ __all__ = [
     "tiny_clip_config",
     "tiny_recipe",
     "train_command",
+    "train_py",
     "trained_like",
     "write_csv",
     "write_image",

@@ -26,10 +26,23 @@ from .paths import QUICKSTART, REPO_ROOT
 
 def perceptclip(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`perceptclip ARGS` in this process, in `cwd`, with `env` added to the environment (restored after): the exit
-    status, stdout and stderr a user would see. An unexpected exception is status 1 with its traceback on stderr, as
-    the interpreter reports it."""
+    status, stdout and stderr a user would see."""
     from perceptclip_hf.cli import main
 
+    return in_process(main, "perceptclip", args, cwd, env)
+
+
+def train_py(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in this process (train.py is `sys.exit(perceptclip_hf.cli.train.main())`)."""
+    from perceptclip_hf.cli.train import main
+
+    return in_process(main, "train.py", args, cwd, env)
+
+
+def in_process(main, name: str, args, cwd: Path, env: dict | None) -> subprocess.CompletedProcess:
+    """`main(argv)` as a command: its exit status, stdout and stderr. An unexpected exception is status 1 with its
+    traceback on stderr, as the interpreter reports it. Environment variables that a library reads when it is
+    imported (HF_HUB_OFFLINE, HF_HUB_CACHE) take effect in a fresh process only: use `perceptclip_process` there."""
     argv = [str(arg) for arg in args]
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_env = dict(os.environ)
@@ -54,7 +67,7 @@ def perceptclip(*args, cwd: Path, env: dict | None = None) -> subprocess.Complet
         logging.getLogger().removeHandler(last_resort)
         os.environ.clear()
         os.environ.update(saved_env)
-    return subprocess.CompletedProcess(["perceptclip", *argv], code or 0, stdout.getvalue(), stderr.getvalue())
+    return subprocess.CompletedProcess([name, *argv], code or 0, stdout.getvalue(), stderr.getvalue())
 
 
 def perceptclip_command() -> list[str]:
