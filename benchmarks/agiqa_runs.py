@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import platform
+import sys
 import time
 from pathlib import Path
 
@@ -36,3 +39,13 @@ def predict_seconds(arguments: list[str], output: Path) -> float:
     status = perceptclip(["predict", *arguments, "--output", str(output)])
     assert status == 0, f"perceptclip predict exited {status}"
     return time.perf_counter() - start
+
+
+def run_header(benchmark: str, argv: list[str] | None) -> dict:
+    """The fields each run's JSON starts with: which benchmark, when, on what machine, with which command."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+        "command": f"python benchmarks/{benchmark}.py " + " ".join(argv or sys.argv[1:]),
+    }

@@ -12,18 +12,20 @@ the workers (``perceptclip_hf.image_sources``).
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
-import platform
 import statistics
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import torch
-from agiqa_runs import agiqa_images, agiqa_parser, predict_seconds  # sibling scripts (benchmarks/ is on sys.path)
+from agiqa_runs import (  # sibling scripts (benchmarks/ is on sys.path)
+    agiqa_images,
+    agiqa_parser,
+    predict_seconds,
+    run_header,
+)
 from datasets import Dataset, Features, Value
 from datasets import Image as ImageFeature
 from scoring import QUICKSTART
@@ -95,10 +97,7 @@ def main(argv=None) -> dict:
     rates = {kind: statistics.median(values) for kind, values in runs.items()}
     return emit(
         {
-            "benchmark": "input_kinds",
-            "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
-            "command": "python benchmarks/input_kinds.py " + " ".join(argv or sys.argv[1:]),
+            **run_header("input_kinds", argv),
             "num_images": len(paths),
             "workers": args.workers,
             "batch_size": args.batch_size,

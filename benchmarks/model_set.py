@@ -14,10 +14,8 @@ Not a test: run by hand, on an otherwise idle machine. Measures
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,7 +23,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from agiqa_runs import agiqa_images, agiqa_parser, predict_seconds  # sibling scripts (benchmarks/ is on sys.path)
+from agiqa_runs import (  # sibling scripts (benchmarks/ is on sys.path)
+    agiqa_images,
+    agiqa_parser,
+    predict_seconds,
+    run_header,
+)
 from throughput import IMAGE_SIZE, SIZES, emit
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -105,10 +108,7 @@ def main(argv=None) -> dict:
     }
     return emit(
         {
-            "benchmark": "model_set",
-            "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
-            "command": "python benchmarks/model_set.py " + " ".join(argv or sys.argv[1:]),
+            **run_header("model_set", argv),
             "num_images": len(paths),
             "models": list(models),
             "backbone": "CLIP ViT-B/32 (random) + LoRA r=16",

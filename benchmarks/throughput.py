@@ -38,40 +38,18 @@ from perceptclip_hf.inference import PerceptScorer, resolve_dtype
 from perceptclip_hf.preprocessing import to_normalized_tensor, transform_kwargs
 
 # CLIP vision towers (all at 224 px). "tiny" measures the pipeline overhead more than the model.
+# fmt: off
 SIZES = {
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=256,
-        projection_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        patch_size=32,
-    ),
-    "b32": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        projection_dim=512,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        patch_size=32,
-    ),
-    "b16": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        projection_dim=512,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        patch_size=16,
-    ),
-    "l14": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        projection_dim=768,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        patch_size=14,
-    ),
+    "tiny": dict(hidden_size=64, intermediate_size=256, projection_dim=64, num_hidden_layers=2,
+                 num_attention_heads=4, patch_size=32),
+    "b32": dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
+                num_attention_heads=12, patch_size=32),
+    "b16": dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
+                num_attention_heads=12, patch_size=16),
+    "l14": dict(hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24,
+                num_attention_heads=16, patch_size=14),
 }
+# fmt: on
 IMAGE_SIZE = 224
 # Dense tensor-core peak TFLOP/s (no sparsity) for MFU, by device-name substring; `--peak-tflops` overrides.
 PEAK_TFLOPS = {

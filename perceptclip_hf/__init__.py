@@ -1,7 +1,9 @@
 """perceptclip-hf: PerceptCLIP (arXiv 2503.13260) as a Hugging Face-native package.
 
 `import perceptclip_hf` is light: torch and transformers load on the first use of a model-side name (PEP 562 lazy
-attributes, as transformers' own `__init__` does), so `perceptclip --help` starts at once.
+attributes, as transformers' own `__init__` does), so `perceptclip --help` starts at once. The names are the model
+code's (`perceptclip_hf.modeling.__all__`: `PerceptCLIPForRegression`, `PerceptCLIPConfig`, `create_model`, ...) and
+`PerceptScorer` / `ScorerSet`.
 
 The PerceptCLIP classes are registered with the transformers Auto classes when the model code is first imported:
 `from perceptclip_hf import PerceptCLIPForRegression` (any model class), `PerceptScorer`, or any command that loads a
@@ -13,56 +15,36 @@ classes from the files shipped beside the weights.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Public name → the submodule that defines it; imported on first access.
-_LAZY_NAMES = {
-    **dict.fromkeys(
-        (
-            "ADAPTER_KEY_MARKERS",
-            "CHOICES",
-            "CLASSIFICATION_PROBLEM_TYPES",
-            "EMOTION_LABELS",
-            "LORA_KEY_MARKER",
-            "LOSSES",
-            "TASK_PRESETS",
-            "PerceptCLIPConfig",
-            "PerceptCLIPForClassification",
-            "PerceptCLIPForRegression",
-            "PerceptCLIPOutput",
-            "PerceptCLIPPreTrainedModel",
-            "backbone_vision_config",
-            "check_config",
-            "create_model",
-            "default_image_processor",
-            "get_loss_fn",
-            "lora_config",
-            "plcc_loss",
-            "register_auto_classes",
-            "task_loss",
-        ),
-        "modeling",
-    ),
-    "PerceptScorer": "inference",
-    "ScorerSet": "model_set",
-}
+# Names defined outside the model code → their module; every other public name is the model code's.
+_SCORING_NAMES = {"PerceptScorer": "inference", "ScorerSet": "model_set"}
 
-__all__ = [*_LAZY_NAMES, "__version__"]
+
+def _module(name: str):
+    return importlib.import_module(f".{name}", __name__)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY_NAMES.get(name)
-    if module is None:
+    if name == "__all__":  # `from perceptclip_hf import *`
+        value = [*_module("modeling").__all__, *_SCORING_NAMES, "__version__"]
+    elif name in _SCORING_NAMES:
+        value = getattr(_module(_SCORING_NAMES[name]), name)
+    elif name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}"):  # a submodule: the import system's
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    elif name in _module("modeling").__all__:
+        value = getattr(_module("modeling"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY_NAMES})
+    return sorted({*globals(), *__getattr__("__all__")})
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names

@@ -15,7 +15,9 @@ from filelock import FileLock
 from transformers import CLIPVisionModelWithProjection
 
 from perceptclip_hf import PerceptCLIPForClassification
-from tests.helpers import REPO_ROOT, save_trained_like, tiny_clip_config, tiny_recipe, train_command
+from tests.helpers.cli import tiny_recipe, train_command
+from tests.helpers.models import save_trained_like, tiny_clip_config
+from tests.helpers.paths import REPO_ROOT
 
 DONE = ".complete"
 

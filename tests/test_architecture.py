@@ -18,7 +18,10 @@ from perceptclip_hf.cli import main
 from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.tasks import get_task, register_task
-from tests.helpers import BLOCK_PACKAGE, REPO_ROOT, make_koniq, perceptclip_command, run_python, tiny_recipe
+from tests.helpers.cli import perceptclip_command, perceptclip_process, run_python, tiny_recipe
+from tests.helpers.datasets import make_koniq
+from tests.helpers.models import BLOCK_PACKAGE
+from tests.helpers.paths import REPO_ROOT
 
 TASK_LITERAL_COMPARISON = re.compile(
     r"(task|task_name|task\.name|config\.task) *[!=]= *['\"](quality|memorability|emotion)['\"]"
@@ -199,13 +202,8 @@ print("RC", rc, "TRAINER", "transformers.trainer" in sys.modules)
 
 def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, trained_run):
     """`perceptclip train` (the console script) on the recipe of the session's `python train.py` run."""
-    result = subprocess.run(
-        [*perceptclip_command(), "train", "--config", str(trained_run / "recipe.yaml")]
-        + ["--output_dir", str(tmp_path / "cli")],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=600,
+    result = perceptclip_process(
+        "train", "--config", trained_run / "recipe.yaml", "--output_dir", tmp_path / "cli", cwd=REPO_ROOT, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {
@@ -221,16 +219,13 @@ def test_perceptclip_train_and_train_py_give_the_same_results(tmp_path, trained_
 
 
 def assert_push_commands_write_the_same_folder(tmp_path: Path, *source: str) -> None:
-    folders = {}
-    for name, command in (("cli", [*perceptclip_command(), "push"]), ("script", [sys.executable, "push_to_hub.py"])):
-        folders[name] = tmp_path / f"hub_{name}"
-        result = subprocess.run(
-            [*command, *source, "--repo-id", "me/tiny", "--dry-run", str(folders[name])],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            timeout=300,
-        )
+    folders = {name: tmp_path / f"hub_{name}" for name in ("cli", "script")}
+    arguments = [*source, "--repo-id", "me/tiny", "--dry-run"]
+    script = [sys.executable, "push_to_hub.py", *arguments, str(folders["script"])]
+    for result in (
+        perceptclip_process("push", *arguments, folders["cli"], cwd=REPO_ROOT),
+        subprocess.run(script, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300),
+    ):
         assert result.returncode == 0, result.stderr[-3000:]
     files = {
         name: {p.relative_to(f).as_posix(): p.read_bytes() for p in f.rglob("*") if p.is_file()}

@@ -15,15 +15,9 @@ from perceptclip_hf import PerceptCLIPForRegression
 from perceptclip_hf.cli import main
 from perceptclip_hf.interpretability import head_importance
 from perceptclip_hf.preprocessing import center_view_transform
-from tests.helpers import (
-    hooked_masked_logits,
-    make_emoset,
-    make_koniq,
-    perceptclip,
-    perceptclip_process,
-    random_image,
-    read_rows,
-)
+from tests.helpers.cli import perceptclip, perceptclip_process, read_rows
+from tests.helpers.datasets import make_emoset, make_koniq
+from tests.helpers.models import hooked_masked_logits, random_image
 
 SUMMARY = re.compile(r"summary: (\d+) scored, (\d+) failed, (\d+) skipped")
 
@@ -183,31 +177,19 @@ def test_help_of_each_command(command, option, capsys):
     assert exit_info.value.code == 0 and option in capsys.readouterr().out
 
 
+def evaluate(model, dataset: str, data_dir, *options) -> int:
+    """`perceptclip evaluate -m MODEL -d DATASET --data-dir DIR OPTIONS` in this process; its exit status."""
+    return main(["evaluate", "-m", str(model), "-d", dataset, "--data-dir", str(data_dir), *map(str, options)])
+
+
 def test_evaluate_regression_and_classification_benchmarks(quality_dir, emotion_dir, tmp_path, capsys):
     make_koniq(tmp_path / "koniq", n=20)
     make_emoset(tmp_path / "emoset", per_class=1)
-    assert (
-        main(
-            [
-                "evaluate",
-                "-m",
-                str(quality_dir),
-                "-d",
-                "KonIQ-10k",
-                "--data-dir",
-                str(tmp_path / "koniq"),
-                "--tta",
-                "2",
-                "-o",
-                str(tmp_path / "koniq.json"),
-            ]
-        )
-        == 0
-    )
+    assert evaluate(quality_dir, "KonIQ-10k", tmp_path / "koniq", "--tta", "2", "-o", tmp_path / "koniq.json") == 0
     koniq = json.loads((tmp_path / "koniq.json").read_text())
     assert koniq["num_images"] == 4 and {"srcc", "plcc", "krcc", "mse"} <= set(koniq["metrics"])
     capsys.readouterr()
-    assert main(["evaluate", "-m", str(emotion_dir), "-d", "emoset", "--data-dir", str(tmp_path / "emoset")]) == 0
+    assert evaluate(emotion_dir, "emoset", tmp_path / "emoset") == 0
     emoset = json.loads(capsys.readouterr().out)
     assert emoset["num_images"] == 8 and {"accuracy", "accuracy_2class", "map", "macro_f1"} <= set(emoset["metrics"])
 
@@ -225,24 +207,7 @@ def test_evaluate_plcc_fit_reaches_the_logistic_fit(fit, starts, quality_dir, tm
         return real_curve_fit(f, xdata, ydata, p0=p0, **kwargs)
 
     monkeypatch.setattr(optimize, "curve_fit", spy)
-    assert (
-        main(
-            [
-                "evaluate",
-                "-m",
-                str(quality_dir),
-                "-d",
-                "koniq10k",
-                "--data-dir",
-                str(tmp_path / "koniq"),
-                "--tta",
-                "2",
-                "--plcc-fit",
-                fit,
-            ]
-        )
-        == 0
-    )
+    assert evaluate(quality_dir, "koniq10k", tmp_path / "koniq", "--tta", "2", "--plcc-fit", fit) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["plcc_fit"] == fit and report["num_images"] == 8 and len(starts_seen) == starts
     p0, labels = starts_seen[0]

@@ -27,7 +27,7 @@ from perceptclip_hf.data import (
     splits_from_file,
 )
 from perceptclip_hf.preprocessing import IQATestTransform, with_image_transform
-from tests.helpers import (
+from tests.helpers.datasets import (
     KONIQ_HEADER,
     LIVE_COUNTS,
     make_emoset,

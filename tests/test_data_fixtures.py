@@ -2,7 +2,7 @@
 
 import scipy.io
 
-from tests.helpers import make_live, make_livec
+from tests.helpers.datasets import make_live, make_livec
 
 
 def test_livec_fixture_has_real_mat_structure(tmp_path):

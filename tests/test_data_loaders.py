@@ -31,7 +31,7 @@ from perceptclip_hf.data import (
     load_tid2013,
     open_image,
 )
-from tests.helpers import (
+from tests.helpers.datasets import (
     LIVE_COUNTS,
     make_emoset,
     make_emotionroi,

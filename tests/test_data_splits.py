@@ -28,7 +28,8 @@ from perceptclip_hf.data import (
     loda_splits,
     splits_from_file,
 )
-from tests.helpers import AGIQA_DIR, make_emoset, make_emotionroi, make_koniq, make_lamem
+from tests.helpers.datasets import make_emoset, make_emotionroi, make_koniq, make_lamem
+from tests.helpers.paths import AGIQA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 

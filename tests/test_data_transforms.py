@@ -41,7 +41,7 @@ from perceptclip_hf.preprocessing import (
     with_image_transform,
 )
 from perceptclip_hf.tasks import get_task
-from tests.helpers import make_flive, make_koniq, write_image
+from tests.helpers.datasets import make_flive, make_koniq, write_image
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ import yaml
 from PIL import Image
 
 from perceptclip_hf.inference import PerceptScorer
-from tests.helpers import REPO_ROOT, assert_clean_failure, perceptclip, random_image
+from tests.helpers.cli import assert_clean_failure, perceptclip
+from tests.helpers.models import random_image
+from tests.helpers.paths import REPO_ROOT
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio is in the dev extra: pip install -e '.[dev]'")
 

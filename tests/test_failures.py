@@ -47,25 +47,19 @@ from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.recipe import parse_args
 from perceptclip_hf.training import last_complete_checkpoint
 from perceptclip_hf.training_task import build_model, resolve_task
-from tests.helpers import (
-    REPO_ROOT,
+from tests.helpers.cli import (
     assert_clean_failure,
-    make_emoset,
-    make_koniq,
-    make_lamem,
-    make_things,
-    make_tid2013,
     perceptclip,
     perceptclip_process,
-    random_image,
     read_rows,
-    save_trained_like,
     sha256,
     tiny_recipe,
     train_command,
     train_py,
-    write_image,
 )
+from tests.helpers.datasets import make_emoset, make_koniq, make_lamem, make_things, make_tid2013, write_image
+from tests.helpers.models import random_image, save_trained_like
+from tests.helpers.paths import REPO_ROOT
 
 
 @pytest.fixture

@@ -19,16 +19,16 @@ from transformers import AutoImageProcessor, AutoModel, CLIPVisionModelWithProje
 import push_to_hub
 from perceptclip_hf import EMOTION_LABELS, PerceptCLIPConfig, PerceptCLIPForRegression, hub
 from perceptclip_hf.hub import build_repo_folder, check_repo_folder, convert_official, upload_repo_folder
-from tests.helpers import (
+from tests.helpers.cli import run_python
+from tests.helpers.models import (
     BLOCK_PACKAGE,
     OFFICIAL_EMOTIONS,
-    REPO_ROOT,
     TINY_HEAD,
     OfficialCLIPLoRAModel,
     randomize_lora,
-    run_python,
     tiny_clip_config,
 )
+from tests.helpers.paths import REPO_ROOT
 
 REPO_ID = "me/x"
 RESULTS = {

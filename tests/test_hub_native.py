@@ -25,14 +25,15 @@ from perceptclip_hf import (
     PerceptCLIPForRegression,
 )
 from perceptclip_hf.official import load_official_checkpoint
-from tests.helpers import (
+from tests.helpers.cli import run_python
+from tests.helpers.models import (
     BLOCK_PACKAGE,
     OFFICIAL_EMOTIONS,
     TINY_HEAD,
+    TINY_VIT,
     OfficialCLIPLoRAModel,
     OfficialMLP,
     randomize_lora,
-    run_python,
     tiny_clip_config,
 )
 
@@ -146,11 +147,6 @@ def test_official_checkpoint_with_pickled_code_is_refused(tmp_path):
             task="quality",
             config=PerceptCLIPConfig(vision_config=tiny_clip_config().to_dict()),
         )
-
-
-TINY_VIT = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
-)
 
 
 @pytest.mark.parametrize(

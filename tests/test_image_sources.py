@@ -15,7 +15,9 @@ import pytest
 from datasets import Dataset, Features, Value
 from datasets import Image as ImageFeature
 
-from tests.helpers import AGIQA_DIR, add_member, assert_clean_failure, perceptclip, read_rows
+from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows
+from tests.helpers.datasets import add_member
+from tests.helpers.paths import AGIQA_DIR
 
 COUNT = 12
 

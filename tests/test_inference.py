@@ -11,7 +11,7 @@ from datasets import Image as ImageFeature
 from perceptclip_hf.data import DatasetFormatError
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.preprocessing import to_normalized_tensor
-from tests.helpers import random_image, trained_like
+from tests.helpers.models import random_image, trained_like
 
 
 def test_batched_tta_equals_a_per_crop_loop(quality_dir):

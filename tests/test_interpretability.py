@@ -30,7 +30,15 @@ from perceptclip_hf.interpretability import (
 )
 from perceptclip_hf.modeling.modeling_perceptclip import create_model
 from perceptclip_hf.preprocessing import center_view_transform
-from tests.helpers import TINY_HEAD, hooked_masked_logits, random_image, randomize_lora, tiny_clip_config, trained_like
+from tests.helpers.models import (
+    TINY_HEAD,
+    TINY_VIT,
+    hooked_masked_logits,
+    random_image,
+    randomize_lora,
+    tiny_clip_config,
+    trained_like,
+)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +238,7 @@ def test_a_cnn_with_lora_gets_grad_cam_difference_maps_against_its_base(tmp_path
 
 
 def test_explain_cli_on_a_resnet_model_writes_grad_cam_heatmaps(tmp_path):
-    from tests.helpers import perceptclip
+    from tests.helpers.cli import perceptclip
 
     resnet_model().save_pretrained(tmp_path / "resnet")
     for index in range(2):
@@ -265,15 +273,7 @@ def test_explain_cli_on_a_resnet_model_writes_grad_cam_heatmaps(tmp_path):
 
 
 def test_explain_refuses_a_backbone_without_cls_attention_or_feature_map(tmp_path, capsys):
-    siglip = dict(
-        model_type="siglip_vision_model",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
+    siglip = dict(TINY_VIT, model_type="siglip_vision_model")
     create_model(PerceptCLIPConfig(vision_config=siglip, adaptation="full", **TINY_HEAD)).save_pretrained(
         tmp_path / "m"
     )
@@ -286,9 +286,6 @@ def test_explain_refuses_a_backbone_without_cls_attention_or_feature_map(tmp_pat
 
 # ----- explain on attention backbones --------------------------------------------------------------------------------
 
-TINY_VIT = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-)
 ATTENTION_BACKBONES = {  # all with q_proj / k_proj / v_proj, the default LoRA targets
     "clip": tiny_clip_config().to_dict(),
     "vit": {"model_type": "vit", **TINY_VIT},

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from perceptclip_hf.modeling import get_loss_fn, plcc_loss
+from tests.helpers.models import accumulating_arguments, trained_like
 
 
 def batch(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,9 +83,7 @@ def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, 
     `num_items_in_batch` (which the Trainer would do if the model claimed `accepts_loss_kwargs`). The reference
     values are recomputed here from the micro-batches the model was fed (lr 0: the weights stay those of the
     forward passes)."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from tests.helpers import trained_like
+    from transformers import Trainer, TrainerCallback
 
     model = trained_like(tiny_clip_base, task="quality", lora_dropout=0.0, head_dropout=0.0)
     generator = torch.Generator().manual_seed(1)
@@ -103,22 +102,7 @@ def test_gradient_accumulation_reports_the_mean_of_micro_batch_losses(tmp_path, 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             step_grads.append([p.grad.detach().clone() for p in trainable])
 
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        max_steps=2,
-        learning_rate=0.0,
-        optim="sgd",
-        max_grad_norm=0.0,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        logging_strategy="no",
-        seed=0,
-    )
+    args = accumulating_arguments(tmp_path, max_steps=2, learning_rate=0.0, optim="sgd", max_grad_norm=0.0, seed=0)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[GradientsBeforeStep()])
     training_loss = trainer.train().training_loss
     hook.remove()
@@ -156,26 +140,13 @@ class _PLCCRegressor(torch.nn.Module):
 
 
 def test_trainer_reports_mean_of_micro_batch_plcc_losses(tmp_path):
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(16, 3, generator=generator)
     labels = features @ torch.tensor([1.0, -2.0, 0.5]) + torch.randn(16, generator=generator)
     dataset = [{"features": f, "labels": y} for f, y in zip(features, labels)]
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        max_steps=2,
-        learning_rate=0.0,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        logging_strategy="no",
-        dataloader_drop_last=True,
-    )
+    args = accumulating_arguments(tmp_path, max_steps=2, learning_rate=0.0, dataloader_drop_last=True)
     model = _PLCCRegressor()
     training_loss = Trainer(model=model, args=args, train_dataset=dataset).train().training_loss
     assert len(model.micro_batch_losses) == 4

@@ -13,7 +13,8 @@ import torch
 from perceptclip_hf import PerceptCLIPForClassification
 from perceptclip_hf.inference import PerceptScorer, load_model
 from perceptclip_hf.model_set import ScorerSet, share_base_weights
-from tests.helpers import assert_clean_failure, perceptclip, random_image, read_rows, save_trained_like
+from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows
+from tests.helpers.models import random_image, save_trained_like
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,18 @@ from perceptclip_hf import (
     default_image_processor,
 )
 from perceptclip_hf.modeling.modeling_perceptclip import PerceptCLIPHead
-from tests.helpers import (
+from tests.helpers.cli import run_python
+from tests.helpers.models import (
     BLOCK_PACKAGE,
     OFFICIAL_EMOTIONS,
     TINY_CLIP,
     TINY_HEAD,
+    TINY_TOWER,
     randomize_lora,
-    run_python,
     tiny_clip_config,
     trained_like,
 )
 
-TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 TINY_TEXT = dict(
     **TINY_TOWER, vocab_size=64, max_position_embeddings=16, pad_token_id=1, bos_token_id=2, eos_token_id=3
 )

@@ -15,25 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import AGIQA_DIR, add_member, perceptclip, read_rows
+from tests.helpers.cli import TWO_CPU_PROCESSES, perceptclip, read_rows
+from tests.helpers.datasets import add_member
+from tests.helpers.paths import AGIQA_DIR
 
 COUNT, SHARDS = 200, 4
-LAUNCH = [
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-    "-m",
-    "perceptclip_hf.cli",
-    "predict",
-]
+LAUNCH = ["-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES, "-m", "perceptclip_hf.cli", "predict"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from perceptclip_hf.errors import ModelLoadError
 from perceptclip_hf.inference import PerceptScorer, load_model
 from perceptclip_hf.official import OFFICIAL_REPOS, official_model_dir, resolve_alias
 from perceptclip_hf.preprocessing import stable_seed
-from tests.helpers import OfficialMLP, perceptclip, randomize_lora
+from tests.helpers.cli import perceptclip
+from tests.helpers.models import TINY_TOWER, OfficialMLP, randomize_lora
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
@@ -31,20 +32,9 @@ class clip_lora_model: ...
 
 
 def tiny_clip() -> CLIPModel:
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        vocab_size=99,
-        max_position_embeddings=16,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    vision = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=224, patch_size=32
-    )
+    text = dict(TINY_TOWER, num_hidden_layers=1, vocab_size=99, max_position_embeddings=16)
+    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(TINY_TOWER, image_size=224, patch_size=32)
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 from perceptclip_hf.cli.train import main as train_main
 from perceptclip_hf.data import benchmark_splits
 from perceptclip_hf.recipe import parse_args
-from tests.helpers import AGIQA_DIR, QUICKSTART, REPO_ROOT, assert_report_folder
+from tests.helpers.cli import assert_report_folder
+from tests.helpers.paths import AGIQA_DIR, QUICKSTART, REPO_ROOT
 
 SHORT = ["--num_train_epochs", "2", "--test_crops", "3", "--eval_crops", "2", "--disable_tqdm", "true"]
 CLASSES = ("blue", "green", "red")  # sorted: the folder order is the class order

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
 
 # Source folder → where its files live in the wheel (setup.py's mapping, typed out again here).
 INSTALLED_AS = {

@@ -14,7 +14,8 @@ from perceptclip_hf.data import EMOSET_CLASSES, get_dataset_info, load_emoset
 from perceptclip_hf.modeling import TASK_PRESETS
 from perceptclip_hf.modeling.configuration_perceptclip import EMOTION_LABELS
 from perceptclip_hf.tasks import get_task
-from tests.helpers import OFFICIAL_EMOTIONS, make_emoset, random_image
+from tests.helpers.datasets import make_emoset
+from tests.helpers.models import OFFICIAL_EMOTIONS, random_image
 
 # EmoSet `info.json` label2idx order = the order of the official PerceptCLIP_Emotions logits. Typed here.
 

@@ -12,7 +12,9 @@ from scipy import stats
 from perceptclip_hf.cli import main
 from perceptclip_hf.metrics import bootstrap_intervals, fit_logistic_4pl, logistic_4pl, regression_metrics
 from perceptclip_hf.reports import classification_report, regression_report
-from tests.helpers import AGIQA_DIR, assert_report_folder, make_emoset, perceptclip
+from tests.helpers.cli import assert_report_folder, perceptclip
+from tests.helpers.datasets import make_emoset
+from tests.helpers.paths import AGIQA_DIR
 
 
 def images(folder: Path, count: int) -> list[str]:
@@ -87,22 +89,8 @@ def test_classification_report_counts_every_image_once(tmp_path):
 def test_evaluate_report_of_a_classifier_sums_to_the_test_size(emotion_dir, tmp_path, capsys):
     make_emoset(tmp_path / "emoset", per_class=1)
     out = tmp_path / "report"
-    assert (
-        main(
-            [
-                "evaluate",
-                "-m",
-                str(emotion_dir),
-                "-d",
-                "emoset",
-                "--data-dir",
-                str(tmp_path / "emoset"),
-                "--report",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    evaluate = ["evaluate", "-m", str(emotion_dir), "-d", "emoset", "--data-dir", str(tmp_path / "emoset"), "--report"]
+    assert main([*evaluate, str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert "confusion_matrix.png" in assert_report_folder(out)
     saved = json.loads((out / "evaluation.json").read_text())
@@ -115,40 +103,10 @@ def test_evaluate_report_of_a_classifier_sums_to_the_test_size(emotion_dir, tmp_
     ]
     assert len(support) == 8 and sum(support) == 8
     # The folder is this command's: a second run replaces its report; a folder of other files is refused.
-    assert (
-        main(
-            [
-                "evaluate",
-                "-m",
-                str(emotion_dir),
-                "-d",
-                "emoset",
-                "--data-dir",
-                str(tmp_path / "emoset"),
-                "--report",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main([*evaluate, str(out)]) == 0
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "mine.txt").write_text("keep")
-    assert (
-        main(
-            [
-                "evaluate",
-                "-m",
-                str(emotion_dir),
-                "-d",
-                "emoset",
-                "--data-dir",
-                str(tmp_path / "emoset"),
-                "--report",
-                str(tmp_path / "photos"),
-            ]
-        )
-        == 2
-    )
+    assert main([*evaluate, str(tmp_path / "photos")]) == 2
     assert (tmp_path / "photos" / "mine.txt").read_text() == "keep"
 
 

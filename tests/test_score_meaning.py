@@ -7,7 +7,8 @@ from perceptclip_hf.cli import main
 from perceptclip_hf.model_card import render_model_card
 from perceptclip_hf.modeling import PerceptCLIPConfig, create_model
 from perceptclip_hf.tasks import score_meaning, score_scale
-from tests.helpers import random_image, read_rows
+from tests.helpers.cli import read_rows
+from tests.helpers.models import random_image
 
 TINY_RESNET = dict(
     model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", image_size=32

@@ -22,7 +22,8 @@ from perceptclip_hf.data.images import open_image
 from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.input_pipeline import prepare_image, source_windows
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
-from tests.helpers import assert_clean_failure, perceptclip, random_image, read_rows, sha256
+from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows, sha256
+from tests.helpers.models import random_image
 
 BROKEN = "broken.jpg"
 

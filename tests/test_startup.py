@@ -11,7 +11,7 @@ import pytest
 import perceptclip_hf
 from perceptclip_hf import modeling
 from perceptclip_hf.cli import SUBCOMMANDS, main
-from tests.helpers import run_python
+from tests.helpers.cli import run_python
 
 HEAVY = ("torch", "transformers", "scipy", "sklearn", "datasets", "PIL", "matplotlib", "gradio")
 
@@ -27,6 +27,7 @@ def test_help_and_usage_errors_need_no_model_stack():
     result = run_python(f"""
 import contextlib, io, json, sys
 import perceptclip_hf.cli
+from perceptclip_hf import output_safety  # a from-import of a submodule asks the package for the name first
 codes = []
 for argv in {commands!r}:
     err = io.StringIO()
@@ -67,7 +68,7 @@ def test_every_lazy_name_resolves_to_the_model_code():
 def test_the_model_classes_register_the_auto_classes_on_first_import(tiny_clip_base, tmp_path):
     """In a fresh process: `import perceptclip_hf` registers nothing; the first model-side import does, and AutoModel /
     pipeline load our saved model without trust_remote_code."""
-    from tests.helpers import save_trained_like
+    from tests.helpers.models import save_trained_like
 
     model_dir = save_trained_like(tiny_clip_base, tmp_path / "model", task="quality", score_range=[1.0, 5.0])
     run_python(f"""

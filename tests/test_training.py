@@ -17,16 +17,10 @@ from perceptclip_hf.experiment import validate_arguments
 from perceptclip_hf.recipe import DataArguments, ModelArguments, load_config, parse_args
 from perceptclip_hf.training import prepare_splits, stage2_heads, train_one, training_arguments
 from perceptclip_hf.training_task import build_model, resolve_task
-from tests.helpers import (
-    BLOCK_PACKAGE,
-    QUICKSTART,
-    REPO_ROOT,
-    make_koniq,
-    perceptclip,
-    run_python,
-    tiny_recipe,
-    train_command,
-)
+from tests.helpers.cli import TWO_CPU_PROCESSES, perceptclip, run_python, tiny_recipe, train_command
+from tests.helpers.datasets import make_koniq
+from tests.helpers.models import BLOCK_PACKAGE, accumulating_arguments
+from tests.helpers.paths import QUICKSTART, REPO_ROOT
 
 
 def test_train_py_runs_evaluates_saves_and_the_model_loads_as_remote_code(tmp_path, trained_run):
@@ -216,15 +210,7 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
     launch = [
         "accelerate",
         "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        *TWO_CPU_PROCESSES,
         str(REPO_ROOT / "train.py"),
         "--config",
         str(config),
@@ -247,7 +233,7 @@ def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
     """EmoSet (8 classes) + EmotionROI (6): per-sample routing pads the smaller head with -inf; each head's loss
     and metrics see only its own classes (paper sec. 5.4, emotion model)."""
     from perceptclip_hf.training import make_compute_metrics
-    from tests.helpers import make_emoset, make_emotionroi
+    from tests.helpers.datasets import make_emoset, make_emotionroi
 
     make_emoset(tmp_path / "emoset", per_class=3)
     make_emotionroi(tmp_path / "roi", per_class=4)
@@ -389,9 +375,9 @@ def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean
     dividing by the accumulation steps (update and loss twice as large)."""
     import copy
 
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
-    from tests.helpers import trained_like
+    from tests.helpers.models import trained_like
 
     model = trained_like(tiny_clip_base, task="quality", lora_dropout=0.0, head_dropout=0.0)
     reference = copy.deepcopy(model)
@@ -405,22 +391,14 @@ def test_trainer_step_on_our_model_with_gradient_accumulation_is_sgd_on_the_mean
         lambda module, args, kwargs: seen.append(kwargs["labels"].tolist()), with_kwargs=True
     )
     lr = 0.5
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
+    args = accumulating_arguments(
+        tmp_path,
         max_steps=1,
         learning_rate=lr,
         optim="sgd",
         lr_scheduler_type="constant",
         weight_decay=0.0,
         max_grad_norm=0.0,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        logging_strategy="no",
         seed=0,
     )
     result = Trainer(model=model, args=args, train_dataset=dataset).train()

@@ -50,33 +50,16 @@ def load_table(
         label_column=label_column,
         meta_columns={"group": group_column} if group_column else None,
     )
+    built = dict(name=name, root=image_dir, errors=errors, verify_images=verify_images, num_source_rows=len(rows))
     if task == "regression":
-        records = records_from_rows(rows, errors, **columns)
-        return build_dataset(
-            records,
-            name=name,
-            root=image_dir,
-            errors=errors,
-            verify_images=verify_images,
-            num_source_rows=len(rows),
-            duplicates=duplicates,
-        )
+        return build_dataset(records_from_rows(rows, errors, **columns), duplicates=duplicates, **built)
     if task != "classification":
         raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
     if class_names is None:
         class_names = sorted({str(row.get(label_column, "")).strip() for _, row in rows} - {""})
     names = list(class_names)
     records = records_from_rows(rows, errors, **columns, parse_label=lambda v, where: _class_index(v, names, where))
-    return build_dataset(
-        records,
-        name=name,
-        root=image_dir,
-        errors=errors,
-        class_names=names,
-        verify_images=verify_images,
-        num_source_rows=len(rows),
-        duplicates=duplicates,
-    )
+    return build_dataset(records, class_names=names, duplicates=duplicates, **built)
 
 
 def load_imagefolder(

@@ -48,94 +48,38 @@ def _key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "").replace(" ", "")
 
 
+# fmt: off
 _DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo(
-            "koniq10k", "quality", iqa_authentic.load_koniq10k, "random", (1.0, 5.0), replicas=3, test_resize_short=384
-        ),
+        DatasetInfo("koniq10k", "quality", iqa_authentic.load_koniq10k, "random", (1.0, 5.0), replicas=3,
+                    test_resize_short=384),
         DatasetInfo("livec", "quality", iqa_authentic.load_livec, "random", (0.0, 100.0), replicas=5),
-        DatasetInfo(
-            "spaq", "quality", iqa_authentic.load_spaq, "random", (0.0, 100.0), replicas=3, test_resize_short=384
-        ),
-        DatasetInfo(
-            "flive",
-            "quality",
-            iqa_authentic.load_flive,
-            "random",
-            (0.0, 100.0),
-            replicas=1,
-            test_resize_short=384,
-            interpolation="bicubic",
-        ),
-        DatasetInfo(
-            "live",
-            "quality",
-            iqa_synthetic.load_live,
-            "reference",
-            (0.0, 100.0),
-            higher_is_better=False,
-            replicas=5,
-            group_column="reference",
-            n_train_groups=23,
-            test_resize_short=384,
-            interpolation="bicubic",
-        ),
-        DatasetInfo(
-            "tid2013",
-            "quality",
-            iqa_synthetic.load_tid2013,
-            "reference",
-            (0.0, 9.0),
-            replicas=10,
-            group_column="reference",
-            n_train_groups=20,
-        ),
-        DatasetInfo(
-            "kadid10k",
-            "quality",
-            iqa_synthetic.load_kadid10k,
-            "reference",
-            (1.0, 5.0),
-            replicas=3,
-            group_column="reference",
-            n_train_groups=65,
-            test_resize_short=384,
-        ),
-        DatasetInfo(
-            "agiqa3k", "quality", iqa_authentic.load_agiqa3k, "group", (0.0, 5.0), replicas=3, group_column="group"
-        ),
-        DatasetInfo(
-            "synthetic_iqa",
-            "quality",
-            synthetic.load_synthetic_iqa,
-            "group",
-            (1.0, 5.0),
-            replicas=1,
-            group_column="group",
-        ),
+        DatasetInfo("spaq", "quality", iqa_authentic.load_spaq, "random", (0.0, 100.0), replicas=3,
+                    test_resize_short=384),
+        DatasetInfo("flive", "quality", iqa_authentic.load_flive, "random", (0.0, 100.0), replicas=1,
+                    test_resize_short=384, interpolation="bicubic"),
+        DatasetInfo("live", "quality", iqa_synthetic.load_live, "reference", (0.0, 100.0),
+                    higher_is_better=False, replicas=5, group_column="reference", n_train_groups=23,
+                    test_resize_short=384, interpolation="bicubic"),
+        DatasetInfo("tid2013", "quality", iqa_synthetic.load_tid2013, "reference", (0.0, 9.0), replicas=10,
+                    group_column="reference", n_train_groups=20),
+        DatasetInfo("kadid10k", "quality", iqa_synthetic.load_kadid10k, "reference", (1.0, 5.0), replicas=3,
+                    group_column="reference", n_train_groups=65, test_resize_short=384),
+        DatasetInfo("agiqa3k", "quality", iqa_authentic.load_agiqa3k, "group", (0.0, 5.0), replicas=3,
+                    group_column="group"),
+        DatasetInfo("synthetic_iqa", "quality", synthetic.load_synthetic_iqa, "group", (1.0, 5.0), replicas=1,
+                    group_column="group"),
         DatasetInfo("lamem", "memorability", memorability.load_lamem, "lamem", (0.0, 1.0), num_splits=5),
         DatasetInfo("things", "memorability", memorability.load_things, "test_only", (0.0, 1.0), num_splits=1),
-        DatasetInfo(
-            "emoset",
-            "emotion",
-            emotion.load_emoset,
-            "official",
-            class_names=emotion.EMOSET_CLASSES,
-            positive_classes=emotion.EMOSET_POSITIVE,
-            num_splits=1,
-        ),
-        DatasetInfo(
-            "emotionroi",
-            "emotion",
-            emotion.load_emotionroi,
-            "random_75_20_5",
-            class_names=emotion.EMOTIONROI_CLASSES,
-            positive_classes=emotion.EMOTIONROI_POSITIVE,
-            num_splits=5,
-        ),
+        DatasetInfo("emoset", "emotion", emotion.load_emoset, "official", class_names=emotion.EMOSET_CLASSES,
+                    positive_classes=emotion.EMOSET_POSITIVE, num_splits=1),
+        DatasetInfo("emotionroi", "emotion", emotion.load_emotionroi, "random_75_20_5",
+                    class_names=emotion.EMOTIONROI_CLASSES, positive_classes=emotion.EMOTIONROI_POSITIVE,
+                    num_splits=5),
     )
 }
+# fmt: on
 
 
 _BY_KEY = {_key(name): info for name, info in _DATASETS.items()}

@@ -101,6 +101,11 @@ def run_python(code: str, env: dict | None = None, timeout: int = 300) -> subpro
     return result
 
 
+# `accelerate launch` options for two CPU processes (gloo): the launch line of hf-notes.
+TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+TWO_CPU_PROCESSES += ["--dynamo_backend", "no"]
+
+
 def train_command(config: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "train.py"), "--config", str(config), *extra]
 

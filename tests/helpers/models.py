@@ -12,15 +12,10 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from perceptclip_hf import PerceptCLIPForRegression
 
-TINY_CLIP = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    projection_dim=24,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    image_size=32,
-    patch_size=8,
-)
+# The tiny transformer every test backbone is built from (CLIP, ViT, SigLIP, DINOv2 towers): 2 layers, 4 heads.
+TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+TINY_VIT = dict(TINY_TOWER, image_size=32, patch_size=8)
+TINY_CLIP = dict(TINY_VIT, projection_dim=24)
 
 
 TINY_HEAD = dict(head_hidden_sizes=[16, 8])
@@ -138,3 +133,22 @@ class OfficialCLIPLoRAModel(torch.nn.Module):
 
     def forward(self, x):
         return self.mlp(self.proj(self.model(x)[1]))
+
+
+def accumulating_arguments(output_dir: Path, **overrides):
+    """`TrainingArguments` of the tiny Trainer checks: CPU, batches of 4 accumulated over 2 micro-batches, nothing
+    saved, logged or reported; `overrides` set the steps, learning rate, optimiser."""
+    from transformers import TrainingArguments
+
+    settings = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        logging_strategy="no",
+    )
+    return TrainingArguments(**{**settings, **overrides})
