@@ -52,18 +52,21 @@ def in_process(main, name: str, args, cwd: Path, env: dict | None) -> subprocess
     last_resort = logging.StreamHandler(stderr)
     last_resort.setLevel(logging.WARNING)
     logging.getLogger().addHandler(last_resort)
+    previous_cwd = os.getcwd()  # (contextlib.chdir is Python 3.11+; the package supports 3.10)
     try:
-        with contextlib.chdir(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 code = main(argv)
             except SystemExit as exit:
                 code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
                 if exit.code is not None and not isinstance(exit.code, int):
                     print(exit.code, file=sys.stderr)
-            except Exception:  # noqa: BLE001 - reported as the interpreter would
+            except Exception:  # reported as the interpreter would
                 traceback.print_exc()
                 code = 1
     finally:
+        os.chdir(previous_cwd)
         logging.getLogger().removeHandler(last_resort)
         os.environ.clear()
         os.environ.update(saved_env)
