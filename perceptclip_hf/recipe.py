@@ -1,7 +1,7 @@
 """A training recipe: the model, data and experiment options of `train.py` / `perceptclip train` (YAML files in
-`configs/`, overridable on the command line), what its datasets imply (:class:`TrainingTask`) and the model it
-builds. The model options are the config's own fields (`PerceptCLIPConfig`): declared, documented and validated
-there once."""
+`configs/` or installed with the package, overridable on the command line); what its datasets imply and the model
+it builds are in :mod:`.training_task`. The model options are the config's own fields (`PerceptCLIPConfig`):
+declared, documented and validated there once."""
 
 from __future__ import annotations
 
@@ -58,21 +58,18 @@ def _config_help(name: str) -> str:
     return " ".join(match.group(1).split()) if match else ""
 
 
-def _model_option(name: str, defaults: PerceptCLIPConfig) -> tuple[str, type, object]:
-    config_field = PerceptCLIPConfig.__dataclass_fields__[name]
-    annotation = float if name == "lora_alpha" else config_field.type  # `int | float`: a float on the command line
-    default = None if name in TASK_FILLED_OPTIONS else getattr(defaults, name)
-    metadata = {"help": _config_help(name)}
-    if isinstance(default, list):
-        return name, annotation, field(default_factory=lambda v=default: list(v), metadata=metadata)
-    return name, annotation, field(default=default, metadata=metadata)
-
-
 def option(default: Any = None, help: str = "", **kwargs: Any) -> Any:
     """A dataclass field with its command-line help; a list default becomes a factory (a fresh list each)."""
     if isinstance(default, list):
         return field(default_factory=default.copy, metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def _model_option(name: str, defaults: PerceptCLIPConfig) -> tuple[str, type, object]:
+    config_field = PerceptCLIPConfig.__dataclass_fields__[name]
+    annotation = float if name == "lora_alpha" else config_field.type  # `int | float`: a float on the command line
+    default = None if name in TASK_FILLED_OPTIONS else getattr(defaults, name)
+    return name, annotation, option(default, _config_help(name))
 
 
 def _model_arguments_class() -> type:

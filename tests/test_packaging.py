@@ -66,7 +66,8 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_the_wheel_holds_every_module_and_data_file_of_the_tree(built):
-    names = set(zipfile.ZipFile(built["wheel"]).namelist())
+    wheel = zipfile.ZipFile(built["wheel"])
+    names = set(wheel.namelist())
     missing = {source: target for source, target in source_files().items() if target not in names}
     assert not missing, f"not in the wheel: {missing}"
     assert {
@@ -78,12 +79,12 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_tree(built):
     } <= names
     dist_info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
     assert f"{dist_info}/licenses/LICENSE" in names
-    metadata = zipfile.ZipFile(built["wheel"]).read(f"{dist_info}/METADATA").decode()
+    metadata = wheel.read(f"{dist_info}/METADATA").decode()
     assert "License: MIT" in metadata or "License-Expression: MIT" in metadata
     import perceptclip_hf
 
     assert f"Version: {perceptclip_hf.__version__}" in metadata
-    entry_points = zipfile.ZipFile(built["wheel"]).read(f"{dist_info}/entry_points.txt").decode()
+    entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode()
     assert "perceptclip = perceptclip_hf.cli:main" in entry_points
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/", "modeling/", "configs/"))]
 
