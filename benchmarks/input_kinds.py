@@ -5,7 +5,7 @@ loading included) with the quickstart-shaped model (random weights) at 15 crops 
 Not a test: run by hand, on an otherwise idle machine. The kinds alternate within each of ``--repeats`` rounds (so
 drift in the machine's speed hits each alike); the median is reported, with each kind's rate relative to the folder.
 Shards and Parquet are read in the main process and decoded in the workers; folders and ``save_to_disk`` are read by
-the workers (``perceptclip_hf.image_sources``).
+the workers (``perceptclip_hf.scoring.image_sources``).
 
     python benchmarks/input_kinds.py --data-dir ../shared/data/agiqa3k --json benchmarks/results/input_kinds_cpu.json
 """

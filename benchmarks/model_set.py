@@ -41,7 +41,7 @@ TASKS = {
 }
 MEMORY_PROBE = """
 import json, resource, sys
-from perceptclip_hf.model_set import ScorerSet
+from perceptclip_hf.scoring.model_set import ScorerSet
 models, images, share = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "1"
 scorers = ScorerSet.from_pretrained(models, share_base=share, tta=1, num_workers=0, batch_size=16)
 scorers(images)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from perceptclip_hf.official import OFFICIAL_KEY_PREFIXES
+from perceptclip_hf.hub.official import OFFICIAL_KEY_PREFIXES
 
 
 def official_state_dict(model) -> dict[str, torch.Tensor]:

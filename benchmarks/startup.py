@@ -4,7 +4,7 @@ Each command runs as a fresh process (the console scripts of this environment), 
 round so that the machine's drift hits them alike; the figure is the median wall time of the rounds. The criterion
 (issue "A real package"): `perceptclip --help`, `perceptclip predict --help` and a usage error that needs no model
 (`perceptclip predict missing.jpg --model missing`, exit 2) each take at most 1.5x `hf --help`. `perceptclip train
---help` and `import perceptclip_hf.inference` (the model stack) are shown for comparison.
+--help` and `import perceptclip_hf.scoring.scorer` (the model stack) are shown for comparison.
 
     python benchmarks/startup.py --rounds 7 --json outputs/benchmarks/startup_cpu.json
 """
@@ -44,7 +44,10 @@ def commands() -> dict[str, tuple[list[str], int]]:
             2,
         ),
         "perceptclip train --help": ([perceptclip, "train", "--help"], 0),
-        "python -c 'import perceptclip_hf.inference'": ([sys.executable, "-c", "import perceptclip_hf.inference"], 0),
+        "python -c 'import perceptclip_hf.scoring.scorer'": (
+            [sys.executable, "-c", "import perceptclip_hf.scoring.scorer"],
+            0,
+        ),
     }
 
 

@@ -4,7 +4,7 @@ Not a test: run by hand. One run measures, for a randomly initialised CLIP backb
 
 (a) LoRA training steps/s and images/s at ``--batch-size`` and at the largest batch that fits (doubling search,
     capped by ``--max-batch``), and peak training memory of LoRA vs full fine-tuning (one fresh subprocess each);
-(b) inference images/s with :class:`~perceptclip_hf.inference.PerceptScorer`, single crop and 15-crop TTA;
+(b) inference images/s with :class:`~perceptclip_hf.scoring.scorer.PerceptScorer`, single crop and 15-crop TTA;
 (c) the official-style path on the same model: fp32, one image at a time, crops in a Python loop, per crop a PIL
     crop + to-tensor + normalise and one model call;
 (d) ours / official-style ratios, and model FLOP utilisation (CUDA only).
@@ -34,8 +34,8 @@ from PIL import Image
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.geometry import center_crop, random_crop_box
-from perceptclip_hf.inference import PerceptScorer, resolve_dtype
 from perceptclip_hf.preprocessing import to_normalized_tensor, transform_kwargs
+from perceptclip_hf.scoring.scorer import PerceptScorer, resolve_dtype
 
 # CLIP vision towers (all at 224 px). "tiny" measures the pipeline overhead more than the model.
 # fmt: off

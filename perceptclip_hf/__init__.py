@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # Names defined outside the model code → their module; every other public name is the model code's.
-_SCORING_NAMES = {"PerceptScorer": "inference", "ScorerSet": "model_set"}
+_SCORING_NAMES = {"PerceptScorer": "scoring.scorer", "ScorerSet": "scoring.model_set"}
 
 
 def _module(name: str):
@@ -48,6 +48,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from .inference import PerceptScorer  # noqa: F401
-    from .model_set import ScorerSet  # noqa: F401
     from .modeling import *  # noqa: F403
+    from .scoring.model_set import ScorerSet  # noqa: F401
+    from .scoring.scorer import PerceptScorer  # noqa: F401

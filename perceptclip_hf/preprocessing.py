@@ -2,8 +2,9 @@
 torchvision).
 
 A task's crop policy (:mod:`.tasks`: ``TaskSpec.preprocessing``) picks the transforms; crop size and normalisation
-come from the model's image processor (:func:`transform_kwargs`). :func:`build_transform` gives the training and
-evaluation transforms, :func:`build_inference_transform` the serving one, :func:`center_view_transform` the
+come from the model's image processor (:func:`transform_kwargs`). ``POLICIES`` maps each policy to its training and
+evaluation transforms (a task's: :func:`perceptclip_hf.tasks.build_transform`), :func:`build_inference_transform`
+gives the serving one, :func:`center_view_transform` the
 whole-image view (interpretability), :func:`preresize` an optional pre-resized copy of a dataset.
 
 Each transform maps a batch ``{"image": [...], "label": [...], ...}`` to ``{"pixel_values": [...],
@@ -239,17 +240,6 @@ POLICIES: dict[str, tuple[type[ImageTransform], type[ImageTransform]]] = {
 }
 
 
-def build_transform(task, train: bool, **kwargs: Any) -> ImageTransform:
-    """The paper's training or evaluation transform of ``task`` (a registered name or a ``TaskSpec``); ``kwargs``
-    go to the transform: crop_size, mean, std, seed, interpolation and, for multi-crop (IQA) policies, resize_short
-    or resize_size, and num_crops."""
-    if isinstance(task, str):
-        from .tasks import get_task  # the task table validates its policies against POLICIES: it imports this module
-
-        task = get_task(task)
-    return POLICIES[task.preprocessing][0 if train else 1](**kwargs)
-
-
 def transform_kwargs(model_config) -> dict[str, Any]:
     """Crop size and normalisation of a model (its image processor's: the crop honours ``config.image_size``) and
     its resize filter (``config.resize_interpolation``)."""
@@ -283,7 +273,7 @@ def build_inference_transform(
     if interpolation:
         common["interpolation"] = interpolation
     if not spec.multi_crop_test:
-        return build_transform(spec, train=False, **common)
+        return POLICIES[spec.preprocessing][1](**common)
     if resize_short:
         common["resize_short"] = resize_short
     else:
@@ -296,7 +286,7 @@ def build_inference_transform(
         raise ValueError(f"tta must be ≥ 1 (number of crops per image), got {tta}.")
     if tta == 1:
         return IQACenterCropTransform(**common)
-    return build_transform(spec, train=False, num_crops=tta, seed=seed, **common)
+    return POLICIES[spec.preprocessing][1](num_crops=tta, seed=seed, **common)
 
 
 def undecoded(ds: Dataset, column: str = "image") -> Dataset:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .errors import UnknownNameError
 from .metrics import classification_metrics, regression_metrics
 from .modeling import CLASSIFICATION_PROBLEM_TYPES, TASK_PRESETS, PerceptCLIPConfig, check_config
-from .preprocessing import POLICIES, IQATestTransform
+from .preprocessing import POLICIES, ImageTransform, IQATestTransform
 
 logger = logging.getLogger(__name__)
 
@@ -252,4 +253,22 @@ def score_meaning(config: PerceptCLIPConfig) -> str:
     )
 
 
-__all__ = ["TaskSpec", "get_task", "list_tasks", "register_task", "score_meaning", "score_scale", "task_of_config"]
+def build_transform(task, train: bool, **kwargs: Any) -> ImageTransform:
+    """The paper's training or evaluation transform of ``task`` (a registered name or a ``TaskSpec``); ``kwargs``
+    go to the transform: crop_size, mean, std, seed, interpolation and, for multi-crop (IQA) policies, resize_short
+    or resize_size, and num_crops."""
+    if isinstance(task, str):
+        task = get_task(task)
+    return POLICIES[task.preprocessing][0 if train else 1](**kwargs)
+
+
+__all__ = [
+    "TaskSpec",
+    "build_transform",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "score_meaning",
+    "score_scale",
+    "task_of_config",
+]

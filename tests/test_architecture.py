@@ -16,7 +16,7 @@ from PIL import Image
 
 from perceptclip_hf.cli import main
 from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
-from perceptclip_hf.inference import PerceptScorer
+from perceptclip_hf.scoring.scorer import PerceptScorer
 from perceptclip_hf.tasks import get_task, register_task
 from tests.helpers.cli import perceptclip_command, perceptclip_process, run_python, tiny_recipe
 from tests.helpers.datasets import make_koniq
@@ -279,9 +279,9 @@ def test_train_and_push_help_list_their_options():
 
 
 def test_recipe_model_options_are_the_configs_fields_and_the_config_validates_them():
-    from perceptclip_hf.experiment import validate_arguments
     from perceptclip_hf.modeling import PerceptCLIPConfig
-    from perceptclip_hf.recipe import MODEL_OPTIONS, DataArguments, ExperimentArguments, ModelArguments
+    from perceptclip_hf.training.experiment import validate_arguments
+    from perceptclip_hf.training.recipe import MODEL_OPTIONS, DataArguments, ExperimentArguments, ModelArguments
 
     defaults, arguments = PerceptCLIPConfig(), ModelArguments()
     for name in MODEL_OPTIONS:

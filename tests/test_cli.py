@@ -13,7 +13,7 @@ from PIL import Image
 
 from perceptclip_hf import PerceptCLIPForRegression
 from perceptclip_hf.cli import main
-from perceptclip_hf.interpretability import head_importance
+from perceptclip_hf.explain.interpretability import head_importance
 from perceptclip_hf.preprocessing import center_view_transform
 from tests.helpers.cli import perceptclip, perceptclip_process, read_rows
 from tests.helpers.datasets import make_emoset, make_koniq

@@ -33,14 +33,13 @@ from perceptclip_hf.preprocessing import (
     IQATrainTransform,
     ResizeCenterCropTransform,
     build_inference_transform,
-    build_transform,
     preresize,
     stable_seed,
     to_normalized_tensor,
     transform_kwargs,
     with_image_transform,
 )
-from perceptclip_hf.tasks import get_task
+from perceptclip_hf.tasks import build_transform, get_task
 from tests.helpers.datasets import make_flive, make_koniq, write_image
 
 
@@ -374,9 +373,9 @@ def test_dataset_interpolation_reaches_transforms_and_model_config(tmp_path, mon
     and in the config of a model trained on them."""
     from types import SimpleNamespace
 
-    from perceptclip_hf import training
-    from perceptclip_hf.recipe import DataArguments, ModelArguments
-    from perceptclip_hf.training_task import model_config_kwargs, resolve_task
+    from perceptclip_hf.training import trainer
+    from perceptclip_hf.training.recipe import DataArguments, ModelArguments
+    from perceptclip_hf.training.task import model_config_kwargs, resolve_task
 
     make(tmp_path)
     task = resolve_task([name])
@@ -388,8 +387,8 @@ def test_dataset_interpolation_reaches_transforms_and_model_config(tmp_path, mon
         built.append(build_transform(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(training, "build_transform", recording_build_transform)
-    data = training.prepare_splits(
+    monkeypatch.setattr(trainer, "build_transform", recording_build_transform)
+    data = trainer.prepare_splits(
         task,
         DataArguments(dataset=[name], data_dir=[str(tmp_path)]),
         0,

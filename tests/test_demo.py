@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from perceptclip_hf.inference import PerceptScorer
+from perceptclip_hf.scoring.scorer import PerceptScorer
 from tests.helpers.cli import assert_clean_failure, perceptclip
 from tests.helpers.models import random_image
 from tests.helpers.paths import REPO_ROOT
@@ -143,7 +143,7 @@ def test_score_endpoint_of_several_models_gives_each_scorers_result(demo_server,
 
 
 def test_score_endpoint_of_one_model_is_the_scorers_dict(emotion_dir, image_files):
-    from perceptclip_hf.demo import build_demo, launch, load_models
+    from perceptclip_hf.demo.app import build_demo, launch, load_models
 
     demo = build_demo(load_models([str(emotion_dir)]))
     _, url, _ = launch(demo, port=free_port(), block=False)

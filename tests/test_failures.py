@@ -43,10 +43,10 @@ from perceptclip_hf.data import (
 )
 from perceptclip_hf.data.files import IMAGE_EXTENSIONS, sniff_image, walk_images
 from perceptclip_hf.errors import UserError, run_command
-from perceptclip_hf.inference import PerceptScorer
-from perceptclip_hf.recipe import parse_args
-from perceptclip_hf.training import last_complete_checkpoint
-from perceptclip_hf.training_task import build_model, resolve_task
+from perceptclip_hf.scoring.scorer import PerceptScorer
+from perceptclip_hf.training.recipe import parse_args
+from perceptclip_hf.training.task import build_model, resolve_task
+from perceptclip_hf.training.trainer import last_complete_checkpoint
 from tests.helpers.cli import (
     assert_clean_failure,
     perceptclip,
@@ -831,7 +831,7 @@ def test_command_line_backbone_replaces_the_recipes_vision_config(tmp_path, tiny
     """The quickstart recipe sets a random backbone (`vision_config`); `--base_model_name_or_path` on the command
     line wins, so `--adaptation lora` adapts the pretrained backbone; the recipe's other values stay."""
     config = tiny_recipe(tmp_path, tmp_path / "data")
-    with caplog.at_level("INFO", logger="perceptclip_hf.recipe"):
+    with caplog.at_level("INFO", logger="perceptclip_hf.training.recipe"):
         model_args, data_args, _, training_args = parse_args(
             ["--config", str(config), "--base_model_name_or_path", str(tiny_clip_base), "--adaptation", "lora"]
         )

@@ -17,8 +17,10 @@ from safetensors import safe_open
 from transformers import AutoImageProcessor, AutoModel, CLIPVisionModelWithProjection
 
 import push_to_hub
-from perceptclip_hf import EMOTION_LABELS, PerceptCLIPConfig, PerceptCLIPForRegression, hub
-from perceptclip_hf.hub import build_repo_folder, check_repo_folder, convert_official, upload_repo_folder
+from perceptclip_hf import EMOTION_LABELS, PerceptCLIPConfig, PerceptCLIPForRegression
+from perceptclip_hf.hub import repo
+from perceptclip_hf.hub.official import convert_official
+from perceptclip_hf.hub.repo import build_repo_folder, check_repo_folder, upload_repo_folder
 from tests.helpers.cli import run_python
 from tests.helpers.models import (
     BLOCK_PACKAGE,
@@ -221,7 +223,7 @@ def test_vit_l14_folder_is_adapter_sized_and_pickle_free(tmp_path):
         weights = [p for p in files if p.suffix not in (".py", ".json", ".md")]
         assert weights and all(p.suffix == ".safetensors" for p in weights), weights
         for path in files:
-            assert path.suffix not in PICKLE_SUFFIXES and (path in weights or not hub.is_pickle(path)), path
+            assert path.suffix not in PICKLE_SUFFIXES and (path in weights or not repo.is_pickle(path)), path
         for path in weights:
             with safe_open(path, framework="pt") as handle:  # parses as safetensors
                 assert handle.keys()
@@ -317,7 +319,7 @@ def test_upload_sends_every_file_in_one_commit(published):
 
 def test_cli_upload_uses_the_hub_client_once(run, published, monkeypatch):
     api = FakeHfApi()
-    monkeypatch.setattr(hub, "HfApi", lambda: api)
+    monkeypatch.setattr(repo, "HfApi", lambda: api)
     assert (
         push_to_hub.main(["--model-dir", str(run / "model"), "--repo-id", "me/y", "--private", "--peft-adapter"]) == 0
     )

@@ -24,7 +24,7 @@ from perceptclip_hf import (
     PerceptCLIPForClassification,
     PerceptCLIPForRegression,
 )
-from perceptclip_hf.official import load_official_checkpoint
+from perceptclip_hf.hub.official import load_official_checkpoint
 from tests.helpers.cli import run_python
 from tests.helpers.models import (
     BLOCK_PACKAGE,

@@ -9,8 +9,8 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 
 from perceptclip_hf.data import DatasetFormatError
-from perceptclip_hf.inference import PerceptScorer
 from perceptclip_hf.preprocessing import to_normalized_tensor
+from perceptclip_hf.scoring.scorer import PerceptScorer
 from tests.helpers.models import random_image, trained_like
 
 

@@ -17,9 +17,8 @@ from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForClassification, Perc
 from perceptclip_hf.cli import main
 from perceptclip_hf.cli.common import check_out_folder
 from perceptclip_hf.cli.explain import WRITER as EXPLAIN_WRITER
-from perceptclip_hf.gradcam import grad_cam
-from perceptclip_hf.inference import merge_lora_weights
-from perceptclip_hf.interpretability import (
+from perceptclip_hf.explain.gradcam import grad_cam
+from perceptclip_hf.explain.interpretability import (
     adapters_disabled,
     cls_attention_maps,
     explain,
@@ -30,6 +29,7 @@ from perceptclip_hf.interpretability import (
 )
 from perceptclip_hf.modeling.modeling_perceptclip import create_model
 from perceptclip_hf.preprocessing import center_view_transform
+from perceptclip_hf.scoring.scorer import merge_lora_weights
 from tests.helpers.models import (
     TINY_HEAD,
     TINY_VIT,

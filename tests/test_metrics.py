@@ -349,7 +349,7 @@ def offline(monkeypatch):
 
 @pytest.mark.parametrize("fit", [None, "loda"])
 def test_regression_module_loads_offline_and_matches_scipy(offline, fit):
-    from perceptclip_hf.evaluate_modules import load_metric
+    from perceptclip_hf.evaluation.evaluate_modules import load_metric
 
     pred, y = wide_scale_pair()
     module = load_metric("perceptual_regression")
@@ -360,7 +360,7 @@ def test_regression_module_loads_offline_and_matches_scipy(offline, fit):
 
 
 def test_classification_module_loads_offline_and_matches_sklearn(offline):
-    from perceptclip_hf.evaluate_modules import load_metric
+    from perceptclip_hf.evaluation.evaluate_modules import load_metric
 
     logits, labels = classification_data()
     result = load_metric("perceptual_classification").compute(
@@ -372,7 +372,7 @@ def test_classification_module_loads_offline_and_matches_sklearn(offline):
 def test_modules_combine_with_evaluate(offline):
     import evaluate
 
-    from perceptclip_hf.evaluate_modules import METRICS_DIR
+    from perceptclip_hf.evaluation.evaluate_modules import METRICS_DIR
 
     pred, y = scores_pair()
     combined = evaluate.combine([str(METRICS_DIR / "perceptual_regression")])
@@ -380,7 +380,7 @@ def test_modules_combine_with_evaluate(offline):
 
 
 def test_load_metric_rejects_unknown_name():
-    from perceptclip_hf.evaluate_modules import load_metric
+    from perceptclip_hf.evaluation.evaluate_modules import load_metric
 
     with pytest.raises(ValueError, match="perceptual_regression"):
         load_metric("spearmanr")

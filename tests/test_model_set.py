@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from perceptclip_hf import PerceptCLIPForClassification
-from perceptclip_hf.inference import PerceptScorer, load_model
-from perceptclip_hf.model_set import ScorerSet, share_base_weights
+from perceptclip_hf.scoring.model_set import ScorerSet, share_base_weights
+from perceptclip_hf.scoring.scorer import PerceptScorer, load_model
 from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows
 from tests.helpers.models import random_image, save_trained_like
 

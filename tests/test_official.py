@@ -15,12 +15,13 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPModel, pipeline
 
 from perceptclip_hf import EMOTION_LABELS
-from perceptclip_hf import official as official_module
 from perceptclip_hf.cli import main as cli_main
 from perceptclip_hf.errors import ModelLoadError
-from perceptclip_hf.inference import PerceptScorer, load_model
-from perceptclip_hf.official import OFFICIAL_REPOS, official_model_dir, resolve_alias
+from perceptclip_hf.hub import official as official_module
+from perceptclip_hf.hub.official import official_model_dir
+from perceptclip_hf.hub.source import OFFICIAL_REPOS, resolve_alias
 from perceptclip_hf.preprocessing import stable_seed
+from perceptclip_hf.scoring.scorer import PerceptScorer, load_model
 from tests.helpers.cli import perceptclip
 from tests.helpers.models import TINY_TOWER, OfficialMLP, randomize_lora
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from perceptclip_hf.cli.train import main as train_main
 from perceptclip_hf.data import benchmark_splits
-from perceptclip_hf.recipe import parse_args
+from perceptclip_hf.training.recipe import parse_args
 from tests.helpers.cli import assert_report_folder
 from tests.helpers.paths import AGIQA_DIR, QUICKSTART, REPO_ROOT
 

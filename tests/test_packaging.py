@@ -75,7 +75,7 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_tree(built):
         "perceptclip_hf/modeling/modeling_perceptclip.py",
         "perceptclip_hf/model_cards/layout.md",
         "perceptclip_hf/configs/quickstart.yaml",
-        "perceptclip_hf/metrics_modules/perceptual_regression/perceptual_regression.py",
+        "perceptclip_hf/evaluation/metrics_modules/perceptual_regression/perceptual_regression.py",
     } <= names
     dist_info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
     assert f"{dist_info}/licenses/LICENSE" in names

@@ -44,7 +44,7 @@ def test_emotion_labels_are_emosets_label2idx_order_everywhere(tmp_path):
 
 def test_a_saved_emotion_model_writes_the_official_label_order(emotion_dir):
     """What the Hub sees: `config.json`'s id2label (its keys are strings there) and the scorer's labels."""
-    from perceptclip_hf.inference import PerceptScorer
+    from perceptclip_hf.scoring.scorer import PerceptScorer
 
     saved = json.loads((emotion_dir / "config.json").read_text())
     assert saved["id2label"] == {str(i): label for i, label in enumerate(OFFICIAL_EMOTIONS)}

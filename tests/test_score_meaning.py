@@ -4,7 +4,7 @@ range; the CSV, the card and train.py say the same; the card describes the real 
 import pytest
 
 from perceptclip_hf.cli import main
-from perceptclip_hf.model_card import render_model_card
+from perceptclip_hf.hub.model_card import render_model_card
 from perceptclip_hf.modeling import PerceptCLIPConfig, create_model
 from perceptclip_hf.tasks import score_meaning, score_scale
 from tests.helpers.cli import read_rows

@@ -19,9 +19,9 @@ from datasets import Dataset
 
 from perceptclip_hf.data import DatasetFormatError
 from perceptclip_hf.data.images import open_image
-from perceptclip_hf.inference import PerceptScorer
-from perceptclip_hf.input_pipeline import prepare_image, source_windows
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
+from perceptclip_hf.scoring.input_pipeline import prepare_image, source_windows
+from perceptclip_hf.scoring.scorer import PerceptScorer
 from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows, sha256
 from tests.helpers.models import random_image
 

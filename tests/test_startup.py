@@ -58,7 +58,7 @@ def test_every_lazy_name_resolves_to_the_model_code():
     for name in perceptclip_hf.__all__:
         assert getattr(perceptclip_hf, name) is not None and name in dir(perceptclip_hf)
     assert perceptclip_hf.PerceptCLIPForRegression is modeling.PerceptCLIPForRegression
-    from perceptclip_hf.inference import PerceptScorer
+    from perceptclip_hf.scoring.scorer import PerceptScorer
 
     assert perceptclip_hf.PerceptScorer is PerceptScorer
     with pytest.raises(AttributeError, match="no attribute 'PerceptClipForRegression'"):

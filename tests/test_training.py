@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from perceptclip_hf.data import list_datasets
-from perceptclip_hf.experiment import validate_arguments
-from perceptclip_hf.recipe import DataArguments, ModelArguments, load_config, parse_args
-from perceptclip_hf.training import prepare_splits, stage2_heads, train_one, training_arguments
-from perceptclip_hf.training_task import build_model, resolve_task
+from perceptclip_hf.training.experiment import validate_arguments
+from perceptclip_hf.training.recipe import DataArguments, ModelArguments, load_config, parse_args
+from perceptclip_hf.training.task import build_model, resolve_task
+from perceptclip_hf.training.trainer import prepare_splits, stage2_heads, train_one, training_arguments
 from tests.helpers.cli import TWO_CPU_PROCESSES, perceptclip, run_python, tiny_recipe, train_command
 from tests.helpers.datasets import make_koniq
 from tests.helpers.models import BLOCK_PACKAGE, accumulating_arguments
@@ -232,7 +232,7 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
 def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
     """EmoSet (8 classes) + EmotionROI (6): per-sample routing pads the smaller head with -inf; each head's loss
     and metrics see only its own classes (paper sec. 5.4, emotion model)."""
-    from perceptclip_hf.training import make_compute_metrics
+    from perceptclip_hf.training.trainer import make_compute_metrics
     from tests.helpers.datasets import make_emoset, make_emotionroi
 
     make_emoset(tmp_path / "emoset", per_class=3)
@@ -273,7 +273,7 @@ def test_multi_dataset_emotion_heads_of_different_sizes(tmp_path):
 
 
 def test_multi_dataset_results_hold_each_heads_metrics_and_their_median():
-    from perceptclip_hf.experiment import per_dataset_results
+    from perceptclip_hf.training.experiment import per_dataset_results
 
     task = resolve_task(["koniq10k", "livec"])
     splits = [
@@ -291,8 +291,8 @@ def test_cross_dataset_evaluation_scores_the_other_datasets_test_split(quality_d
     from scipy.stats import spearmanr
 
     from perceptclip_hf.data import benchmark_splits, load_benchmark
-    from perceptclip_hf.evaluation import cross_dataset_evaluation
-    from perceptclip_hf.inference import PerceptScorer
+    from perceptclip_hf.evaluation.benchmark import cross_dataset_evaluation
+    from perceptclip_hf.scoring.scorer import PerceptScorer
 
     make_koniq(tmp_path / "koniq", n=30)
     metrics = cross_dataset_evaluation(str(quality_dir), "koniq10k", str(tmp_path / "koniq"), split=0)
@@ -326,7 +326,7 @@ def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
     skipped each newer one. (`get_last_checkpoint` would pick the broken folder: the resume test's flake.)"""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from perceptclip_hf.training import last_complete_checkpoint
+    from perceptclip_hf.training.trainer import last_complete_checkpoint
 
     write_checkpoint(tmp_path / "checkpoint-5", 5)
     write_checkpoint(tmp_path / "checkpoint-15", 15)
@@ -342,7 +342,7 @@ def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path, caplog):
     for step, (damage, _) in broken.items():
         damage(write_checkpoint(tmp_path / f"checkpoint-{step}", step))
     assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-30")
-    with caplog.at_level("WARNING", logger="perceptclip_hf.training"):
+    with caplog.at_level("WARNING", logger="perceptclip_hf.training.trainer"):
         assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-15")
     warnings = {record.getMessage().split(":")[0].split("/")[-1]: record.getMessage() for record in caplog.records}
     for step, (_, cause) in broken.items():

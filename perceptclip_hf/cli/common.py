@@ -42,7 +42,7 @@ def load_plugins(modules: Sequence[str] = ()) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16, several: bool = False) -> None:
     """--model (repeatable with ``several``), --base-model, --task, --device, --dtype, --batch-size."""
-    from ..official import OFFICIAL_REPOS
+    from ..hub.source import OFFICIAL_REPOS
 
     parser.add_argument(
         "--model",
@@ -100,7 +100,7 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_input_arguments(parser: argparse.ArgumentParser, fast_decode: bool = True) -> None:
     """--num-workers and (unless a benchmark protocol forbids other pixels) --fast-decode."""
-    from ..workers import MAX_DEFAULT_WORKERS
+    from ..scoring.workers import MAX_DEFAULT_WORKERS
 
     parser.add_argument(
         "--num-workers",
@@ -133,34 +133,14 @@ def positive_int(text: str) -> int:
     return value
 
 
-def check_model_argument(model: str) -> None:
-    """Fail fast, before loading torch models, on a model that is neither a saved directory, an official checkpoint
-    (alias, folder or `.pth`) nor a Hub id."""
-    from ..official import OFFICIAL_REPOS, is_hub_model_id, is_official_source, resolve_alias
-
-    model = resolve_alias(model)
-    if is_official_source(model):
-        return
-    if os.path.isdir(model):
-        if not os.path.isfile(os.path.join(model, "config.json")):
-            raise UsageError(
-                f"--model {model}: directory has no config.json nor exactly one official .pth; point it "
-                "at a folder written by save_pretrained, or at a copy of an official PerceptCLIP repo"
-            )
-    elif not is_hub_model_id(model):
-        raise UsageError(
-            f"--model {model}: no such model directory (and not a Hub id like 'org/name', nor one of "
-            f"{', '.join(OFFICIAL_REPOS)})"
-        )
-
-
 def load_scorer(args: argparse.Namespace, **overrides: Any):
     """The :class:`PerceptScorer` the arguments describe; loading failures become usage errors."""
-    from ..inference import PerceptScorer
+    from ..hub.source import ModelSource
+    from ..scoring.scorer import PerceptScorer
 
-    check_model_argument(args.model)
+    source = ModelSource.of(args.model, getattr(args, "task", None)).check()
     return PerceptScorer.from_pretrained(
-        args.model, load_kwargs=load_options(args), **{**scorer_options(args), **overrides}
+        source, load_kwargs=load_options(args), **{**scorer_options(args), **overrides}
     )
 
 
@@ -169,7 +149,7 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
     transformers weight-loading bars are turned off (ours are tqdm)."""
     from transformers.utils import logging as transformers_logging
 
-    from ..inference import resolve_device
+    from ..scoring.scorer import resolve_device
 
     transformers_logging.disable_progress_bar()
 
@@ -189,11 +169,8 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What model loading takes from the arguments: a local base backbone, an official checkpoint's task."""
-    options = {"base_model_name_or_path": args.base_model} if args.base_model else {}
-    if getattr(args, "task", None):
-        options["task"] = args.task
-    return options
+    """What model loading takes from the arguments: a local base backbone (the task is the source's)."""
+    return {"base_model_name_or_path": args.base_model} if args.base_model else {}
 
 
 def progress(iterable: Iterable, **kwargs: Any):
@@ -230,7 +207,7 @@ def collect_images(arguments: Sequence[str]) -> Collected:
     content) and globs → absolute image paths in order, one per real file; the rest is counted with its reason.
     A path met twice is scored once; another path to the same file is reported as such."""
     from ..data.files import NOT_AN_IMAGE, VISITED_FOLDER, is_image_file, walk_images
-    from ..image_sources import GLOB_CHARS
+    from ..scoring.image_sources import GLOB_CHARS
 
     found, paths, walked = Collected(), [], []
 

@@ -1,4 +1,4 @@
-"""`perceptclip demo`: the web demo (:mod:`perceptclip_hf.demo`) of one model or several, served by gradio."""
+"""`perceptclip demo`: the web demo (:mod:`perceptclip_hf.demo.app`) of one model or several, served by gradio."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("the demo needs gradio, which is not installed: pip install 'perceptclip-hf[demo]'")
     named = check_models(args)
     check_address(args.host, args.port)
-    from ..demo import build_demo, launch, load_models
+    from ..demo.app import build_demo, launch, load_models
 
     models = load_models(named, load_kwargs=load_options(args), **scorer_options(args))
     launch(build_demo(models), host=args.host, port=args.port, share=args.share)

@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset_info
-    from ..evaluation import benchmark_report, predict_benchmark
+    from ..evaluation.benchmark import benchmark_report, predict_benchmark
     from ..output_safety import check_own_json, check_writable
     from ..tasks import score_meaning
 

@@ -47,7 +47,7 @@ def add_arguments(parser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.images import open_image
-    from ..interpretability import ATTENTION_METHOD, REPORT_FILE, UnsupportedBackbone, explain
+    from ..explain.interpretability import ATTENTION_METHOD, REPORT_FILE, UnsupportedBackbone, explain
 
     check_out_folder(Path(args.out), REPORT_FILE, WRITER)
     found = collect_images(args.images)

@@ -15,7 +15,7 @@ from .common import Collected, UsageError, collect_images, echo
 def collect_inputs(args: argparse.Namespace, part: tuple[int, int] = (0, 1)) -> tuple[list, Collected]:
     """The image sets the arguments name, in their order (all Parquet files one table, all file arguments one set;
     ``part``: one process's share of each) and what the file arguments hold that is not scored."""
-    from ..image_sources import ImageSet, hub_dataset_set, input_kind, parquet_set, saved_dataset_set, shard_set
+    from ..scoring.image_sources import ImageSet, hub_dataset_set, input_kind, parquet_set, saved_dataset_set, shard_set
 
     groups: list[tuple[str, list[str]]] = []
     for argument in args.paths:
@@ -81,8 +81,8 @@ class Tally:
 def predictions(models, image_sets, previous, tally: Tally) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(id, result)`` for every input not already in the output, set after set, in order. A random-access set
     goes to the models as lazy sequences (its workers read it); a stream is read here, its ids kept in order."""
-    from ..image_sources import Subset
-    from ..score_files import input_key
+    from ..scoring.image_sources import Subset
+    from ..scoring.score_files import input_key
 
     already = previous.done | previous.failed
     seen: set[str] = set()

@@ -9,13 +9,13 @@ import os
 import sys
 from typing import Any
 
-from ..score_rows import model_names, result_columns, result_row
+from ..hub.source import ModelSource, named_sources
+from ..scoring.score_rows import result_columns, result_row
 from .common import (
     UsageError,
     add_input_arguments,
     add_model_arguments,
     add_tta_arguments,
-    check_model_argument,
     echo,
     load_options,
     progress,
@@ -88,16 +88,16 @@ def add_arguments(parser) -> None:
     )
 
 
-def check_models(args: argparse.Namespace) -> dict[str, str]:
+def check_models(args: argparse.Namespace) -> dict[str, ModelSource]:
     """The named --model arguments, each checked before anything loads."""
-    named = model_names(args.model)
+    named = named_sources(args.model, args.task)
     if len(named) > 1 and args.task:
         raise UsageError(
             "--task names the task of one official checkpoint; with several --model, use their aliases "
             "(quality, memorability, emotion) or folders"
         )
     for source in named.values():
-        check_model_argument(source)
+        source.check()
     return named
 
 
@@ -109,12 +109,12 @@ class StdoutRows:
         self.writer.writeheader()
 
     def open(self):
-        from ..score_files import Previous
+        from ..scoring.score_files import Previous
 
         return Previous()  # nothing written before
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        from ..score_files import csv_row
+        from ..scoring.score_files import csv_row
 
         self.writer.writerows(map(csv_row, rows))
         sys.stdout.flush()
@@ -123,17 +123,17 @@ class StdoutRows:
         sys.stdout.flush()
 
 
-def score_file(args: argparse.Namespace, columns: list[str] | None = None, models=None):
+def score_file(args: argparse.Namespace, columns: list[str] | None = None, models=None, named=None):
     """The output file of the arguments; without models only its location and owner can be checked."""
-    from ..score_files import ScoreFile
+    from ..scoring.score_files import ScoreFile
 
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     if models is None:
         return ScoreFile(args.output, [], {}, mode=mode)
     identities = {name: model_identity(scorer, args.seed) for name, scorer in models.scorers.items()}
     sources = {
-        name: os.path.abspath(source) if os.path.isdir(source) else source
-        for name, source in model_names(args.model).items()
+        name: os.path.abspath(source.location) if os.path.isdir(source.location) else source.location
+        for name, source in named.items()
     }
     merged = {name: scorer.lora_merged for name, scorer in models.scorers.items()}
     engine = models.engine
@@ -197,7 +197,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..multiprocess_scoring import local_device, process_part
+    from ..scoring.distributed import local_device, process_part
 
     part = process_part()
     several = part[1] > 1
@@ -222,16 +222,16 @@ def run(args: argparse.Namespace) -> int:
         )
     if several:
         args.device = local_device(args.device)
-    from ..model_set import ScorerSet
+    from ..scoring.model_set import ScorerSet
 
     models = ScorerSet.from_pretrained(named, load_kwargs=load_options(args), **scorer_options(args))
     if models.shared_bytes and main:
         echo(f"{len(models.scorers)} models share their base weights: {models.shared_bytes / 2**20:.1f} MiB held once")
     columns = result_columns(models)
     if several:
-        target, output, previous = open_part(args, columns, models, part)
+        target, output, previous = open_part(args, columns, models, named, part)
     else:
-        output = score_file(args, columns, models) if args.output else StdoutRows(columns)
+        output = score_file(args, columns, models, named) if args.output else StdoutRows(columns)
         previous = output.open()
     tally = Tally(not_scored=list(found.not_scored) if main else [])
     score(
@@ -291,15 +291,15 @@ def score(args, models, image_sets, output, previous, tally: Tally, desc: str) -
         )
 
 
-def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[int, int]):
+def open_part(args: argparse.Namespace, columns: list[str], models, named, part: tuple[int, int]):
     """One of several processes: the main one prepares --output (``target``, returned) as one process would (with
     --resume, the parts of a killed run with another number of processes are merged into it; without, every
     leftover part is removed); then each process opens its part file (continuing its own with --resume) and reads
     what --output and its part already hold."""
-    from ..multiprocess_scoring import barrier, leftover_parts, merge_parts, part_path, remove_parts
-    from ..score_files import Previous, ScoreFile
+    from ..scoring.distributed import barrier, leftover_parts, merge_parts, part_path, remove_parts
+    from ..scoring.score_files import Previous, ScoreFile
 
-    target = score_file(args, columns, models)
+    target = score_file(args, columns, models, named)
     path = part_path(args.output, part)
     if part[0] == 0:
         target.check()
@@ -327,8 +327,8 @@ def open_part(args: argparse.Namespace, columns: list[str], models, part: tuple[
 def merge_part_files(args: argparse.Namespace, target, part: tuple[int, int]) -> Tally:
     """After every process is done: the main one merges the parts into ``target`` (--output); returns the run's
     totals."""
-    from ..multiprocess_scoring import barrier, merge_parts, part_path
-    from ..score_files import read_record
+    from ..scoring.distributed import barrier, merge_parts, part_path
+    from ..scoring.score_files import read_record
 
     barrier()
     tally = Tally()

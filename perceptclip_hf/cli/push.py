@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..official import OFFICIAL_REPOS, OFFICIAL_TASKS, resolve_alias
+from ..hub.source import OFFICIAL_REPOS, ModelSource
 
 PUSH_PROG = "perceptclip push"
 USAGE = """Publish a PerceptCLIP model on the Hugging Face Hub (remote code, adapter-only safetensors, peft adapter,
@@ -100,8 +100,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     if args.space_requirement and not args.space:
         parser.error("--space-requirement applies to --space DIR")
     if args.from_official:
-        args.from_official = resolve_alias(args.from_official)
-        args.task = args.task or OFFICIAL_TASKS.get(args.from_official)
+        args.from_official = ModelSource.of(args.from_official, args.task)
+        args.task = args.from_official.task
         if args.task is None and args.config_json:
             parser.error("--from-official with a file and --config-json needs --task")
     elif args.task or args.config_json or args.base_model:
@@ -112,18 +112,19 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def write_folder(args: argparse.Namespace, folder: Path) -> Path:
     """Write the repo folder the arguments describe."""
     from ..errors import loading_model
-    from ..hub import build_repo_folder, convert_official
+    from ..hub.official import convert_official
+    from ..hub.repo import build_repo_folder
     from ..modeling import PerceptCLIPConfig
-    from ..official import local_copy_hint
 
     peft_adapter = args.peft_adapter
     if args.from_official:
         config = None
         if args.config_json:
             config = PerceptCLIPConfig(**{**json.loads(args.config_json.read_text()), "task": args.task})
-        with loading_model(args.from_official, "--from-official", hint=local_copy_hint(args.from_official)):
+        source = args.from_official
+        with loading_model(source.location, "--from-official", hint=source.hint):
             return convert_official(
-                args.from_official,
+                source.location,
                 folder,
                 args.task,
                 config=config,
@@ -133,7 +134,7 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
                 token=args.token,
             )
     if args.run_dir:
-        from ..experiment import RESULTS_FILE, run_model_dir  # the run layout (imports the training stack)
+        from ..run_layout import RESULTS_FILE, run_model_dir
 
         return build_repo_folder(
             run_model_dir(args.run_dir),
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def push(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)  # --help and usage errors before the model stack loads
     if args.space:
-        from ..space import write_space_folder
+        from ..hub.space import write_space_folder
 
         space = write_space_folder(args.space, args.repo_id, args.space_requirement)
         print(
@@ -169,7 +170,7 @@ def push(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"Wrote {folder} (dry run: nothing uploaded).")
         return 0
     from ..errors import OutputError, kind_of_hub_error, one_line
-    from ..hub import upload_repo_folder
+    from ..hub.repo import upload_repo_folder
 
     with tempfile.TemporaryDirectory(prefix="perceptclip-hub-") as tmp:
         folder = write_folder(args, Path(tmp))

@@ -22,8 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(results: dict, output_dir: str) -> str:
-    from ..experiment import RESULTS_FILE, RESULTS_TABLE
-    from ..run_log import LOG_FILE
+    from ..run_layout import LOG_FILE, RESULTS_FILE, RESULTS_TABLE
 
     agg = results["aggregate"]
     shown = ", ".join(f"{k.upper()} {v:.3f}" for k, v in agg.items() if k in ("srcc", "plcc", "accuracy"))
@@ -43,10 +42,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def train(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from ..experiment import run_experiment, split_model_dir
-    from ..inference import PerceptScorer
-    from ..recipe import parse_args
+    from ..run_layout import split_model_dir
+    from ..scoring.scorer import PerceptScorer
     from ..tasks import score_meaning
+    from ..training.experiment import run_experiment
+    from ..training.recipe import parse_args
     from .common import load_plugins
 
     load_plugins()  # installed task / dataset plugins, as `perceptclip train` loads them

@@ -3,7 +3,8 @@
 Typical use::
 
     from perceptclip_hf.data import load_benchmark, benchmark_splits, get_dataset_info
-    from perceptclip_hf.preprocessing import build_transform, with_image_transform
+    from perceptclip_hf.preprocessing import with_image_transform
+    from perceptclip_hf.tasks import build_transform
     ds = load_benchmark("koniq10k", "/data/koniq")
     splits = benchmark_splits("koniq10k", ds, split=0)          # train / validation / test
     info = get_dataset_info("koniq10k")

@@ -115,7 +115,7 @@ def train_command(config: Path, *extra: str) -> list[str]:
 
 def tiny_recipe(tmp_path: Path, synthetic_dir: Path, **overrides) -> Path:
     """The quickstart recipe, shortened for tests."""
-    from perceptclip_hf.recipe import load_config
+    from perceptclip_hf.training.recipe import load_config
 
     recipe = load_config(QUICKSTART)
     recipe.update(

@@ -1,6 +1,6 @@
 """The PerceptCLIP web demo (``perceptclip demo``; the Space app that ``push_to_hub.py --space`` writes).
 
-    >>> from perceptclip_hf.demo import build_demo, load_models
+    >>> from perceptclip_hf.demo.app import build_demo, load_models
     >>> build_demo(load_models(["./perceptclip-koniq"])).launch()
 
 One image: each model's score or label with what it means (:func:`.tasks.score_meaning`), and a heatmap of the first
@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from .inference import PerceptScorer
-from .model_set import ScorerSet
+from ..scoring.model_set import ScorerSet
+from ..scoring.scorer import PerceptScorer
 
 SCORE_API = "score"  # the endpoint gradio_client calls: api_name="/score"
 FILES_API = "score_files"
@@ -38,9 +38,9 @@ def load_models(
     """The demo's models: ``{name: model}``, or a list of ``perceptclip predict --model`` values (``[NAME=]MODEL``,
     named as predict names them). Images are decoded in the server process (``num_workers=0``) unless told."""
     if not isinstance(models, Mapping):
-        from .score_rows import model_names
+        from ..hub.source import named_sources
 
-        models = model_names(list(models))
+        models = named_sources(list(models))
     if scorer_kwargs.get("num_workers") is None:  # also when the command line passes its unset value
         scorer_kwargs["num_workers"] = 0
     return ScorerSet.from_pretrained(models, load_kwargs=load_kwargs, **scorer_kwargs)
@@ -85,7 +85,7 @@ def prediction_line(name: str, result: Mapping[str, Any]) -> str:
 
 def describe(models: ScorerSet, result: Mapping[str, Any] | None) -> str:
     """The page's Markdown for a ``/score`` result: per model its prediction, then what the score means."""
-    from .tasks import score_meaning
+    from ..tasks import score_meaning
 
     if not result:
         return ""
@@ -106,10 +106,10 @@ def heatmap(scorer: PerceptScorer, image: Image.Image | None, name: str = "") ->
     """What the model looks at in ``image`` (its whole-image view): the CLS attention of the last layer (mean over
     heads) for attention backbones, Grad-CAM of the prediction for convolutional ones; drawn as ``perceptclip
     explain`` draws its heatmaps."""
-    from .gradcam import grad_cam, target_description
-    from .heatmaps import VIEW, Panel, display_view, grad_cam_panels, heatmap_figure
-    from .interpretability import ATTENTION_METHOD, cls_attention_maps, explanation_method
-    from .preprocessing import center_view_transform
+    from ..explain.gradcam import grad_cam, target_description
+    from ..explain.heatmaps import VIEW, Panel, display_view, grad_cam_panels, heatmap_figure
+    from ..explain.interpretability import ATTENTION_METHOD, cls_attention_maps, explanation_method
+    from ..preprocessing import center_view_transform
 
     if image is None:
         return None
@@ -153,8 +153,8 @@ def score_files(models: ScorerSet, paths: Sequence[str] | None, out_dir: Path):
     """Many images → (the table: ``perceptclip predict``'s columns, ``id`` the file name; the histogram; the CSV)."""
     import pandas as pd
 
-    from .score_files import csv_row
-    from .score_rows import result_columns, result_row
+    from ..scoring.score_files import csv_row
+    from ..scoring.score_rows import result_columns, result_row
 
     if not paths:
         import gradio as gr
@@ -176,7 +176,7 @@ def histogram(models: ScorerSet, table) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .score_rows import column_prefixes
+    from ..scoring.score_rows import column_prefixes
 
     prefixes = column_prefixes(models)
     figure = Figure(figsize=(5, 2.6 * len(models.scorers)), layout="constrained")
@@ -203,7 +203,7 @@ def header(models: ScorerSet) -> str:
         "Perceptual image scoring with CLIP + LoRA ([arXiv 2503.13260]"
         "(https://arxiv.org/abs/2503.13260)). What each model's output means:",
     ]
-    from .tasks import score_meaning
+    from ..tasks import score_meaning
 
     lines += [
         f"- **{name}**"

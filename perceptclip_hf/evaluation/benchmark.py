@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import benchmark_splits, get_dataset_info, load_benchmark
-from .inference import PerceptScorer
-from .metrics import LogisticFit, classification_metrics, regression_metrics
+from ..data import benchmark_splits, get_dataset_info, load_benchmark
+from ..metrics import LogisticFit, classification_metrics, regression_metrics
+from ..scoring.scorer import PerceptScorer
 
 
 @dataclass
@@ -93,7 +93,7 @@ def benchmark_report(
     fit: LogisticFit = "robust",
 ):
     """The report (:mod:`.reports`) of a model's predictions of a benchmark part; returns the `Report`."""
-    from .reports import classification_report, regression_report
+    from ..reports import classification_report, regression_report
 
     if predictions.scores is not None:
         return regression_report(

@@ -19,17 +19,17 @@ from peft import LoraConfig
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import modeling
-from .errors import ModelLoadError, OutputError
-from .model_card import render_model_card
-from .modeling import (
+from .. import modeling
+from ..errors import ModelLoadError, OutputError
+from ..modeling import (
     LORA_KEY_MARKER,
     PerceptCLIPConfig,
     PerceptCLIPPreTrainedModel,
     default_image_processor,
     lora_config,
 )
-from .official import is_hub_model_id, load_official_checkpoint
+from ..run_layout import REPORT_DIR
+from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,6 @@ def build_repo_folder(
             logger.warning("No peft adapter written: adaptation=%r has no LoRA.", config.adaptation)
     report = None
     if isinstance(results, (str, Path)):  # a run's results.json: its report/ comes along
-        from .run_reports import REPORT_DIR
-
         report = copy_run_report(Path(results).parent / REPORT_DIR, out_dir / REPORT_DIR)
         results = json.loads(Path(results).read_text())
     card = render_model_card(
@@ -111,7 +109,7 @@ def copy_run_report(report_dir: Path, out_dir: Path) -> str | None:
     """Copy a train.py run's summary report (PNG, report.md, report.html) into the repo; its folder name, or `None`
     when the run has none."""
     files = [path for path in sorted(report_dir.glob("*")) if path.suffix in (".png", ".md", ".html")]
-    from .reports import MARKDOWN_FILE
+    from ..reports import MARKDOWN_FILE
 
     if not any(path.name == MARKDOWN_FILE for path in files):
         return None
@@ -248,56 +246,9 @@ def upload_repo_folder(
     return api.create_commit(repo_id, operations, commit_message=commit_message, token=token, revision=revision)
 
 
-# ----- official release ------------------------------------------------------------------------------------------
-
-
-def convert_official(
-    source: str,
-    out_dir: str | Path,
-    task: str | None = None,
-    config: PerceptCLIPConfig | None = None,
-    repo_id: str | None = None,
-    peft_adapter: bool = False,
-    base_model: str | None = None,
-    origin: str | None = None,
-    **hub_kwargs,
-) -> Path:
-    """Write a repo folder for an official PerceptCLIP checkpoint (local `.pth` or official Hub repo): the one
-    conversion behind `perceptclip push --from-official` and the official-model cache (`official.official_model_dir`).
-
-    The repo is adapter-only, so the checkpoint's backbone must be its base's (`base_model`, else the config's
-    `base_model_name_or_path`, else CLIP ViT-L/14): this is checked tensor by tensor before anything is written.
-    The config carries the official preprocessing; `origin` names the source in the card (default `source`)."""
-    model = load_official_checkpoint(source, task, config=config, base_model=base_model, **hub_kwargs)
-    check_backbone_is_base(model)
-    origin = origin or (Path(source).name if Path(source).is_file() else source)
-    link = f"[{origin}](https://huggingface.co/{origin})" if is_hub_model_id(origin) else f"`{Path(origin).name}`"
-    notes = (
-        f"Converted from the official PerceptCLIP release {link} (weights renamed, not retrained); "
-        "outputs match the official `clip_lora_model`."
-    )
-    return build_repo_folder(model, out_dir, repo_id=repo_id, peft_adapter=peft_adapter, notes=notes)
-
-
-def check_backbone_is_base(model: PerceptCLIPPreTrainedModel, atol: float = 1e-6) -> None:
-    """Raise unless the model's non-LoRA backbone tensors equal those of its `base_model_name_or_path` (which are
-    then loaded into the model, as an adapter-only reload would)."""
-    own = {k: v.clone() for k, v in model.backbone.state_dict().items() if LORA_KEY_MARKER not in k}
-    model.load_base_weights(model.config.base_model_name_or_path, revision=model.config.base_model_revision)
-    base = model.backbone.state_dict()
-    worst = max((own[k] - base[k]).abs().max().item() for k in own)
-    if worst > atol:
-        raise ValueError(
-            f"The checkpoint's backbone differs from its base {model.config.base_model_name_or_path!r} "
-            f"(max |Δ| = {worst:.3g}): an adapter-only repo would not reproduce it. Pass the right base model."
-        )
-
-
 __all__ = [
     "build_repo_folder",
-    "check_backbone_is_base",
     "check_repo_folder",
-    "convert_official",
     "peft_adapter_state_dict",
     "peft_lora_config",
     "upload_repo_folder",

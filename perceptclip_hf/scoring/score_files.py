@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
-from .output_safety import check_writable
+from ..errors import OutputError
+from ..output_safety import check_writable
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 META_SUFFIX = ".meta.json"

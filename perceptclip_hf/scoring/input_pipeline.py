@@ -29,8 +29,8 @@ import torch
 from datasets import Dataset
 from PIL import Image
 
-from .data.images import open_image
-from .preprocessing import undecoded
+from ..data.images import open_image
+from ..preprocessing import undecoded
 
 Source = tuple[Any, "str | None"]  # (image, crop key)
 

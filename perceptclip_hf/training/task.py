@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .data import DatasetInfo, get_dataset_info
-from .errors import ConfigurationError, loading_model
-from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
+from ..data import DatasetInfo, get_dataset_info
+from ..errors import ConfigurationError, loading_model
+from ..modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel, create_model
+from ..tasks import TaskSpec, get_task
 from .recipe import MODEL_OPTIONS
-from .tasks import TaskSpec, get_task
 
 
 @dataclass

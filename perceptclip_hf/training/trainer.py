@@ -17,13 +17,14 @@ from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_N
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .data import repeat_dataset
-from .errors import corrupt_weights
-from .metrics import aggregate_splits
-from .preprocessing import build_transform, transform_kwargs, with_image_transform
+from ..data import repeat_dataset
+from ..errors import corrupt_weights
+from ..metrics import aggregate_splits
+from ..preprocessing import transform_kwargs, with_image_transform
+from ..tasks import build_transform
 from .recipe import DataArguments
 from .run_log import HistoryCallback
-from .training_task import TrainingTask
+from .task import TrainingTask
 
 logger = logging.getLogger(__name__)
 TRAINER_STATE_FILE = TRAINER_STATE_NAME

@@ -20,12 +20,12 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .data import DatasetInfo, benchmark_splits, get_dataset_info
-from .data.own_data import OWN_DATA_TASKS, OWN_DATASETS, OwnData, own_dataset_info
-from .errors import ConfigurationError, one_line
-from .modeling import PerceptCLIPConfig
+from ..data import DatasetInfo, benchmark_splits, get_dataset_info
+from ..data.own_data import OWN_DATA_TASKS, OWN_DATASETS, OwnData, own_dataset_info
+from ..errors import ConfigurationError, one_line
+from ..modeling import PerceptCLIPConfig
+from ..tasks import get_task
 from .recipe_help import TRAINER_GROUP, USAGE, group_options
-from .tasks import get_task
 
 # Config fields a recipe may set (the architecture and its adaptation); `loss` defaults to the task's.
 MODEL_OPTIONS = (

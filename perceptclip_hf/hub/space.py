@@ -12,7 +12,7 @@ import re
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
-from .errors import OutputError
+from ..errors import OutputError
 
 MODEL_ENV = "PERCEPTCLIP_MODEL"
 PACKAGE = "perceptclip-hf"
@@ -26,7 +26,7 @@ GRADIO_SERVER_PORT the address.
 
 import os
 
-from perceptclip_hf.demo import build_demo, load_models
+from perceptclip_hf.demo.app import build_demo, load_models
 
 MODEL = os.environ.get("{env}") or "{model}"
 
@@ -57,7 +57,7 @@ heatmap of what the model looks at; upload many for a sortable table, a histogra
 
 From Python (`pip install gradio_client`): `Client("<this Space>").predict(handle_file("photo.jpg"),
 api_name="/score")` returns the model's result, `{{"score": ...}}` or `{{"label": ..., "probabilities": {{...}}}}`,
-as `perceptclip_hf.inference.PerceptScorer` computes it.
+as `perceptclip_hf.scoring.scorer.PerceptScorer` computes it.
 
 Written by `push_to_hub.py --space`; `app.py` loads `{model}` (the `{env}` variable overrides it).
 """

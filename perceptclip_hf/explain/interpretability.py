@@ -28,9 +28,9 @@ from PIL import Image
 from torch import nn
 from transformers.modeling_utils import AttentionInterface
 
+from ..preprocessing import center_view_transform
 from .gradcam import NotConvolutional, grad_cam, target_description
 from .heatmaps import Panel, attention_panels, grad_cam_panels, save_heatmaps, write_panels
-from .preprocessing import center_view_transform
 
 PROBE_ATTENTION = "perceptclip_probe"
 

@@ -6,7 +6,7 @@ The official module (PerceptCLIP_IQA / _Memorability / _Emotions on the Hub) is
 
 :func:`official_model_dir` makes any official source usable wherever a model is accepted: an alias (`quality`,
 `memorability`, `emotion`), an official Hub repo, a local folder holding one `.pth` and no `config.json`, or the
-`.pth` itself. It is converted once (:func:`perceptclip_hf.hub.convert_official`, the same path as
+`.pth` itself. It is converted once (:func:`convert_official`, the same path as
 `perceptclip push --from-official`) into an HF-native folder cached under
 `$HF_HUB_CACHE/perceptclip-official/`, written atomically; later calls load that folder.
 """
@@ -25,27 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelLoadError, is_offline_error
+from ..errors import ModelLoadError, is_offline_error
+from .source import OFFICIAL_BASE_MODEL, OFFICIAL_TASKS, ModelSource, checkpoint_files, is_hub_model_id
 
 if TYPE_CHECKING:  # torch and the model code load with the first checkpoint: the names above serve the CLI at once
     import torch
 
-    from .modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel
+    from ..modeling import PerceptCLIPConfig, PerceptCLIPPreTrainedModel
 
 logger = logging.getLogger(__name__)
 
-OFFICIAL_REPOS = {
-    "quality": "PerceptCLIP/PerceptCLIP_IQA",
-    "memorability": "PerceptCLIP/PerceptCLIP_Memorability",
-    "emotion": "PerceptCLIP/PerceptCLIP_Emotions",
-}
-OFFICIAL_TASKS = {repo: task for task, repo in OFFICIAL_REPOS.items()}
-OFFICIAL_BASE_MODEL = "openai/clip-vit-large-patch14"
 # Config fields that reproduce each release's usage code where its task's default preprocessing does not: the IQA
 # usage resizes with torchvision `Resize((512, 384))` (height, width; aspect not kept) before its 15 random crops.
 # Memorability and emotion use `Resize(224)` + `CenterCrop(224)`, their task's own test transform.
 OFFICIAL_PREPROCESSING = {"quality": {"test_resize_size": [512, 384]}}
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
 CACHE_DIR_NAME = "perceptclip-official"
 TMP_PREFIX = ".tmp-"
 # Official key prefix → ours (the head's `mlp.fcN` are renamed by number).
@@ -53,7 +46,6 @@ OFFICIAL_KEY_PREFIXES = (
     ("model.base_model.model.", "backbone.vision_model."),
     ("proj.", "backbone.visual_projection."),
 )
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MLP_KEY = re.compile(r"^mlp\.fc(\d+)\.(weight|bias)$")
 
 
@@ -79,10 +71,6 @@ def convert_official_state_dict(state_dict: dict[str, torch.Tensor], head: str =
                 "proj.*, mlp.fc*)."
             )
     return converted
-
-
-def checkpoint_files(names) -> list[str]:
-    return sorted(name for name in names if name.endswith(CHECKPOINT_SUFFIXES))
 
 
 def resolve_official_checkpoint(source: str, **hub_kwargs) -> str:
@@ -133,7 +121,7 @@ def official_task(state_dict: dict[str, torch.Tensor], task: str | None, source:
 
 def official_config(state_dict: dict[str, torch.Tensor], task: str, base_model: str) -> PerceptCLIPConfig:
     """The architecture of an official checkpoint: the base CLIP's vision config, the head widths of its `mlp`."""
-    from .modeling import PerceptCLIPConfig, backbone_vision_config
+    from ..modeling import PerceptCLIPConfig, backbone_vision_config
 
     vision = backbone_vision_config(base_model)
     hidden = [state_dict[f"mlp.fc{i}.weight"].shape[0] for i in (1, 2) if f"mlp.fc{i}.weight" in state_dict]
@@ -165,7 +153,7 @@ def load_official_checkpoint(
     checkpoint's head widths. The config carries the official preprocessing (:func:`with_official_preprocessing`).
     Emotion labels are in the official order (amusement, awe, contentment, excitement, anger, disgust, fear, sadness).
     """
-    from .modeling import create_model
+    from ..modeling import create_model
 
     path = resolve_official_checkpoint(source, **hub_kwargs)
     state_dict = read_state_dict(path)
@@ -202,28 +190,6 @@ def load_official_checkpoint(
 # ----- where an official checkpoint is -------------------------------------------------------------------------
 
 
-def resolve_alias(name: str) -> str:
-    """`quality` / `memorability` / `emotion` → the official repo id, unless a local path of that name exists."""
-    return OFFICIAL_REPOS[name] if name in OFFICIAL_REPOS and not os.path.exists(name) else name
-
-
-def is_hub_model_id(name: str | None) -> bool:
-    """Whether `name` names a Hub repo (`org/name`) rather than a local directory."""
-    return bool(name) and not os.path.exists(name) and HUB_ID.match(name) is not None
-
-
-def is_official_source(source: str) -> bool:
-    """Whether `source` (alias resolved) is an official checkpoint: a `.pth` file, a local folder with exactly one
-    `.pth` and no `config.json`, or an official repo id. No network: another Hub repo in the official layout is
-    used through a local copy (`hf download REPO --local-dir DIR`)."""
-    if os.path.isfile(source):
-        return source.endswith(CHECKPOINT_SUFFIXES)
-    if os.path.isdir(source):
-        names = os.listdir(source)
-        return "config.json" not in names and len(checkpoint_files(names)) == 1
-    return source in OFFICIAL_TASKS
-
-
 def locate_hub_checkpoint(
     repo_id: str, revision: str | None = None, token: str | None = None
 ) -> tuple[str, Callable[[], str]]:
@@ -243,11 +209,6 @@ def locate_hub_checkpoint(
             raise
     name = single_checkpoint(names, repo_id)
     return commit, lambda: hf_hub_download(repo_id, name, revision=commit, token=token)
-
-
-def local_copy_hint(repo_id: str) -> str:
-    """What to add after `--model DIR` for a local copy of `repo_id` (its task, which a folder cannot tell)."""
-    return f" --task {OFFICIAL_TASKS[repo_id]}" if repo_id in OFFICIAL_TASKS else ""
 
 
 def cached_snapshot(repo_id: str, revision: str | None) -> tuple[str | None, list[str]]:
@@ -272,7 +233,7 @@ def official_cache_root() -> Path:
 
 
 def official_model_dir(
-    source: str,
+    source: ModelSource | str,
     task: str | None = None,
     base_model: str | None = None,
     revision: str | None = None,
@@ -280,8 +241,10 @@ def official_model_dir(
 ) -> Path:
     """The HF-native folder of an official checkpoint (alias, Hub repo, local folder or `.pth`), converted on the
     first call and cached: `$HF_HUB_CACHE/perceptclip-official/<name>-<key>/`, keyed by repo id + commit (Hub) or
-    resolved path + size + mtime_ns of the `.pth` (local), and by task and base model."""
-    source = resolve_alias(source)
+    resolved path + size + mtime_ns of the `.pth` (local), and by task and base model. `task` applies to a source
+    given as a string (a :class:`ModelSource` carries its own)."""
+    source = ModelSource.of(source, task)
+    task, source = source.task, source.location
     base_model = base_model or OFFICIAL_BASE_MODEL
     if os.path.isdir(base_model):
         base_model = os.path.abspath(base_model)
@@ -293,7 +256,6 @@ def official_model_dir(
     else:
         commit, fetch = locate_hub_checkpoint(source, revision=revision, token=token)
         identity, name = ("hub", source, commit), f"{source.replace('/', '--')}-{commit[:12]}"
-    task = task or OFFICIAL_TASKS.get(source)
     key = hashlib.sha256(repr((identity, task, base_model)).encode()).hexdigest()[:16]
     folder = official_cache_root() / f"{name}-{key}"
     if (folder / "config.json").is_file():
@@ -304,8 +266,6 @@ def official_model_dir(
 
 def convert_into_cache(path: str, folder: Path, task: str | None, base_model: str, origin: str) -> Path:
     """Convert into a temporary sibling of `folder`, then rename it: a killed conversion leaves no `folder`."""
-    from .hub import convert_official
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder.parent)
     logger.warning("Converting the official checkpoint %s once into %s", origin, folder)
@@ -333,14 +293,57 @@ def remove_stale_temporaries(root: Path) -> None:
             continue
 
 
+def convert_official(
+    source: str,
+    out_dir: str | Path,
+    task: str | None = None,
+    config: PerceptCLIPConfig | None = None,
+    repo_id: str | None = None,
+    peft_adapter: bool = False,
+    base_model: str | None = None,
+    origin: str | None = None,
+    **hub_kwargs,
+) -> Path:
+    """Write a repo folder for an official PerceptCLIP checkpoint (local `.pth` or official Hub repo): the one
+    conversion behind `perceptclip push --from-official` and the official-model cache (`official.official_model_dir`).
+
+    The repo is adapter-only, so the checkpoint's backbone must be its base's (`base_model`, else the config's
+    `base_model_name_or_path`, else CLIP ViT-L/14): this is checked tensor by tensor before anything is written.
+    The config carries the official preprocessing; `origin` names the source in the card (default `source`)."""
+    from .repo import build_repo_folder
+
+    model = load_official_checkpoint(source, task, config=config, base_model=base_model, **hub_kwargs)
+    check_backbone_is_base(model)
+    origin = origin or (Path(source).name if Path(source).is_file() else source)
+    link = f"[{origin}](https://huggingface.co/{origin})" if is_hub_model_id(origin) else f"`{Path(origin).name}`"
+    notes = (
+        f"Converted from the official PerceptCLIP release {link} (weights renamed, not retrained); "
+        "outputs match the official `clip_lora_model`."
+    )
+    return build_repo_folder(model, out_dir, repo_id=repo_id, peft_adapter=peft_adapter, notes=notes)
+
+
+def check_backbone_is_base(model: PerceptCLIPPreTrainedModel, atol: float = 1e-6) -> None:
+    """Raise unless the model's non-LoRA backbone tensors equal those of its `base_model_name_or_path` (which are
+    then loaded into the model, as an adapter-only reload would)."""
+    from ..modeling import LORA_KEY_MARKER
+
+    own = {k: v.clone() for k, v in model.backbone.state_dict().items() if LORA_KEY_MARKER not in k}
+    model.load_base_weights(model.config.base_model_name_or_path, revision=model.config.base_model_revision)
+    base = model.backbone.state_dict()
+    worst = max((own[k] - base[k]).abs().max().item() for k in own)
+    if worst > atol:
+        raise ValueError(
+            f"The checkpoint's backbone differs from its base {model.config.base_model_name_or_path!r} "
+            f"(max |Δ| = {worst:.3g}): an adapter-only repo would not reproduce it. Pass the right base model."
+        )
+
+
 __all__ = [
-    "OFFICIAL_REPOS",
-    "OFFICIAL_TASKS",
+    "OFFICIAL_PREPROCESSING",
+    "check_backbone_is_base",
+    "convert_official",
     "convert_official_state_dict",
-    "is_hub_model_id",
-    "is_official_source",
     "load_official_checkpoint",
-    "local_copy_hint",
     "official_model_dir",
-    "resolve_alias",
 ]

@@ -1,13 +1,6 @@
 """An experiment: every split of a dataset (IQA 10, LaMem 5, EmotionROI 5, EmoSet 1), an optional learning-rate
 sweep chosen on validation, `results.json` + `results.md` with per-split values and the task's median (IQA) or mean,
-and cross-dataset evaluation of each trained model. The only place that knows a run's folder layout:
-
-    <output_dir>/results.json, results.md, train.log (run_log.LOG_FILE)
-    <output_dir>/report/report.html, .md, *.png   the run's summary (run_reports)
-    <output_dir>/split_<k>/report/               split k's test report (a folder per dataset when several)
-    <output_dir>/split_<k>/lr_<lr>/          Trainer checkpoints of one learning rate
-    <output_dir>/split_<k>/lr_<lr>/stage2/<dataset>/   multi-dataset stage 2: each head's checkpoints
-    <output_dir>/split_<k>/model/            the selected model (save_pretrained)
+and cross-dataset evaluation of each trained model, written in the run layout of :mod:`perceptclip_hf.run_layout`.
 """
 
 from __future__ import annotations
@@ -20,52 +13,22 @@ from pathlib import Path
 
 from transformers import TrainingArguments, set_seed
 
-from .data import get_dataset_info
-from .errors import ConfigurationError, one_line
-from .evaluation import cross_dataset_evaluation
-from .metrics import aggregate_splits
-from .modeling import check_config
-from .output_safety import cannot_write_in
+from ..data import get_dataset_info
+from ..errors import ConfigurationError, one_line
+from ..evaluation.benchmark import cross_dataset_evaluation
+from ..metrics import aggregate_splits
+from ..modeling import check_config
+from ..output_safety import cannot_write_in
+from ..reports import HTML_FILE
+from ..run_layout import REPORT_DIR, RESULTS_FILE, RESULTS_TABLE, STAGE2_DIR, lr_dir, split_dir, split_model_dir
+from ..tasks import score_meaning
 from .recipe import DataArguments, ExperimentArguments, ModelArguments
-from .reports import HTML_FILE
 from .run_log import run_log
-from .run_reports import REPORT_DIR, write_split_reports, write_summary_report
-from .tasks import score_meaning
-from .training import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
-from .training_task import build_model, model_config_kwargs, resolve_task, vision_config_of
+from .run_reports import write_split_reports, write_summary_report
+from .task import build_model, model_config_kwargs, resolve_task, vision_config_of
+from .trainer import evaluate_parts, prepare_splits, stage2_heads, train_one, training_arguments
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
-RESULTS_TABLE = "results.md"
-MODEL_DIR = "model"
-STAGE2_DIR = "stage2"
-
-
-def split_dir(output_dir: str | Path, split: int) -> Path:
-    return Path(output_dir) / f"split_{split}"
-
-
-def lr_dir(output_dir: str | Path, split: int, learning_rate: float) -> Path:
-    return split_dir(output_dir, split) / f"lr_{learning_rate:g}"
-
-
-def split_model_dir(output_dir: str | Path, split: int) -> Path:
-    """The model selected on split `split`'s validation set."""
-    return split_dir(output_dir, split) / MODEL_DIR
-
-
-def run_model_dir(run_dir: str | Path) -> Path:
-    """The model of a run: `<run>/model`, else the first reported split's `<run>/split_<k>/model`."""
-    run_dir = Path(run_dir)
-    if (run_dir / MODEL_DIR).is_dir():
-        return run_dir / MODEL_DIR
-    results = json.loads((run_dir / RESULTS_FILE).read_text()) if (run_dir / RESULTS_FILE).exists() else {}
-    splits = [row["split"] for row in results.get("splits", [])]
-    candidate = split_model_dir(run_dir, splits[0]) if splits else None
-    if candidate is None or not candidate.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no model/ and no split_<k>/model/ of a train.py run (with results.json).")
-    return candidate
 
 
 def run_experiment(

@@ -15,10 +15,10 @@ from importlib.resources import files
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .metrics import aggregate_splits
-from .modeling import PerceptCLIPConfig
-from .official import is_hub_model_id
-from .tasks import TaskSpec, get_task, list_tasks, score_meaning, task_of_config
+from ..metrics import aggregate_splits
+from ..modeling import PerceptCLIPConfig
+from ..tasks import TaskSpec, get_task, list_tasks, score_meaning, task_of_config
+from .source import is_hub_model_id
 
 TEMPLATES = files("perceptclip_hf.model_cards")
 LAYOUT_TEMPLATE = "layout.md"
@@ -178,7 +178,7 @@ def model_description(config: PerceptCLIPConfig) -> str:
 
 def preprocessing_text(config: PerceptCLIPConfig, spec: TaskSpec) -> str:
     """How this model's images are prepared at test time (`perceptclip predict`, `PerceptScorer`), in one paragraph."""
-    from .modeling import default_image_processor
+    from ..modeling import default_image_processor
 
     crop = default_image_processor(config).crop_size["height"]
     if not spec.multi_crop_test:

@@ -13,7 +13,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.utils import logging as transformers_logging
 
-LOG_FILE = "train.log"
+from ..run_layout import LOG_FILE
+
 # The Trainer's log records go to the file only: the console already shows them (progress bar or printer).
 HISTORY = logging.getLogger("perceptclip_hf.history")
 HISTORY.propagate = False
@@ -72,4 +73,4 @@ class HistoryCallback(TrainerCallback):
             HISTORY.info("step %d epoch %.4g: %s", state.global_step, state.epoch or 0, json.dumps(values))
 
 
-__all__ = ["LOG_FILE", "HistoryCallback", "run_log"]
+__all__ = ["HistoryCallback", "run_log"]

@@ -21,7 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .geometry import center_crop
+from ..geometry import center_crop
 
 SEQUENTIAL = "jet"  # low (blue) → high (red)
 DIVERGING = "RdBu_r"  # negative (blue) → 0 (white) → positive (red)

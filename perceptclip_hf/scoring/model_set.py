@@ -1,6 +1,6 @@
 """Several models in one pass: each image is decoded once and every model scores it.
 
-    >>> from perceptclip_hf.model_set import ScorerSet
+    >>> from perceptclip_hf.scoring.model_set import ScorerSet
     >>> models = ScorerSet.from_pretrained({"quality": "quality", "emotion": "emotion", "memorability": "memorability"})
     >>> models("photo.jpg")    # {"quality": {"score": ...}, "emotion": {"label": ..., ...}, "memorability": {...}}
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .inference import OnError, PerceptScorer, batch_results, check_on_error, load_model
 from .input_pipeline import TransformSet, is_single_image
+from .scorer import OnError, PerceptScorer, batch_results, check_on_error, load_model
 
 
 def share_base_weights(models: Iterable[torch.nn.Module]) -> int:

@@ -1,4 +1,4 @@
-"""Offline access to the local ``evaluate`` modules shipped in ``perceptclip_hf/metrics_modules``."""
+"""Offline access to the local ``evaluate`` modules shipped in ``perceptclip_hf/evaluation/metrics_modules``."""
 
 from __future__ import annotations
 

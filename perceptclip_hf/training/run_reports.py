@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import BenchmarkPredictions, benchmark_report
-from .metrics import aggregate_splits, softmax
-from .preprocessing import undecoded
-from .reports import Report
-from .reports.plots import training_curves
+from ..evaluation.benchmark import BenchmarkPredictions, benchmark_report
+from ..metrics import aggregate_splits, softmax
+from ..preprocessing import undecoded
+from ..reports import Report
+from ..reports.plots import training_curves
+from ..run_layout import REPORT_DIR
 
 logger = logging.getLogger(__name__)
-
-REPORT_DIR = "report"
 
 
 def test_predictions(task, data_args, ds, output) -> list[BenchmarkPredictions]:
@@ -116,4 +115,4 @@ def write_summary_report(
     return report
 
 
-__all__ = ["REPORT_DIR", "test_predictions", "write_split_reports", "write_summary_report"]
+__all__ = ["test_predictions", "write_split_reports", "write_summary_report"]

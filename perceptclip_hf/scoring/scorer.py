@@ -1,6 +1,6 @@
 """Inference for people: score images with a trained PerceptCLIP model.
 
-    >>> from perceptclip_hf.inference import PerceptScorer
+    >>> from perceptclip_hf.scoring.scorer import PerceptScorer
     >>> scorer = PerceptScorer.from_pretrained("path/or/hub-id")
     >>> scorer("photo.jpg")                      # {"score": 3.71}           (regression)
     >>> scorer(["a.jpg", "b.png"])               # [{"label": "awe", "probabilities": {...}}, ...]
@@ -26,8 +26,12 @@ from datasets import Dataset
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
-from .data.errors import DatasetFormatError
-from .errors import ModelLoadError, loading_model
+from ..data.errors import DatasetFormatError
+from ..errors import ModelLoadError, loading_model
+from ..hub.source import OFFICIAL_TASKS, ModelSource
+from ..modeling import PerceptCLIPPreTrainedModel
+from ..preprocessing import build_inference_transform
+from ..tasks import task_of_config
 from .input_pipeline import (
     PreparedBatch,
     is_single_image,
@@ -36,9 +40,6 @@ from .input_pipeline import (
     source_windows,
     worker_count,
 )
-from .modeling import PerceptCLIPPreTrainedModel
-from .preprocessing import build_inference_transform
-from .tasks import task_of_config
 from .workers import default_num_workers
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
@@ -75,24 +76,26 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def load_model(
-    repo_or_dir: str | os.PathLike, attn_implementation: str = "sdpa", *, task: str | None = None, **kwargs
+    source: str | os.PathLike | ModelSource, attn_implementation: str = "sdpa", *, task: str | None = None, **kwargs
 ) -> PerceptCLIPPreTrainedModel:
-    """Load a PerceptCLIP model (local directory or Hub id) in eval mode.
+    """Load a PerceptCLIP model (local directory, Hub id, or a :class:`~perceptclip_hf.hub.source.ModelSource`) in
+    eval mode.
 
     Official checkpoints are accepted too: an alias (`quality`, `memorability`, `emotion`), an official Hub repo, a
     folder holding one `.pth` and no `config.json`, or the `.pth`. They are converted once and cached
-    (:func:`perceptclip_hf.official.official_model_dir`); `task` names the task of a 1-output official head (IQA or
+    (:func:`perceptclip_hf.hub.official.official_model_dir`); `task` names the task of a 1-output official head (IQA or
     memorability cannot be told apart), `base_model_name_or_path` its base CLIP (default ViT-L/14)."""
     from transformers import AutoModel
 
-    from .official import OFFICIAL_TASKS, is_official_source, local_copy_hint, official_model_dir, resolve_alias
+    from ..hub.official import official_model_dir
 
-    model_id = resolve_alias(os.fspath(repo_or_dir))
+    source = ModelSource.of(source, task)
+    model_id, task = source.location, source.task
     base = kwargs.get("base_model_name_or_path")
     hub_kwargs = {key: kwargs.pop(key) for key in ("revision", "token") if key in kwargs}
-    if is_official_source(model_id):
-        with loading_model(model_id, also_check=(base,) if base else (), hint=local_copy_hint(model_id)):
-            folder = official_model_dir(model_id, task=task, base_model=base, **hub_kwargs)
+    if source.official:
+        with loading_model(model_id, also_check=(base,) if base else (), hint=source.hint):
+            folder = official_model_dir(source, base_model=base, **hub_kwargs)
         model_id, hub_kwargs = str(folder), {}
     base = base or base_model_of(model_id)
     with loading_model(model_id, also_check=(base,) if base else ()):
@@ -173,7 +176,7 @@ class PerceptScorer:
 
     @classmethod
     def from_pretrained(
-        cls, repo_or_dir: str | os.PathLike, *, load_kwargs: dict | None = None, **scorer_kwargs: Any
+        cls, repo_or_dir: str | os.PathLike | ModelSource, *, load_kwargs: dict | None = None, **scorer_kwargs: Any
     ) -> PerceptScorer:
         """Load a model and wrap it. `scorer_kwargs` are the constructor's (device, dtype, tta, seed, batch_size,
         resize_short, interpolation, num_workers, fast_decode, and merge_lora, True here: the scorer owns the model

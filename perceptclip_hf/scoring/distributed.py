@@ -20,7 +20,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from .errors import OutputError
+from ..errors import OutputError
 from .score_files import META_SUFFIX, PENDING_SUFFIX, WRITER, ScoreFile, read_record
 
 PART_NAME = re.compile(r"part-(\d{5})-of-(\d{5})(\.[a-z]+)$")

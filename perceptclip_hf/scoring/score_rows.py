@@ -4,43 +4,7 @@ score's scale (`tasks.score_scale`)."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from typing import Any
-
-from .errors import ConfigurationError
-
-NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
-
-def model_names(models: list[str]) -> dict[str, str]:
-    """``{name: model}`` of the --model values: ``NAME=MODEL``, else the model's task (an official alias, the
-    ``task`` of a local folder's config), else its last path part."""
-    named: dict[str, str] = {}
-    for value in models:
-        name, _, source = value.partition("=")
-        if not (source and NAME_PATTERN.fullmatch(name) and not os.path.exists(value)):
-            name, source = default_name(value), value
-        if name in named:
-            raise ConfigurationError(
-                f"--model {value}: another --model is also named {name!r}; name them apart with --model NAME=MODEL"
-            )
-        named[name] = source
-    return named
-
-
-def default_name(source: str) -> str:
-    from .official import OFFICIAL_TASKS, resolve_alias
-
-    resolved = resolve_alias(source)
-    if resolved in OFFICIAL_TASKS:
-        return OFFICIAL_TASKS[resolved]
-    try:
-        with open(os.path.join(source, "config.json"), encoding="utf-8") as handle:
-            return str(json.load(handle)["task"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return os.path.basename(os.path.normpath(source)) or source
 
 
 def model_columns(scorer) -> list[str]:
@@ -67,7 +31,7 @@ def column_prefixes(models) -> dict[str, str]:
 def result_row(models, id_: str, results: dict[str, Any]) -> dict[str, Any]:
     """One output row: the input's id, each model's prediction (scores with their range and direction), or the
     error of an unreadable input."""
-    from .tasks import score_scale  # (imports the model code: not at the command line's start)
+    from ..tasks import score_scale  # (imports the model code: not at the command line's start)
 
     if "error" in results:
         return {"id": id_, "error": results["error"]}
@@ -88,4 +52,4 @@ def result_row(models, id_: str, results: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-__all__ = ["model_columns", "model_names", "result_columns", "result_row"]
+__all__ = ["model_columns", "result_columns", "result_row"]

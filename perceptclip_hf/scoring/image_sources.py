@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data.errors import DatasetFormatError
-from .errors import InputError, is_offline_error, one_line
+from ..data.errors import DatasetFormatError
+from ..errors import InputError, is_offline_error, one_line
 
 SHARD_IMAGE_ENTRIES = ("jpg", "jpeg", "png", "webp")
 SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what Dataset / DatasetDict.save_to_disk write
@@ -327,7 +327,7 @@ class ColumnImages(Sequence):
     """A dataset's image column, undecoded (``{"bytes", "path"}``), row by row: read where it is indexed."""
 
     def __init__(self, dataset, column: str, name: str):
-        from .preprocessing import undecoded
+        from ..preprocessing import undecoded
 
         self.dataset, self.column, self.name = undecoded(dataset.select_columns([column]), column), column, name
 
