@@ -15,7 +15,6 @@ from transformers import CLIPVisionModelWithProjection
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForClassification, PerceptCLIPForRegression
 from perceptclip_hf.cli import main
-from perceptclip_hf.cli.common import check_out_folder
 from perceptclip_hf.cli.explain import WRITER as EXPLAIN_WRITER
 from perceptclip_hf.explain.gradcam import grad_cam
 from perceptclip_hf.explain.interpretability import (
@@ -28,6 +27,7 @@ from perceptclip_hf.explain.interpretability import (
     save_heatmaps,
 )
 from perceptclip_hf.modeling.modeling_perceptclip import create_model
+from perceptclip_hf.output_safety import check_own_folder
 from perceptclip_hf.preprocessing import center_view_transform
 from perceptclip_hf.scoring.scorer import merge_lora_weights
 from tests.helpers.models import (
@@ -267,7 +267,7 @@ def test_explain_cli_on_a_resnet_model_writes_grad_cam_heatmaps(tmp_path):
             score = saved(transform.transform_image(Image.open(tmp_path / f"photo{index}.png"), None)[None]).logits
         assert png_title(out / name) == f"photo{index}.png · Grad-CAM · score {float(score):.4g}"
         assert colour_bar_height(out / name, "jet") >= 200  # beside the 224-pixel view
-    check_out_folder(
+    check_own_folder(
         out, "head_importance.json", EXPLAIN_WRITER
     )  # recognised as this command's output: a rerun may overwrite it
 

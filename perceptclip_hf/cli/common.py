@@ -11,7 +11,6 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -265,24 +264,3 @@ def loop_entry(path: str) -> str | None:
             return prefix
         seen.add(real)
     return None
-
-
-def check_out_folder(out: Path, report_file: str, writer: str, option: str = "--out") -> None:
-    """The folder of `option` is new, empty or an earlier output of `writer` (its `report_file` names it): created
-    here, before the model loads; a folder holding other files is left untouched."""
-    from ..errors import OutputError
-    from ..output_safety import check_own_json
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{option} {out} is a file; name a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / report_file).exists():
-            raise OutputError(
-                f"{option} {out} holds files not written by {writer}; they are left untouched: choose a "
-                "new or empty folder"
-            )
-        check_own_json(out / report_file, writer, option)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{option} {out}: cannot create it ({err.strerror}); choose another folder") from None

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 from ..metrics import LOGISTIC_FITS
+from ..output_safety import check_own_folder, check_own_json, check_writable
 from .common import (
     UsageError,
     add_input_arguments,
     add_model_arguments,
     add_tta_arguments,
-    check_out_folder,
     echo,
     load_scorer,
     progress,
@@ -65,7 +65,6 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset_info
     from ..evaluation.benchmark import benchmark_report, predict_benchmark
-    from ..output_safety import check_own_json, check_writable
     from ..tasks import score_meaning
 
     try:
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.output)
         check_own_json(args.output, WRITER)
     if args.report:
-        check_out_folder(Path(args.report), REPORT_JSON, WRITER, "--report")
+        check_own_folder(Path(args.report), REPORT_JSON, WRITER, "--report")
     scorer = load_scorer(args, resize_short=info.test_resize_short, interpolation=info.interpolation)
     try:
         predictions = predict_benchmark(

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..output_safety import check_own_folder
 from .common import (
     UsageError,
     add_model_arguments,
-    check_out_folder,
     collect_images,
     echo,
     load_scorer,
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.images import open_image
     from ..explain.interpretability import ATTENTION_METHOD, REPORT_FILE, UnsupportedBackbone, explain
 
-    check_out_folder(Path(args.out), REPORT_FILE, WRITER)
+    check_own_folder(Path(args.out), REPORT_FILE, WRITER)
     found = collect_images(args.images)
     paths = found.images
     if not paths:

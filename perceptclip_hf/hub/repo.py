@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import modeling
-from ..errors import ModelLoadError, OutputError
+from ..errors import ModelLoadError
 from ..modeling import (
     LORA_KEY_MARKER,
     PerceptCLIPConfig,
@@ -28,6 +28,7 @@ from ..modeling import (
     default_image_processor,
     lora_config,
 )
+from ..output_safety import check_free_folder
 from ..run_layout import REPORT_DIR
 from .model_card import render_model_card
 
@@ -72,11 +73,7 @@ def build_repo_folder(
     `peft_adapter`: also write `adapter/`, a standard peft LoRA adapter of the backbone alone (heads not included).
     `notes`: an extra paragraph for the card (provenance)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputError(
-            f"{out_dir} is not empty: the repo folder must hold only what will be uploaded; choose a "
-            "new or empty folder"
-        )
+    check_free_folder(out_dir, "the repo folder")  # it must hold only what will be uploaded
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model_dir_or_model, PerceptCLIPPreTrainedModel):
         model_dir_or_model.save_pretrained(out_dir)

@@ -12,7 +12,7 @@ import re
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
-from ..errors import OutputError
+from ..output_safety import check_free_folder
 
 MODEL_ENV = "PERCEPTCLIP_MODEL"
 PACKAGE = "perceptclip-hf"
@@ -117,22 +117,7 @@ def write_space_folder(folder: str | Path, model: str, requirement: str | None =
     folder or a clone of the Space repo (only :data:`FILES` are rewritten). ``requirement``: the requirements line
     that installs the package (default :func:`package_requirement`)."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"--space {folder} is a file; name a folder")
-    others = (
-        sorted(
-            path.name
-            for path in folder.iterdir()  # a clone of the Space repo keeps its .git, .gitattributes
-            if path.name not in FILES and not path.name.startswith(".")
-        )
-        if folder.is_dir()
-        else []
-    )
-    if others:
-        raise OutputError(
-            f"--space {folder} holds other files ({', '.join(others[:3])}); they are left untouched: "
-            "choose a new or empty folder"
-        )
+    check_free_folder(folder, "--space", rewritten=FILES)  # a clone of the Space repo keeps its .git
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "app.py").write_text(APP.format(model=model, env=MODEL_ENV), encoding="utf-8")
     (folder / "requirements.txt").write_text(requirements_text(requirement), encoding="utf-8")

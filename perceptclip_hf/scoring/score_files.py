@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
-from ..output_safety import check_writable
+from ..output_safety import check_not_read_only, check_writable
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 META_SUFFIX = ".meta.json"
@@ -47,9 +47,7 @@ def check_location(path: str | os.PathLike) -> None:
     if path.suffix.lower() not in FORMATS:
         raise OutputError(f"--output {path}: use a .csv, .jsonl or .parquet file")
     check_writable(path)
-    for existing in (path, meta_path(path), pending_path(path)):
-        if existing.exists() and not os.access(existing, os.W_OK):
-            raise OutputError(f"--output {path}: {existing} is read-only; choose another --output")
+    check_not_read_only((path, meta_path(path), pending_path(path)), "--output", path)
 
 
 def pending_path(path: str | os.PathLike) -> Path:

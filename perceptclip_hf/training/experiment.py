@@ -18,7 +18,7 @@ from ..errors import ConfigurationError, one_line
 from ..evaluation.benchmark import cross_dataset_evaluation
 from ..metrics import aggregate_splits
 from ..modeling import check_config
-from ..output_safety import cannot_write_in
+from ..output_safety import check_writable_folder
 from ..reports import HTML_FILE
 from ..run_layout import REPORT_DIR, RESULTS_FILE, RESULTS_TABLE, STAGE2_DIR, lr_dir, split_dir, split_model_dir
 from ..tasks import score_meaning
@@ -272,24 +272,7 @@ def check_run(
             f"{batch}: PLCC needs full batches of images to correlate; raise "
             "--max_train_samples or lower the batch"
         )
-    check_writable(training_args.output_dir)
-
-
-def check_writable(output_dir: str | None) -> None:
-    """`output_dir` is (or can be made) a writable folder."""
-    if not output_dir:
-        raise ConfigurationError("--output_dir: give the folder for checkpoints and results")
-    path = Path(output_dir).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigurationError(
-            f"--output_dir {output_dir}: {existing} is a file, not a folder; give another --output_dir"
-        )
-    problem = cannot_write_in(existing)
-    if problem:
-        raise ConfigurationError(
-            f"--output_dir {output_dir}: cannot write in {existing} ({problem}); give a folder you can write to"
-        )
+    check_writable_folder(training_args.output_dir)
 
 
 def write_results(results: dict, output_dir: Path) -> None:
