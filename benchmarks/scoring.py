@@ -37,8 +37,8 @@ from throughput import build_model, emit  # sibling script (benchmarks/ is on sy
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.cli import main as perceptclip
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
-from perceptclip_hf.scoring.input_pipeline import iter_prepared_batches, prepare_image
-from perceptclip_hf.scoring.scorer import PerceptScorer, TorchThreads
+from perceptclip_hf.scoring.input_pipeline import TorchThreads, iter_prepared_batches, prepare_image
+from perceptclip_hf.scoring.scorer import PerceptScorer
 
 # The quickstart recipe's backbone and head (configs/quickstart.yaml), random weights.
 QUICKSTART = dict(

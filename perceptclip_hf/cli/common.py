@@ -1,16 +1,13 @@
-"""What the subcommands share: usage errors, model and crop options, loading a scorer, finding images, progress."""
+"""What the subcommands share: usage errors, model and crop options, loading a scorer, progress and messages."""
 
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib
 import importlib.metadata
 import os
 import sys
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
@@ -183,84 +180,3 @@ def echo(message: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(message, file=sys.stderr)
-
-
-@dataclass
-class Collected:
-    """The images a command line names, and everything it found but will not score (with the reason)."""
-
-    images: list[str] = field(default_factory=list)  # absolute paths, one per real file
-    not_scored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-    def reasons(self) -> str:
-        """``"2 not an image, 1 same file as another path"``."""
-        counts = Counter(
-            "same file as another path" if reason.startswith("same file as ") else reason
-            for _, reason in self.not_scored
-        )
-        return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
-
-
-def collect_images(arguments: Sequence[str]) -> Collected:
-    """Files (scored whatever their extension), folders (recursive, symlinked folders once, images by extension or
-    content) and globs → absolute image paths in order, one per real file; the rest is counted with its reason.
-    A path met twice is scored once; another path to the same file is reported as such."""
-    from ..data.files import NOT_AN_IMAGE, VISITED_FOLDER, is_image_file, walk_images
-    from ..scoring.image_sources import GLOB_CHARS
-
-    found, paths, walked = Collected(), [], []
-
-    def walk(folder: str) -> None:
-        real = os.path.realpath(folder)
-        if any(real == root or real.startswith(root + os.sep) for root in walked):
-            return  # a glob's sub-folder of a folder already walked
-        walked.append(real)
-        result = walk_images(folder)
-        paths.extend(result.images)
-        found.not_scored.extend((os.path.abspath(path), reason) for path, reason in result.not_scored)
-
-    for argument in arguments:
-        if os.path.isdir(argument):
-            walk(argument)
-        elif os.path.isfile(argument):
-            paths.append(argument)
-        elif GLOB_CHARS.search(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
-            if not matches:
-                echo(f"warning: {argument!r} matches no file")
-            for match in matches:
-                loop = loop_entry(match)
-                if loop:  # `**` follows symlinks: paths through a loop repeat what was found
-                    found.not_scored.append((loop, VISITED_FOLDER))
-                elif os.path.isdir(match):
-                    walk(match)
-                elif is_image_file(match):
-                    paths.append(match)
-                else:
-                    found.not_scored.append((os.path.abspath(match), NOT_AN_IMAGE))
-        else:
-            raise UsageError(f"{argument}: no such file or directory")
-    first_of: dict[str, str] = {}
-    for path in map(os.path.abspath, paths):
-        real = os.path.realpath(path)
-        if real not in first_of:
-            first_of[real] = path
-            found.images.append(path)
-        elif path != first_of[real]:
-            found.not_scored.append((path, f"same file as {first_of[real]}"))
-    found.not_scored = list(dict.fromkeys(found.not_scored))
-    return found
-
-
-def loop_entry(path: str) -> str | None:
-    """The first folder on ``path`` that leads back to a folder before it on the path (a symlink loop), if any."""
-    seen: set[str] = set()
-    prefix = os.path.abspath(path)
-    parts = prefix.split(os.sep)
-    for end in range(2, len(parts) + 1):
-        prefix = os.sep.join(parts[:end])
-        real = os.path.realpath(prefix)
-        if real in seen:
-            return prefix
-        seen.add(real)
-    return None

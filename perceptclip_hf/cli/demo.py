@@ -57,11 +57,11 @@ def check_address(host: str, port: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .predict import check_models
+    from ..hub.source import named_sources
 
     if importlib.util.find_spec("gradio") is None:
         raise UsageError("the demo needs gradio, which is not installed: pip install 'perceptclip-hf[demo]'")
-    named = check_models(args)
+    named = named_sources(args.model, args.task)
     check_address(args.host, args.port)
     from ..demo.app import build_demo, launch, load_models
 

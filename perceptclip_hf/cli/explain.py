@@ -10,7 +10,6 @@ from ..output_safety import check_own_folder
 from .common import (
     UsageError,
     add_model_arguments,
-    collect_images,
     echo,
     load_scorer,
     positive_int,
@@ -48,9 +47,10 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.images import open_image
     from ..explain.interpretability import ATTENTION_METHOD, REPORT_FILE, UnsupportedBackbone, explain
+    from ..scoring.inputs import collect_images
 
     check_own_folder(Path(args.out), REPORT_FILE, WRITER)
-    found = collect_images(args.images)
+    found = collect_images(args.images, echo)
     paths = found.images
     if not paths:
         raise UsageError(f"no images found in {' '.join(args.images)}")

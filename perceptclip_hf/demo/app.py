@@ -6,7 +6,7 @@
 One image: each model's score or label with what it means (:func:`.tasks.score_meaning`), and a heatmap of the first
 model (CLS attention of the last layer, or Grad-CAM for convolutional backbones). Many images: a sortable table with
 the columns of ``perceptclip predict``, a histogram of the scores and the CSV. The programmatic endpoint ``/score``
-(``gradio_client``) takes an image and returns :class:`.inference.PerceptScorer`'s dict for one model
+(``gradio_client``) takes an image and returns :class:`..scoring.scorer.PerceptScorer`'s dict for one model
 (``{"score": s}`` or ``{"label": l, "probabilities": {...}}``), ``{name: that dict}`` for several: what the page
 shows is rendered from that result. gradio is imported inside the functions (install ``perceptclip-hf[demo]``).
 """
@@ -153,7 +153,7 @@ def score_files(models: ScorerSet, paths: Sequence[str] | None, out_dir: Path):
     """Many images → (the table: ``perceptclip predict``'s columns, ``id`` the file name; the histogram; the CSV)."""
     import pandas as pd
 
-    from ..scoring.score_files import csv_row
+    from ..scoring.score_formats import csv_row
     from ..scoring.score_rows import result_columns, result_row
 
     if not paths:

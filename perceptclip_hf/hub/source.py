@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError, ModelLoadError
@@ -82,14 +83,29 @@ class ModelSource:
         return self
 
 
-def named_sources(models: list[str], task: str | None = None) -> dict[str, ModelSource]:
-    """``{name: source}`` of the --model values: ``NAME=MODEL``, else the model's :attr:`ModelSource.name`."""
+def named_sources(
+    models: str | os.PathLike | ModelSource | Sequence[str | ModelSource] | Mapping[str, str | ModelSource],
+    task: str | None = None,
+) -> dict[str, ModelSource]:
+    """``{name: source}``, each checked (:meth:`ModelSource.check`): a mapping keeps its names; values are named
+    ``NAME=MODEL``, else by the model's :attr:`ModelSource.name`. ``task``: of one official checkpoint."""
+    if isinstance(models, (str, os.PathLike, ModelSource)):
+        models = [models]
+    if len(models) > 1 and task:
+        raise ConfigurationError(
+            "--task names the task of one official checkpoint; with several --model, use their aliases "
+            "(quality, memorability, emotion) or folders"
+        )
+    if isinstance(models, Mapping):
+        return {name: ModelSource.of(model, task).check() for name, model in models.items()}
     named: dict[str, ModelSource] = {}
     for value in models:
-        name, _, model = value.partition("=")
-        if not (model and NAME_PATTERN.fullmatch(name) and not os.path.exists(value)):
-            name, model = None, value
-        source = ModelSource.of(model, task)
+        name, model = None, value
+        if isinstance(value, str):
+            given, _, path = value.partition("=")
+            if path and NAME_PATTERN.fullmatch(given) and not os.path.exists(value):
+                name, model = given, path
+        source = ModelSource.of(model, task).check()
         name = name or source.name
         if name in named:
             raise ConfigurationError(

@@ -21,7 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..errors import OutputError
-from .score_files import META_SUFFIX, PENDING_SUFFIX, WRITER, ScoreFile, read_record
+from .score_files import META_SUFFIX, PENDING_SUFFIX, WRITER, Previous, ScoreFile, read_record
+from .score_formats import open_score_file
 
 PART_NAME = re.compile(r"part-(\d{5})-of-(\d{5})(\.[a-z]+)$")
 BARRIER_TIMEOUT = timedelta(days=7)
@@ -94,7 +95,7 @@ def merge_parts(target: ScoreFile, parts: list[Path]) -> int:
     runs = (read_record(target.path) or {}).get("runs", [])
     merged = 0
     for part in parts:
-        part_rows = ScoreFile(part, target.columns, target.identity, mode="resume").read_rows()
+        part_rows = open_score_file(part, target.columns, target.identity, mode="resume").read_rows()
         rows += part_rows
         merged += len(part_rows)
         runs += [{**run, "part": part.name} for run in (read_record(part) or {}).get("runs", [])]
@@ -114,11 +115,62 @@ def remove_parts(parts: list[Path]) -> None:
             folder.rmdir()
 
 
+def open_part(target: ScoreFile, part: tuple[int, int]) -> tuple[ScoreFile, Previous]:
+    """One of several processes: the main one prepares the output ``target`` as one process would (resuming, the
+    parts of a killed run with another number of processes are merged into it; else every leftover part is removed);
+    then each process opens its part file (continuing its own when resuming) and reads what the output and its part
+    already hold."""
+    resume = target.mode == "resume"
+    path = part_path(target.path, part)
+    if part[0] == 0:
+        target.check()
+        leftovers = leftover_parts(target.path)
+        if resume:
+            merge_parts(target, [other for other in leftovers if f"-of-{part[1]:05d}" not in other.name])
+        else:
+            remove_parts(leftovers)
+        target.open()
+        target.release()
+        path.parent.mkdir(exist_ok=True)
+    barrier()
+    output = open_score_file(
+        path,
+        target.columns,
+        target.identity,
+        target.recorded,
+        mode="resume" if resume else "new",
+        retry_errors=target.retry_errors,
+    )
+    own, merged = output.open(), target.previous()
+    return output, Previous(done=own.done | merged.done, failed=own.failed | merged.failed)
+
+
+def merge_part_files(target: ScoreFile, part: tuple[int, int]):
+    """After every process is done: the main one merges the parts into ``target`` (the output); returns the run's
+    totals (a :class:`.inputs.Tally`, empty in the other processes)."""
+    from .inputs import Tally
+
+    barrier()
+    tally = Tally()
+    if part[0] != 0:
+        return tally
+    parts = [part_path(target.path, (index, part[1])) for index in range(part[1])]
+    for path in parts:
+        run = ((read_record(path) or {}).get("runs") or [{}])[-1]
+        tally.scored, tally.failed = tally.scored + run.get("scored", 0), tally.failed + run.get("failed", 0)
+        tally.skipped += run.get("skipped", 0)
+        tally.not_scored += [tuple(entry.split(": ", 1)) for entry in run.get("not_scored", [])]
+    merge_parts(target, parts)
+    return tally
+
+
 __all__ = [
     "barrier",
     "leftover_parts",
     "local_device",
+    "merge_part_files",
     "merge_parts",
+    "open_part",
     "part_path",
     "parts_folder",
     "process_part",

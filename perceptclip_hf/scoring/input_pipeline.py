@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -146,6 +147,55 @@ def iter_prepared_batches(
         prefetch_factor=2 if workers else None,
     )
     yield from loader
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The engine loop for one set of settings: ``batch_size`` images per batch, ``num_workers`` preparing them,
+    for a model on ``device``, JPEGs draft-decoded with ``fast_decode``. A scorer and a set of scorers each own one."""
+
+    device: torch.device
+    batch_size: int
+    num_workers: int
+    fast_decode: bool = False
+
+    def run(self, images: Iterable[Any] | Dataset, transform, results) -> Iterator[Any]:
+        """``images`` prepared by ``transform`` in batches, ``results(batch)`` yielded item by item, in input
+        order."""
+        if is_single_image(images):
+            images = [images]
+        window = self.batch_size * max(1, self.num_workers) * 8
+        pin = self.device.type == "cuda"
+        for sources in source_windows(images, window):
+            batches = iter_prepared_batches(
+                sources, transform, self.batch_size, self.num_workers, pin, self.fast_decode
+            )
+            threads = self.model_threads(worker_count(len(sources), self.batch_size, self.num_workers))
+            for batch in batches:
+                with threads:
+                    items = results(batch)
+                yield from items
+
+    def model_threads(self, workers: int):
+        """On CPU, the model's forward passes leave a core to each worker process (at least one thread stays):
+        measured here, oversubscribed cores cost more than the threads gain (benchmarks/RESULTS.md)."""
+        if self.device.type != "cpu" or not workers:
+            return nullcontext()
+        return TorchThreads(max(1, torch.get_num_threads() - workers))
+
+
+class TorchThreads:
+    """torch's intra-op threads set to ``count`` inside each ``with`` block, restored after (reusable)."""
+
+    def __init__(self, count: int):
+        self.count, self.before = count, None
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc_info) -> None:
+        torch.set_num_threads(self.before)
 
 
 # ----------------------------------------------------------------------------- what callers pass in

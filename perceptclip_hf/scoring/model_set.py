@@ -8,7 +8,7 @@ The input engine prepares each image once for all the models (one decode; equal 
 :class:`.input_pipeline.TransformSet`). Models on the same base backbone share its frozen weights in memory
 (:func:`share_base_weights`: one copy of the base, each model its LoRA matrices and head); their LoRA then stays
 unmerged, since folding it in would change the shared base. A model whose base no other model has is merged as
-:class:`.inference.PerceptScorer` does.
+:class:`.scorer.PerceptScorer` does.
 """
 
 from __future__ import annotations
@@ -54,22 +54,23 @@ def share_base_weights(models: Iterable[torch.nn.Module]) -> int:
 
 
 class ScorerSet:
-    """Named :class:`PerceptScorer` s run in one pass; ``scorers`` must share the device, batch size, workers and
-    decoding (the first one's are used). Results: ``{name: result}`` per image, or ``{"error": message}`` for an
-    unreadable image (``on_error="record"``)."""
+    """Named :class:`PerceptScorer` s run in one pass; ``scorers`` must share the device, dtype, batch size, workers
+    and decoding (the set's own engine runs them). Results: ``{name: result}`` per image, or ``{"error": message}``
+    for an unreadable image (``on_error="record"``)."""
 
     def __init__(self, scorers: Mapping[str, PerceptScorer], shared_bytes: int = 0):
         if not scorers:
             raise ValueError("ScorerSet needs at least one scorer.")
         self.scorers = dict(scorers)
-        self.engine = next(iter(self.scorers.values()))
+        first = next(iter(self.scorers.values()))
         for name, scorer in self.scorers.items():
-            for setting in ("device", "batch_size", "num_workers", "fast_decode"):
-                if getattr(scorer, setting) != getattr(self.engine, setting):
+            for setting in ("device", "dtype", "batch_size", "num_workers", "fast_decode"):
+                if getattr(scorer, setting) != getattr(first, setting):
                     raise ValueError(
                         f"scorer {name!r}: {setting} {getattr(scorer, setting)!r} differs from "
-                        f"{getattr(self.engine, setting)!r}; one pass needs the same"
+                        f"{getattr(first, setting)!r}; one pass needs the same"
                     )
+        self.engine, self.dtype = first.engine, first.dtype
         self.transforms = TransformSet([scorer.transform for scorer in self.scorers.values()])
         self.shared_bytes = shared_bytes
 
@@ -82,7 +83,7 @@ class ScorerSet:
         share_base: bool = True,
         **scorer_kwargs: Any,
     ) -> ScorerSet:
-        """Load ``{name: model}`` (anything :func:`.inference.load_model` takes), share equal base weights
+        """Load ``{name: model}`` (anything :func:`.scorer.load_model` takes), share equal base weights
         (``share_base``) and wrap each model (``scorer_kwargs`` as for :class:`PerceptScorer`; LoRA is merged into
         the models whose base is not shared)."""
         loaded, shared_bytes = {}, 0
@@ -110,9 +111,7 @@ class ScorerSet:
     def iter_predictions(self, images, on_error: OnError = "raise") -> Iterator[dict[str, Any]]:
         """One ``{name: result}`` per image, in order; each image decoded once (see the module docstring)."""
         check_on_error(on_error)
-        yield from self.engine.run_engine(
-            images, self.transforms, lambda batch: batch_results(batch, on_error, self.predict)
-        )
+        yield from self.engine.run(images, self.transforms, lambda batch: batch_results(batch, on_error, self.predict))
 
     def predict(self, pixel_values: list[torch.Tensor]) -> list[dict[str, Any]]:
         """Every model's results for a batch prepared by :attr:`transforms` (one tensor per distinct transform)."""

@@ -32,14 +32,7 @@ from ..hub.source import OFFICIAL_TASKS, ModelSource
 from ..modeling import PerceptCLIPPreTrainedModel
 from ..preprocessing import build_inference_transform
 from ..tasks import task_of_config
-from .input_pipeline import (
-    PreparedBatch,
-    is_single_image,
-    iter_prepared_batches,
-    prepare_image,
-    source_windows,
-    worker_count,
-)
+from .input_pipeline import Engine, PreparedBatch, is_single_image, prepare_image
 from .workers import default_num_workers
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
@@ -184,6 +177,11 @@ class PerceptScorer:
         scorer_kwargs.setdefault("merge_lora", True)
         return cls(load_model(repo_or_dir, **(load_kwargs or {})), **scorer_kwargs)
 
+    @property
+    def engine(self) -> Engine:
+        """The input engine of this scorer's settings (batch size, workers, device, decoding)."""
+        return Engine(self.device, self.batch_size, self.num_workers, self.fast_decode)
+
     # ----- what the scores mean -------------------------------------------------------------------------------
 
     @property
@@ -270,37 +268,11 @@ class PerceptScorer:
 
         ``on_error="record"`` yields ``{"error": message}`` for an unreadable image instead of raising."""
         check_on_error(on_error)
-        yield from self.run_engine(images, self.transform, lambda batch: batch_results(batch, on_error, self.predict))
+        yield from self.engine.run(images, self.transform, lambda batch: batch_results(batch, on_error, self.predict))
 
     def predict(self, pixel_values: torch.Tensor) -> list[dict[str, Any]]:
         """The result dicts of a batch of pixels (:meth:`predict_logits`, then :meth:`format`)."""
         return [self.format(row) for row in self.predict_logits(pixel_values)]
-
-    def run_engine(
-        self, images: Iterable[Any] | Dataset, transform, results: Callable[[PreparedBatch], list]
-    ) -> Iterator[Any]:
-        """The engine loop (this scorer's batch size, workers, device and decoding): ``images`` prepared by
-        ``transform`` in batches, ``results(batch)`` yielded item by item, in input order."""
-        if is_single_image(images):
-            images = [images]
-        window = self.batch_size * max(1, self.num_workers) * 8
-        pin = self.device.type == "cuda"
-        for sources in source_windows(images, window):
-            batches = iter_prepared_batches(
-                sources, transform, self.batch_size, self.num_workers, pin, self.fast_decode
-            )
-            threads = self._model_threads(worker_count(len(sources), self.batch_size, self.num_workers))
-            for batch in batches:
-                with threads:
-                    items = results(batch)
-                yield from items
-
-    def _model_threads(self, workers: int):
-        """On CPU, the model's forward passes leave a core to each worker process (at least one thread stays):
-        measured here, oversubscribed cores cost more than the threads gain (benchmarks/RESULTS.md)."""
-        if self.device.type != "cpu" or not workers:
-            return nullcontext()
-        return TorchThreads(max(1, torch.get_num_threads() - workers))
 
 
 def check_on_error(on_error: str) -> None:
@@ -320,20 +292,6 @@ def batch_results(batch: PreparedBatch, on_error: OnError, predict: Callable[[An
         for position, result in zip(batch.ok, predict(batch.pixel_values)):
             results[position] = result
     return results
-
-
-class TorchThreads:
-    """torch's intra-op threads set to ``count`` inside each ``with`` block, restored after (reusable)."""
-
-    def __init__(self, count: int):
-        self.count, self.before = count, None
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.count)
-
-    def __exit__(self, *exc_info) -> None:
-        torch.set_num_threads(self.before)
 
 
 def merge_lora_weights(model: torch.nn.Module) -> int:
