@@ -3,7 +3,7 @@
 `import perceptclip_hf` is light: torch and transformers load on the first use of a model-side name (PEP 562 lazy
 attributes, as transformers' own `__init__` does), so `perceptclip --help` starts at once. The names are the model
 code's (`perceptclip_hf.modeling.__all__`: `PerceptCLIPForRegression`, `PerceptCLIPConfig`, `create_model`, ...) and
-`PerceptScorer` / `ScorerSet`.
+scoring's `PerceptScorer`, `ScorerSet` and `score` (:mod:`perceptclip_hf.scoring`).
 
 The PerceptCLIP classes are registered with the transformers Auto classes when the model code is first imported:
 `from perceptclip_hf import PerceptCLIPForRegression` (any model class), `PerceptScorer`, or any command that loads a
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # Names defined outside the model code → their module; every other public name is the model code's.
-_SCORING_NAMES = {"PerceptScorer": "scoring.scorer", "ScorerSet": "scoring.model_set"}
+_SCORING_NAMES = {"PerceptScorer": "scoring.scorer", "ScorerSet": "scoring.model_set", "score": "scoring.job"}
 
 
 def _module(name: str):
@@ -49,5 +49,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from .modeling import *  # noqa: F403
+    from .scoring.job import score  # noqa: F401
     from .scoring.model_set import ScorerSet  # noqa: F401
     from .scoring.scorer import PerceptScorer  # noqa: F401

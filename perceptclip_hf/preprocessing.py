@@ -264,11 +264,19 @@ def build_inference_transform(
     seed: int = 0,
     resize_short: int | None = None,
     interpolation: Interpolation | None = None,
+    dataset=None,
 ) -> ImageTransform:
-    """The test-time transform of a model of task ``spec`` (a ``TaskSpec``): crop size, mean/std and filter from
-    :func:`transform_kwargs` (``interpolation`` overrides the filter). Tasks whose policy averages random crops (IQA)
-    get ``tta`` crops (default 15; 1 = center crop) after the resize they were trained with: ``resize_short`` if
-    given, else ``config.test_resize_short`` or ``config.test_resize_size``; others the evaluation transform."""
+    """The serving transform of a model of task ``spec`` (a ``TaskSpec``): the one place it is decided, for the
+    scorer and so for evaluation, ``perceptclip predict`` / ``evaluate`` and the demo. Crop size, mean/std and filter
+    come from :func:`transform_kwargs` (the config; ``interpolation`` overrides the filter). Tasks whose policy
+    averages random crops (IQA) get ``tta`` crops (default 15; 1 = center crop) after the resize they were trained
+    with: ``resize_short`` if given, else ``config.test_resize_short`` or ``config.test_resize_size`` (an official
+    release's usage-code resize is written there when it is converted: ``hub.official.OFFICIAL_PREPROCESSING``);
+    others the evaluation transform. ``dataset``: a benchmark's ``DatasetInfo`` whose protocol applies (its test
+    resize, where it has one, and its filter), unless ``resize_short`` / ``interpolation`` are given."""
+    if dataset is not None:
+        resize_short = resize_short or dataset.test_resize_short
+        interpolation = interpolation or dataset.interpolation
     common = transform_kwargs(model_config)
     if interpolation:
         common["interpolation"] = interpolation

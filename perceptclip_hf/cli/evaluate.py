@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         check_own_json(args.output, WRITER)
     if args.report:
         check_own_folder(Path(args.report), REPORT_JSON, WRITER, "--report")
-    scorer = load_scorer(args, resize_short=info.test_resize_short, interpolation=info.interpolation)
+    scorer = load_scorer(args, dataset=info)
     try:
         predictions = predict_benchmark(
             scorer,

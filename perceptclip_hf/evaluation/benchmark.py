@@ -125,9 +125,7 @@ def cross_dataset_evaluation(
     """Metrics of a trained model on another dataset (e.g. train FLIVE, test KonIQ), PLCC after the 4-parameter
     logistic fit, with the dataset's test-time resize and filter."""
     info = get_dataset_info(dataset)
-    scorer = PerceptScorer.from_pretrained(
-        model_dir, seed=seed, resize_short=info.test_resize_short, interpolation=info.interpolation
-    )
+    scorer = PerceptScorer.from_pretrained(model_dir, seed=seed, dataset=info)
     return evaluate_benchmark(scorer, dataset, data_dir, split)[0]
 
 

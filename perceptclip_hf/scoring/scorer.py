@@ -26,6 +26,7 @@ from datasets import Dataset
 from peft.tuners.lora import LoraLayer
 from PIL import Image
 
+from ..data import DatasetInfo, get_dataset_info
 from ..data.errors import DatasetFormatError
 from ..errors import ModelLoadError, loading_model
 from ..hub.source import OFFICIAL_TASKS, ModelSource
@@ -124,7 +125,8 @@ class PerceptScorer:
     0: in this process); results are the same and in the same order. ``merge_lora`` folds LoRA into the base weights
     of ``model`` in place (same outputs within float error, faster); :meth:`from_pretrained` does it for the model it
     loads. ``fast_decode`` decodes JPEGs reduced where the resize shrinks them anyway (faster, slightly other
-    scores)."""
+    scores). ``dataset``: a benchmark (name or ``DatasetInfo``) whose test protocol applies (its resize and filter;
+    the transform is decided by :func:`perceptclip_hf.preprocessing.build_inference_transform`)."""
 
     def __init__(
         self,
@@ -137,6 +139,7 @@ class PerceptScorer:
         batch_size: int = 16,
         resize_short: int | None = None,
         interpolation: str | None = None,
+        dataset: DatasetInfo | str | None = None,
         num_workers: int | None = None,
         merge_lora: bool = False,
         fast_decode: bool = False,
@@ -159,6 +162,7 @@ class PerceptScorer:
             seed=seed,
             resize_short=resize_short,
             interpolation=interpolation,
+            dataset=get_dataset_info(dataset) if isinstance(dataset, str) else dataset,
         )
         self._fingerprint = None
         if merge_lora:
@@ -172,8 +176,8 @@ class PerceptScorer:
         cls, repo_or_dir: str | os.PathLike | ModelSource, *, load_kwargs: dict | None = None, **scorer_kwargs: Any
     ) -> PerceptScorer:
         """Load a model and wrap it. `scorer_kwargs` are the constructor's (device, dtype, tta, seed, batch_size,
-        resize_short, interpolation, num_workers, fast_decode, and merge_lora, True here: the scorer owns the model
-        it loaded); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
+        resize_short, interpolation, dataset, num_workers, fast_decode, and merge_lora, True here: the scorer owns the
+        model it loaded); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
         scorer_kwargs.setdefault("merge_lora", True)
         return cls(load_model(repo_or_dir, **(load_kwargs or {})), **scorer_kwargs)
 
