@@ -161,52 +161,91 @@ def dependency_table(graph: dict[str, set[str]]) -> str:
     rows = ["| part | imports |", "|---|---|"]
     for parts in LAYERS:
         for part in parts:
-            below = sorted(edges.get(part, ()), key=rank)
+            below = sorted(edges.get(part, ()), key=lambda name: (rank(name), name))
             rows.append(f"| `{part}` | {', '.join(f'`{name}`' for name in below) or '-'} |")
     return "\n".join(rows)
 
 
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), list(edges.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges.get(node, ()))
+    return seen
+
+
+def transitive_reduction(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The imports not implied by others (a → c is left out when a → b → … → c): the picture's arrows."""
+    return {
+        part: {
+            target for target in targets if not any(target in reachable(edges, other) for other in targets - {target})
+        }
+        for part, targets in edges.items()
+    }
+
+
 def draw(graph: dict[str, set[str]], path: Path = PICTURE) -> Path:
-    """The parts as boxes, one row per layer, an arrow for each import between parts (all point down)."""
+    """The parts as boxes, each above everything it imports (rows by the longest chain of imports below a part),
+    with an arrow for each import not implied by others."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     edges = part_graph(graph)
-    position = {}
-    for row, parts in enumerate(LAYERS):
-        for column, part in enumerate(parts):
-            position[part] = ((column - (len(parts) - 1) / 2) * 2.6 + (row % 2) * 0.5, -row)
-    figure, axes = plt.subplots(figsize=(9, 11))
-    colours = {"job": "#dbe9f6", "core": "#e8f3e0", "other": "#f3f3f3"}
-    for source, targets in edges.items():
+    height: dict[str, int] = {}
+
+    def height_of(part: str) -> int:
+        if part not in height:
+            height[part] = 1 + max((height_of(target) for target in edges[part]), default=-1)
+        return height[part]
+
+    rows: dict[int, list[str]] = {}
+    for parts in LAYERS:
+        for part in parts:
+            rows.setdefault(height_of(part), []).append(part)
+    position = {
+        part: ((column - (len(row) - 1) / 2) * 2.2, level)
+        for level, row in rows.items()
+        for column, part in enumerate(row)
+    }
+    figure, axes = plt.subplots(figsize=(10, 9))
+    for source, targets in transitive_reduction(edges).items():
         for target in targets:
             (x0, y0), (x1, y1) = position[source], position[target]
             axes.annotate(
                 "",
-                xy=(x1, y1 + 0.22),
-                xytext=(x0, y0 - 0.22),
-                arrowprops={"arrowstyle": "->", "color": "#7a7a7a", "lw": 0.7, "connectionstyle": "arc3,rad=0.12"},
+                xy=(x1, y1 + 0.2),
+                xytext=(x0, y0 - 0.2),
+                arrowprops={"arrowstyle": "->", "color": "#6b6b6b", "lw": 0.9, "shrinkA": 2, "shrinkB": 2},
             )
+    colours = {"job": "#dbe9f6", "core": "#e8f3e0", "other": "#f3f3f3"}
     for part, (x, y) in position.items():
         kind = "job" if part in JOBS else "other" if part in (PACKAGE, "cli", "modeling") else "core"
+        folder = (REPO_ROOT / PACKAGE / part).is_dir() or part in MAPPED
         axes.text(
             x,
             y,
-            part + ("/" if (REPO_ROOT / PACKAGE / part).is_dir() or part == "modeling" else ""),
+            part + ("/" if folder else ""),
             ha="center",
             va="center",
             fontsize=11,
             bbox={"boxstyle": "round,pad=0.35", "facecolor": colours[kind], "edgecolor": "#555555"},
         )
-    axes.set_xlim(-3.2, 3.7)
-    axes.set_ylim(-len(LAYERS) + 0.4, 0.6)
+    widest = max(len(row) for row in rows.values())
+    axes.set_xlim(-1.2 * widest - 0.4, 1.2 * widest + 0.4)
+    axes.set_ylim(-0.6, max(rows) + 0.6)
     axes.axis("off")
-    axes.set_title("perceptclip_hf: every import points down (blue: jobs, green: core)", fontsize=12)
+    axes.set_title(
+        "perceptclip_hf: every import points down (blue: jobs, green: core)\n"
+        "arrows: the imports not implied by others; all of them in docs/architecture.md",
+        fontsize=11,
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
 

@@ -1,8 +1,10 @@
-"""The layout as a contract: one task table (a new task needs one `register_task` call), evaluation without the
-training stack, one command line behind `train.py` / `push_to_hub.py`, small modules."""
+"""The layout as a contract: parts by job whose imports point one way (no cycle, function-level imports included),
+one task table (a new task needs one `register_task` call), evaluation without the training stack, one command line
+behind `train.py` / `push_to_hub.py`, a model source resolved where it is made, small modules."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import re
@@ -18,6 +20,15 @@ from perceptclip_hf.cli import main
 from perceptclip_hf.data import DatasetInfo, load_table, register_dataset
 from perceptclip_hf.scoring.scorer import PerceptScorer
 from perceptclip_hf.tasks import get_task, register_task
+from scripts.dependencies import (
+    SERVING,
+    cycles,
+    dependency_table,
+    documented_table,
+    import_graph,
+    part_of,
+    upward_imports,
+)
 from tests.helpers.cli import perceptclip_command, perceptclip_process, run_python, tiny_recipe
 from tests.helpers.datasets import make_koniq
 from tests.helpers.models import BLOCK_PACKAGE
@@ -63,6 +74,61 @@ def test_the_documents_links_and_images_exist():
         if not (document.parent / target.split("#")[0]).exists()
     ]
     assert len(links) > 5 and missing == []
+
+
+# ----- parts by job, imports pointing down ---------------------------------------------------------------------
+
+
+def test_imports_point_down_the_layers_with_no_cycle():
+    graph = import_graph()
+    assert len(graph) > 60 and "scoring.model_set" in graph["scoring.job"]  # an import inside a function counts
+    assert cycles(graph) == [] and upward_imports(graph) == []
+    into_cli = [
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        for target in targets
+        if part_of(target) == "cli" != part_of(source)
+    ]
+    assert into_cli == [] and "cli.common" in graph["cli.predict"]  # nothing but the command line imports it
+    serving_training = [
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        if part_of(source) in SERVING
+        for target in targets
+        if part_of(target) == "training"
+    ]
+    assert serving_training == []
+    # the checks see what they look for
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert upward_imports({"tasks": {"scoring.job", "errors"}}) == ["tasks -> scoring.job"]
+
+
+def test_the_documented_dependencies_are_the_codes():
+    """docs/architecture.md's table (and picture) come from `python scripts/dependencies.py`: rerun it."""
+    assert documented_table() == dependency_table(import_graph())
+
+
+def test_the_top_level_is_small_and_predict_only_parses_and_prints():
+    top = sorted(path.name for path in (REPO_ROOT / "perceptclip_hf").glob("*.py"))
+    assert 6 <= len(top) <= 12, top
+    predict = (REPO_ROOT / "perceptclip_hf" / "cli" / "predict.py").read_text()
+    loops = [
+        node.lineno
+        for node in ast.walk(ast.parse(predict))
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.comprehension))
+    ]
+    assert len(predict.splitlines()) <= 120 and loops == []
+
+
+def test_a_model_source_is_resolved_only_where_it_is_made():
+    calls = {
+        f"{path.relative_to(REPO_ROOT)}"
+        for path in (REPO_ROOT / "perceptclip_hf").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("resolve_alias", "is_official_source")
+    }
+    assert calls == {"perceptclip_hf/hub/source.py"}
 
 
 # ----- a new task: one register_task call ------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The official PerceptCLIP checkpoints (`.pth` of `clip_lora_model`) as `--model`: converted once, cached, scored
 as the official usage code scores them. Tiny CLIP (224 px input, 32 px patches) stands in for ViT-L/14."""
 
-import copy
 import csv
 import hashlib
 import os
@@ -12,7 +11,7 @@ import pytest
 import torch
 from huggingface_hub import constants
 from PIL import Image
-from transformers import CLIPConfig, CLIPModel, pipeline
+from transformers import pipeline
 
 from perceptclip_hf import EMOTION_LABELS
 from perceptclip_hf.cli import main as cli_main
@@ -23,38 +22,10 @@ from perceptclip_hf.hub.source import OFFICIAL_REPOS, resolve_alias
 from perceptclip_hf.preprocessing import stable_seed
 from perceptclip_hf.scoring.scorer import PerceptScorer, load_model
 from tests.helpers.cli import perceptclip
-from tests.helpers.models import TINY_TOWER, OfficialMLP, randomize_lora
+from tests.helpers.official import write_release
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
-MODELING_PY = '''"""The official usage module (never imported here: only the .pth is read)."""
-class clip_lora_model: ...
-'''
-
-
-def tiny_clip() -> CLIPModel:
-    text = dict(TINY_TOWER, num_hidden_layers=1, vocab_size=99, max_position_embeddings=16)
-    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    vision = dict(TINY_TOWER, image_size=224, patch_size=32)
-    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
-
-
-class ClipLoraModel(torch.nn.Module):
-    """The official `clip_lora_model`: peft-wrapped `CLIPModel.vision_model`, `proj`, `mlp` (fc1/fc2/fc3)."""
-
-    def __init__(self, clip: CLIPModel, output_dim: int):
-        from peft import LoraConfig, get_peft_model
-
-        super().__init__()
-        lora = LoraConfig(
-            r=16, lora_alpha=8, lora_dropout=0.1, target_modules=["k_proj", "v_proj", "q_proj"], bias="none"
-        )
-        self.model = get_peft_model(clip.vision_model, lora)
-        self.proj = clip.visual_projection
-        self.mlp = OfficialMLP(clip.config.projection_dim, 16, 8, output_dim)
-
-    def forward(self, x):
-        return self.mlp(self.proj(self.model(x)[1]))
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -91,18 +62,7 @@ def official_center_input(image: Image.Image) -> torch.Tensor:
 def release(tmp_path_factory):
     """The tiny CLIP (saved), and official-layout IQA and emotion folders (`.pth` + `modeling.py`) built on it."""
     root = tmp_path_factory.mktemp("release")
-    torch.manual_seed(0)
-    clip = tiny_clip().eval()
-    clip.save_pretrained(root / "clip")
-    modules = {}
-    for task, outputs, name in (("quality", 1, "perceptCLIP_IQA.pth"), ("emotion", 8, "perceptCLIP_Emotions.pth")):
-        module = ClipLoraModel(copy.deepcopy(clip), outputs)  # peft wraps in place: the saved CLIP stays bare
-        randomize_lora(module, seed=outputs)  # LoRA B non-zero: not the identity
-        module.eval()
-        (root / task).mkdir()
-        torch.save(module.state_dict(), root / task / name)
-        (root / task / "modeling.py").write_text(MODELING_PY)
-        modules[task] = module
+    _, modules = write_release(root)
     images = root / "images"
     images.mkdir()
     for seed, size in enumerate([(300, 200), (250, 400), (640, 480)]):

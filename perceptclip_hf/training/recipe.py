@@ -1,6 +1,6 @@
 """A training recipe: the model, data and experiment options of `train.py` / `perceptclip train` (YAML files in
 `configs/` or installed with the package, overridable on the command line); what its datasets imply and the model
-it builds are in :mod:`.training_task`. The model options are the config's own fields (`PerceptCLIPConfig`):
+it builds are in :mod:`.task`. The model options are the config's own fields (`PerceptCLIPConfig`):
 declared, documented and validated there once."""
 
 from __future__ import annotations
