@@ -18,7 +18,7 @@ FLIVE/LIVE). IQA images are first resized by the protocol (``resize_short`` or a
 fixed ``resize_size``); one whose short side is still below ``crop_size`` is then enlarged (aspect kept) so the crop
 fits (where torchvision would pad or fail). Training randomness comes from torch's global RNG (which
 ``DataLoader`` re-seeds per worker) unless a ``seed`` is given. Use :func:`with_image_transform` so images are
-opened by :func:`.images.open_image` (RGB conversion, EXIF, errors naming the file).
+opened by :func:`.data.images.open_image` (RGB conversion, EXIF, errors naming the file).
 """
 
 from __future__ import annotations
@@ -298,14 +298,15 @@ def build_inference_transform(
 
 
 def undecoded(ds: Dataset, column: str = "image") -> Dataset:
-    """``ds`` with its ``Image`` column read as ``{"path", "bytes"}`` (so :func:`.images.open_image` decodes it)."""
+    """``ds`` with its ``Image`` column read as ``{"path", "bytes"}`` (which :func:`.data.images.open_image`
+    decodes)."""
     if isinstance(ds.features.get(column), ImageFeature) and ds.features[column].decode:
         ds = ds.cast_column(column, ImageFeature(decode=False))
     return ds
 
 
 def with_image_transform(ds: Dataset, transform: ImageTransform) -> Dataset:
-    """``ds`` with ``transform`` applied on access; images are read by :func:`.images.open_image`."""
+    """``ds`` with ``transform`` applied on access; images are read by :func:`.data.images.open_image`."""
     return undecoded(ds, transform.image_column).with_transform(transform)
 
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +20,7 @@ from perceptclip_hf.data.images import open_image
 from perceptclip_hf.preprocessing import IQATestTransform, ResizeCenterCropTransform
 from perceptclip_hf.scoring.input_pipeline import prepare_image, source_windows
 from perceptclip_hf.scoring.scorer import PerceptScorer
-from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows, sha256
+from tests.helpers.cli import assert_clean_failure, kill_after_lines, perceptclip, read_rows, sha256
 from tests.helpers.models import random_image
 
 BROKEN = "broken.jpg"
@@ -190,12 +188,7 @@ def test_parquet_output_killed_midway_resumes_to_the_uninterrupted_rows(quality_
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not (pending.exists() and pending.read_bytes().count(b"\n") >= 6) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    done = pending.read_bytes().count(b"\n")
+    done = kill_after_lines(process, pending)
     assert not output.exists() and 6 <= done < 240  # killed mid-run: its rows wait in the pending file
     resumed = perceptclip("predict", folder, "--model", quality_dir, "-o", output, "--resume", *options, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

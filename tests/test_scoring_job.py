@@ -3,11 +3,9 @@ survives SIGKILL and resumes through the same call, and says what it did in its 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from perceptclip_hf import score
 from perceptclip_hf.scoring import PerceptScorer, ScoringSummary
-from tests.helpers.cli import perceptclip, read_rows
+from tests.helpers.cli import kill_after_lines, perceptclip, read_rows
 from tests.helpers.datasets import add_member
 from tests.helpers.models import random_image
 
@@ -55,12 +53,7 @@ def test_a_killed_job_resumes_through_the_api_to_the_rows_perceptclip_predict_wr
         f"from perceptclip_hf.scoring import score\nscore({mixed_inputs!r}, {models!r}, {str(output)!r}, **{OPTIONS!r})"
     )
     process = subprocess.Popen([sys.executable, "-c", job], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (pending.exists() and pending.read_bytes().count(b"\n") >= 6) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    done = pending.read_bytes().count(b"\n")
+    done = kill_after_lines(process, pending)
     total = FOLDER_IMAGES + SHARD_IMAGES
     assert not output.exists() and 6 <= done < total  # killed mid-run: its rows wait in the pending file
 

@@ -145,14 +145,10 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
     transformers weight-loading bars are turned off (ours are tqdm)."""
     from transformers.utils import logging as transformers_logging
 
-    from ..scoring.scorer import resolve_device
+    from ..scoring.scorer import check_device
 
     transformers_logging.disable_progress_bar()
-
-    try:
-        resolve_device(args.device)
-    except (RuntimeError, ValueError) as err:
-        raise UsageError(f"--device {args.device}: {err}") from err
+    check_device(args.device)
     return dict(
         device=args.device,
         dtype=args.dtype,
@@ -170,9 +166,9 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def progress(iterable: Iterable, **kwargs: Any):
-    from tqdm.auto import tqdm
+    from ..scoring.job import progress_bar
 
-    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, **kwargs)
+    return progress_bar(iterable, **kwargs)
 
 
 def echo(message: str) -> None:

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     summary = score(
         args.paths,
         args.model,
-        args.output or sys.stdout,
+        sys.stdout if args.output is None else args.output,
         resume=args.resume,
         retry_errors=args.retry_errors,
         overwrite=args.overwrite,

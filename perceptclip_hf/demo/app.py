@@ -3,7 +3,7 @@
     >>> from perceptclip_hf.demo.app import build_demo, load_models
     >>> build_demo(load_models(["./perceptclip-koniq"])).launch()
 
-One image: each model's score or label with what it means (:func:`.tasks.score_meaning`), and a heatmap of the first
+One image: each model's score or label with what it means (:func:`..tasks.score_meaning`), and a heatmap of the first
 model (CLS attention of the last layer, or Grad-CAM for convolutional backbones). Many images: a sortable table with
 the columns of ``perceptclip predict``, a histogram of the scores and the CSV. The programmatic endpoint ``/score``
 (``gradio_client``) takes an image and returns :class:`..scoring.scorer.PerceptScorer`'s dict for one model

@@ -92,7 +92,7 @@ def benchmark_report(
     score_meaning: str = "",
     fit: LogisticFit = "robust",
 ):
-    """The report (:mod:`.reports`) of a model's predictions of a benchmark part; returns the `Report`."""
+    """The report (:mod:`..reports`) of a model's predictions of a benchmark part; returns the `Report`."""
     from ..reports import classification_report, regression_report
 
     if predictions.scores is not None:

@@ -33,19 +33,22 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 class ModelSource:
     """Where a model comes from. `location`: the alias resolved (an official repo id, a local path or a Hub id);
     `official`: an official checkpoint (converted once and cached when loaded); `task`: the task asked for (an
-    official `.pth` whose one-output head cannot tell quality from memorability), else an official repo's own."""
+    official `.pth` whose one-output head cannot tell quality from memorability), else an official repo's own;
+    `given`: the value as written (what score files record)."""
 
     location: str
     official: bool
     task: str | None = None
+    given: str = ""
 
     @classmethod
     def of(cls, model: str | os.PathLike | ModelSource, task: str | None = None) -> ModelSource:
         """The source a value names (a `ModelSource` is returned as it is)."""
         if isinstance(model, ModelSource):
             return model
-        location = resolve_alias(os.fspath(model))
-        return cls(location, is_official_source(location), task or OFFICIAL_TASKS.get(location))
+        given = os.fspath(model)
+        location = resolve_alias(given)
+        return cls(location, is_official_source(location), task or OFFICIAL_TASKS.get(location), given)
 
     @property
     def name(self) -> str:
@@ -87,31 +90,35 @@ def named_sources(
     models: str | os.PathLike | ModelSource | Sequence[str | ModelSource] | Mapping[str, str | ModelSource],
     task: str | None = None,
 ) -> dict[str, ModelSource]:
-    """``{name: source}``, each checked (:meth:`ModelSource.check`): a mapping keeps its names; values are named
-    ``NAME=MODEL``, else by the model's :attr:`ModelSource.name`. ``task``: of one official checkpoint."""
+    """``{name: source}``: a mapping keeps its names; values are named ``NAME=MODEL``, else by the model's
+    :attr:`ModelSource.name`. Then each is checked (:meth:`ModelSource.check`), before anything loads. ``task``: of
+    one official checkpoint."""
     if isinstance(models, (str, os.PathLike, ModelSource)):
         models = [models]
-    if len(models) > 1 and task:
+    if isinstance(models, Mapping):
+        named = {name: ModelSource.of(model, task) for name, model in models.items()}
+    else:
+        named = {}
+        for value in models:
+            name, model = None, value
+            if isinstance(value, str):
+                given, _, path = value.partition("=")
+                if path and NAME_PATTERN.fullmatch(given) and not os.path.exists(value):
+                    name, model = given, path
+            source = ModelSource.of(model, task)
+            name = name or source.name
+            if name in named:
+                raise ConfigurationError(
+                    f"--model {value}: another --model is also named {name!r}; name them apart with --model NAME=MODEL"
+                )
+            named[name] = source
+    if len(named) > 1 and task:
         raise ConfigurationError(
             "--task names the task of one official checkpoint; with several --model, use their aliases "
             "(quality, memorability, emotion) or folders"
         )
-    if isinstance(models, Mapping):
-        return {name: ModelSource.of(model, task).check() for name, model in models.items()}
-    named: dict[str, ModelSource] = {}
-    for value in models:
-        name, model = None, value
-        if isinstance(value, str):
-            given, _, path = value.partition("=")
-            if path and NAME_PATTERN.fullmatch(given) and not os.path.exists(value):
-                name, model = given, path
-        source = ModelSource.of(model, task).check()
-        name = name or source.name
-        if name in named:
-            raise ConfigurationError(
-                f"--model {value}: another --model is also named {name!r}; name them apart with --model NAME=MODEL"
-            )
-        named[name] = source
+    for source in named.values():
+        source.check()
     return named
 
 

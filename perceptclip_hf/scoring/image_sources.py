@@ -1,6 +1,6 @@
 """Where the images to score come from: each input a scoring run names, as an :class:`ImageSet` of ``(id, image)``.
 
-- image files, folders and globs (the command line walks them, :func:`.cli.common.collect_images`): id = the
+- image files, folders and globs (the command line walks them, :func:`.inputs.collect_images`): id = the
   absolute path;
 - WebDataset tar shards (``shards/{000000..000099}.tar``, brace and glob patterns), read in order with the
   ``webdataset`` library: one image per sample, its ``jpg`` / ``jpeg`` / ``png`` / ``webp`` entry; id = ``__key__``;

@@ -1,7 +1,7 @@
 """The scoring input engine: images to model-ready batches, decoded and transformed in parallel.
 
 ``iter_prepared_batches(sources, transform, batch_size, num_workers)`` runs decoding and the test transform
-(:mod:`.preprocessing`) in ``torch.utils.data.DataLoader`` worker processes: each worker builds whole batches of
+(:mod:`..preprocessing`) in ``torch.utils.data.DataLoader`` worker processes: each worker builds whole batches of
 images × crops as uint8 pixels (a quarter of float32's bytes to pass between processes and to the accelerator;
 the scorer normalises them on its device), so the next batches are ready while the model runs on the current one.
 Batches come back in input order (a sequential batch sampler, in-order delivery); an image that cannot be read is
@@ -10,7 +10,7 @@ images of the batch are scored. ``num_workers=0`` prepares in the calling proces
 prepared there (worker start-up would cost more than it overlaps). On CUDA the batches come in pinned memory, for
 non-blocking copies.
 
-Sources are ``(image, crop key)`` pairs: anything :func:`.data.images.open_image` opens (path, bytes, ``{"path",
+Sources are ``(image, crop key)`` pairs: anything :func:`..data.images.open_image` opens (path, bytes, ``{"path",
 "bytes"}`` dict, PIL image) or a numpy array (:func:`as_image_source`). The crop key seeds the IQA test crops
 (``None``: the pixels do), so scores do not depend on the number of workers.
 """

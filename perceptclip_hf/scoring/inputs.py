@@ -5,6 +5,7 @@ holds, with a tally of what was done and what was not."""
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from .image_sources import (
 from .score_files import Previous, input_key
 
 Report = Callable[[str], None]
+logger = logging.getLogger(__name__)  # where messages for the user go when no `report` is given
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Collected:
         return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
 
 
-def collect_images(arguments: Sequence[str], report: Report = print) -> Collected:
+def collect_images(arguments: Sequence[str], report: Report | None = None) -> Collected:
     """Files (scored whatever their extension), folders (recursive, symlinked folders once, images by extension or
     content) and globs → absolute image paths in order, one per real file; the rest is counted with its reason.
     A path met twice is scored once; another path to the same file is reported as such."""
@@ -68,7 +70,7 @@ def collect_images(arguments: Sequence[str], report: Report = print) -> Collecte
         elif GLOB_CHARS.search(argument):
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
-                report(f"warning: {argument!r} matches no file")
+                (report or logger.warning)(f"warning: {argument!r} matches no file")
             for match in matches:
                 loop = loop_entry(match)
                 if loop:  # `**` follows symlinks: paths through a loop repeat what was found
@@ -116,7 +118,7 @@ def collect_inputs(
     image_column: str = "image",
     id_column: str | None = None,
     part: tuple[int, int] = (0, 1),
-    report: Report = print,
+    report: Report | None = None,
 ) -> tuple[list[ImageSet], Collected]:
     """The image sets ``paths`` and ``hf_dataset`` name, in their order (all Parquet files one table, all file
     arguments one set; ``part``: one process's share of each) and what the file arguments hold that is not scored."""
@@ -171,7 +173,7 @@ class Tally:
 
 
 def predictions(
-    models, image_sets: list[ImageSet], previous: Previous, tally: Tally, report: Report = print
+    models, image_sets: list[ImageSet], previous: Previous, tally: Tally, report: Report | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(id, result)`` for every input not already in the output, set after set, in order. A random-access set
     goes to the models as lazy sequences (its workers read it); a stream is read here, its ids kept in order."""
@@ -209,7 +211,7 @@ def predictions(
         for result in models.iter_predictions(images(), on_error="record"):
             yield pending.popleft(), result
         for problem in image_set.problems:
-            report(f"not scored: {problem[0]}: {problem[1]}")
+            (report or logger.warning)(f"not scored: {problem[0]}: {problem[1]}")
         tally.not_scored.extend(image_set.problems)
 
 
@@ -218,11 +220,13 @@ def reasons(not_scored: list[tuple[str, str]]) -> str:
     return Collected(not_scored=not_scored).reasons()
 
 
-def report_not_scored(not_scored: list[tuple[str, str]], report: Report = print, shown: int = 20) -> None:
+def report_not_scored(not_scored: list[tuple[str, str]], report: Report | None = None, shown: int = 20) -> None:
     for path, reason in not_scored[:shown]:
-        report(f"not scored: {path}: {reason}")
+        (report or logger.warning)(f"not scored: {path}: {reason}")
     if len(not_scored) > shown:
-        report(f"not scored: ... and {len(not_scored) - shown} more (all listed in the output's .meta.json)")
+        (report or logger.warning)(
+            f"not scored: ... and {len(not_scored) - shown} more (all listed in the output's .meta.json)"
+        )
 
 
 __all__ = ["Collected", "Tally", "collect_images", "collect_inputs", "predictions", "reasons", "report_not_scored"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -41,9 +42,10 @@ class ScoringSummary:
     processes: int = 1
     process: int = 0  # this process (under a launcher, only the main one, 0, holds the totals)
     rows: list[dict[str, Any]] | None = field(default=None, repr=False)
+    where: str = ""  # where the rows are, in words: the output, "stdout", "summary.rows"
 
     def __str__(self) -> str:
-        where = self.output or "stdout"
+        where = self.where or self.output
         parts = [f"summary: {self.scored} scored, {self.failed} failed, {self.skipped} skipped"]
         if self.skipped:
             again = f"; {self.failed_before} of them failed before: --retry-errors re-scores them"
@@ -94,7 +96,6 @@ def score(
     what is not scored; default: this module's logger), ``progress`` shows a progress bar on stderr."""
     from .distributed import local_device, merge_part_files, open_part, process_part
 
-    report = report or logger.info
     paths = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(path) for path in inputs]
     part = process_part()
     several = part[1] > 1
@@ -107,16 +108,8 @@ def score(
     named = named_sources(models, task)
     from .inputs import Tally, collect_inputs, report_not_scored  # the data layer: once the models are known good
 
-    image_sets, found = collect_inputs(
-        paths,
-        hf_dataset=hf_dataset,
-        split=split,
-        streaming=streaming,
-        image_column=image_column,
-        id_column=id_column,
-        part=part,
-        report=report,
-    )
+    tables = dict(split=split, streaming=streaming, image_column=image_column, id_column=id_column)
+    image_sets, found = collect_inputs(paths, hf_dataset=hf_dataset, part=part, report=report, **tables)
     main = part[0] == 0
     if main:
         report_not_scored(found.not_scored, report)
@@ -124,27 +117,24 @@ def score(
         others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
         raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
     from .model_set import ScorerSet  # torch: only once the arguments are known to be good
+    from .scorer import check_device
 
     check_device(device)
     if progress:  # ours is the bar: transformers' weight-loading bars are turned off
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+    settings = dict(dtype=dtype, tta=tta, seed=seed, batch_size=batch_size, num_workers=num_workers)
     scorers = ScorerSet.from_pretrained(
         named,
         load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
         device=local_device(device) if several else device,
-        dtype=dtype,
-        tta=tta,
-        seed=seed,
-        batch_size=batch_size,
-        num_workers=num_workers,
         fast_decode=fast_decode,
+        **settings,
     )
     if scorers.shared_bytes and main:
-        report(
-            f"{len(scorers.scorers)} models share their base weights: {scorers.shared_bytes / 2**20:.1f} MiB held once"
-        )
+        held = scorers.shared_bytes / 2**20
+        (report or logger.info)(f"{len(scorers.scorers)} models share their base weights: {held:.1f} MiB held once")
     columns = result_columns(scorers)
     if to_file:
         mode = "resume" if resume else "overwrite" if overwrite else "new"
@@ -168,7 +158,16 @@ def score(
         part[1],
         part[0],
         rows=sink if isinstance(sink, RowList) else None,
+        where=destination(output),
     )
+
+
+def destination(output) -> str:
+    if output is None:
+        return "summary.rows"
+    if isinstance(output, (str, os.PathLike)):
+        return os.fspath(output)
+    return "stdout" if output is sys.stdout else str(getattr(output, "name", "the stream"))
 
 
 def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors) -> None:
@@ -194,20 +193,11 @@ def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_err
     open_score_file(output, [], {}, mode="resume" if resume else "overwrite" if overwrite else "new").check()
 
 
-def check_device(device: str | None) -> None:
-    from .scorer import resolve_device
-
-    try:
-        resolve_device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigurationError(f"--device {device}: {err}") from err
-
-
 def score_file(output, columns, scorers, named, seed, mode, retry_errors) -> ScoreFile:
     """The output file, with what must match to continue it (each model's identity) and what is only noted."""
     identities = {name: model_identity(scorer, seed) for name, scorer in scorers.scorers.items()}
-    sources = {
-        name: os.path.abspath(source.location) if os.path.isdir(source.location) else source.location
+    sources = {  # as given (a folder: its absolute path)
+        name: os.path.abspath(source.given) if os.path.isdir(source.given) else source.given
         for name, source in named.items()
     }
     merged = {name: scorer.lora_merged for name, scorer in scorers.scorers.items()}
@@ -258,19 +248,16 @@ def write_rows(scorers, image_sets, sink, previous, tally, batch_size: int, repo
     known = [image_set.length for image_set in image_sets]
     results = predictions(scorers, image_sets, previous, tally, report)
     if description is not None:
-        import sys
-
-        from tqdm.auto import tqdm
-
         total = sum(known) if None not in known else None
-        results = tqdm(results, total=total, desc=description, unit="img", file=sys.stderr, dynamic_ncols=True)
+        results = progress_bar(results, total=total, desc=description, unit="img")
     completed = False
     try:
         rows: list[dict[str, Any]] = []
         for id_, result in results:
             if "error" in result:
                 tally.failed += 1
-                report(f"error: {result['error']}" if id_ in result["error"] else f"error: {id_}: {result['error']}")
+                message = f"error: {result['error']}" if id_ in result["error"] else f"error: {id_}: {result['error']}"
+                (report or logger.warning)(message)
             else:
                 tally.scored += 1
             rows.append(result_row(scorers, id_, result))
@@ -291,4 +278,11 @@ def write_rows(scorers, image_sets, sink, previous, tally, batch_size: int, repo
         )
 
 
-__all__ = ["ScoringSummary", "score"]
+def progress_bar(iterable, **kwargs: Any):
+    """A progress bar on stderr (tqdm)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+__all__ = ["ScoringSummary", "progress_bar", "score"]

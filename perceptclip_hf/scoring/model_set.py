@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..hub.source import ModelSource
 from .input_pipeline import TransformSet, is_single_image
 from .scorer import OnError, PerceptScorer, batch_results, check_on_error, load_model
 
@@ -54,9 +55,10 @@ def share_base_weights(models: Iterable[torch.nn.Module]) -> int:
 
 
 class ScorerSet:
-    """Named :class:`PerceptScorer` s run in one pass; ``scorers`` must share the device, dtype, batch size, workers
-    and decoding (the set's own engine runs them). Results: ``{name: result}`` per image, or ``{"error": message}``
-    for an unreadable image (``on_error="record"``)."""
+    """Named :class:`PerceptScorer` s run in one pass; ``scorers`` must share the device, batch size, workers and
+    decoding (the set's own engine runs them; each scorer keeps its dtype, the first one's is the set's ``dtype``).
+    Results: ``{name: result}`` per image, or ``{"error": message}`` for an unreadable image
+    (``on_error="record"``)."""
 
     def __init__(self, scorers: Mapping[str, PerceptScorer], shared_bytes: int = 0):
         if not scorers:
@@ -64,7 +66,7 @@ class ScorerSet:
         self.scorers = dict(scorers)
         first = next(iter(self.scorers.values()))
         for name, scorer in self.scorers.items():
-            for setting in ("device", "dtype", "batch_size", "num_workers", "fast_decode"):
+            for setting in ("device", "batch_size", "num_workers", "fast_decode"):
                 if getattr(scorer, setting) != getattr(first, setting):
                     raise ValueError(
                         f"scorer {name!r}: {setting} {getattr(scorer, setting)!r} differs from "
@@ -77,7 +79,7 @@ class ScorerSet:
     @classmethod
     def from_pretrained(
         cls,
-        models: Mapping[str, str | os.PathLike],
+        models: Mapping[str, str | os.PathLike | ModelSource],
         *,
         load_kwargs: dict | None = None,
         share_base: bool = True,

@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..data import DatasetInfo, get_dataset_info
 from ..data.errors import DatasetFormatError
-from ..errors import ModelLoadError, loading_model
+from ..errors import ConfigurationError, ModelLoadError, loading_model
 from ..hub.source import OFFICIAL_TASKS, ModelSource
 from ..modeling import PerceptCLIPPreTrainedModel
 from ..preprocessing import build_inference_transform
@@ -58,6 +58,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Fail before any model loads on a device that cannot be used (one line naming it)."""
+    try:
+        resolve_device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigurationError(f"--device {device}: {err}") from err
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """Compute dtype: as given (``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch dtype), else bf16 on GPU, fp32 on CPU."""
     if dtype is None:
@@ -72,8 +80,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 def load_model(
     source: str | os.PathLike | ModelSource, attn_implementation: str = "sdpa", *, task: str | None = None, **kwargs
 ) -> PerceptCLIPPreTrainedModel:
-    """Load a PerceptCLIP model (local directory, Hub id, or a :class:`~perceptclip_hf.hub.source.ModelSource`) in
-    eval mode.
+    """Load a PerceptCLIP model (local directory, Hub id, or a :class:`~perceptclip_hf.hub.source.ModelSource`, which
+    carries its own task: ``task`` then does not apply) in eval mode.
 
     Official checkpoints are accepted too: an alias (`quality`, `memorability`, `emotion`), an official Hub repo, a
     folder holding one `.pth` and no `config.json`, or the `.pth`. They are converted once and cached
@@ -301,7 +309,7 @@ def batch_results(batch: PreparedBatch, on_error: OnError, predict: Callable[[An
 def merge_lora_weights(model: torch.nn.Module) -> int:
     """Fold every LoRA update into its base weight, in place (peft's ``merge``): the same outputs with one matrix
     product per projection instead of three. Returns the number of layers merged. Adapters that are switched off
-    later (:func:`.interpretability.adapters_disabled`) are unmerged by peft first."""
+    later (:func:`..explain.interpretability.adapters_disabled`) are unmerged by peft first."""
     layers = [module for module in model.modules() if isinstance(module, LoraLayer) and not module.merged]
     for layer in layers:
         layer.merge()
@@ -315,6 +323,7 @@ def error_message(err: Exception) -> str:
 
 __all__ = [
     "PerceptScorer",
+    "check_device",
     "load_model",
     "merge_lora_weights",
     "resolve_device",

@@ -1,4 +1,4 @@
-"""The reports of a `train.py` run (:mod:`.reports`): one per split on its test part (`split_<k>/report/`; a folder
+"""The reports of a `train.py` run (:mod:`..reports`): one per split on its test part (`split_<k>/report/`; a folder
 per dataset in a multi-dataset run) and a summary (`report/`): training loss and validation metric per epoch, the
 learning-rate sweep, per-split test metrics with their median and mean, cross-dataset results."""
 

@@ -13,8 +13,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -173,3 +175,13 @@ def assert_report_folder(out: Path) -> set[str]:
     sources = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
     assert len(sources) == len(named) and all(source.startswith("data:image/png;base64,") for source in sources)
     return pngs
+
+
+def kill_after_lines(process: subprocess.Popen, path: Path, lines: int = 6) -> int:
+    """SIGKILL ``process`` once ``path`` holds ``lines`` lines (within 2 minutes); the lines it holds then."""
+    deadline = time.monotonic() + 120
+    while not (path.exists() and path.read_bytes().count(b"\n") >= lines) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    return path.read_bytes().count(b"\n")
