@@ -15,7 +15,7 @@ import pytest
 from datasets import Dataset, Features, Value
 from datasets import Image as ImageFeature
 
-from tests.helpers.cli import assert_clean_failure, perceptclip, read_rows
+from tests.helpers.cli import assert_clean_failure, perceptclip, perceptclip_process, read_rows
 from tests.helpers.datasets import add_member
 from tests.helpers.paths import AGIQA_DIR
 
@@ -179,7 +179,8 @@ def test_unreadable_shard_entries_are_error_rows_and_counted(agiqa_inputs, quali
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(agiqa_inputs, quality_dir, arguments, fragments):
-    result = perceptclip(
-        "predict", *arguments, "--model", quality_dir, cwd=agiqa_inputs["root"], env={"HF_HUB_OFFLINE": "1"}
-    )
+    # HF_HUB_OFFLINE is read when huggingface_hub is imported: the Hub dataset case runs in a process of its own
+    # (in this one it would try the network until it times out)
+    run = perceptclip_process if "--hf-dataset" in arguments else perceptclip
+    result = run("predict", *arguments, "--model", quality_dir, cwd=agiqa_inputs["root"], env={"HF_HUB_OFFLINE": "1"})
     assert_clean_failure(result, *fragments)

@@ -19,7 +19,7 @@ from tests.helpers.models import random_image
 from tests.helpers.official import hub_cache_with_the_releases, write_release
 from tests.helpers.paths import REPO_ROOT
 
-PHOTOS, SHARDS = 3, 100
+PHOTOS, SHARDS = 3, 10
 
 
 def python_blocks(markdown: str) -> list[str]:
