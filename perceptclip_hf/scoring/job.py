@@ -104,7 +104,7 @@ def score(
         raise ConfigurationError(
             f"{part[1]} processes each write a part of --output: pass --output (a .csv, .jsonl or .parquet file)"
         )
-    check_job(paths, hf_dataset, streaming, output if to_file else None, resume, overwrite, retry_errors)
+    mode = check_job(paths, hf_dataset, streaming, output if to_file else None, resume, overwrite, retry_errors)
     named = named_sources(models, task)
     from .inputs import Tally, collect_inputs, report_not_scored  # the data layer: once the models are known good
 
@@ -137,7 +137,6 @@ def score(
         (report or logger.info)(f"{len(scorers.scorers)} models share their base weights: {held:.1f} MiB held once")
     columns = result_columns(scorers)
     if to_file:
-        mode = "resume" if resume else "overwrite" if overwrite else "new"
         target = score_file(output, columns, scorers, named, seed, mode, retry_errors)
         sink, previous = open_part(target, part) if several else (target, target.open())
     else:
@@ -170,9 +169,9 @@ def destination(output) -> str:
     return "stdout" if output is sys.stdout else str(getattr(output, "name", "the stream"))
 
 
-def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors) -> None:
+def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors) -> str:
     """Everything that can be checked before the models load: the inputs named, the options, the output's location
-    and owner."""
+    and owner. Returns the output's mode (``"new"``, ``"overwrite"`` or ``"resume"``)."""
     if not paths and not hf_dataset:
         raise ConfigurationError(
             "name the images to score: files, folders, globs, shards, Parquet files, save_to_disk "
@@ -185,12 +184,14 @@ def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_err
             raise ConfigurationError(
                 "--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet file)"
             )
-        return
+        return "new"
     if resume and overwrite:
         raise ConfigurationError("--resume and --overwrite exclude each other")
     if retry_errors and not resume:
         raise ConfigurationError("--retry-errors continues a file: pass --resume too")
-    open_score_file(output, [], {}, mode="resume" if resume else "overwrite" if overwrite else "new").check()
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
+    open_score_file(output, [], {}, mode=mode).check()
+    return mode
 
 
 def score_file(output, columns, scorers, named, seed, mode, retry_errors) -> ScoreFile:
