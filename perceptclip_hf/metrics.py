@@ -5,16 +5,17 @@
 * Memorability: SRCC and MSE (mean over splits).
 * Emotion: accuracy, 2-class (valence) accuracy, mAP, macro-F1, weighted-F1.
 
-Degenerate input never passes silently: correlations of constant, non-finite or
-too-short input are ``nan`` with a :class:`DegenerateInputWarning`, a failed 4PL fit
-falls back to the raw PLCC with a :class:`LogisticFitWarning`, and inputs of
-different lengths raise ``ValueError``.
+Degenerate input never passes silently: correlations of constant, non-finite or too-short input are ``nan`` with a
+:class:`DegenerateInputWarning`, a failed 4PL fit falls back to the raw PLCC with a :class:`LogisticFitWarning`, and
+inputs of different lengths raise ``ValueError``. Both warnings name the metric and why (:class:`MetricWarning`);
+reports collect them with :func:`metric_notes` and say them in words.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Literal, get_args
 
 import numpy as np
@@ -26,12 +27,16 @@ __all__ = [
     "LogisticFit",
     "LogisticFitError",
     "LogisticFitWarning",
+    "MetricNotes",
+    "MetricWarning",
     "aggregate_splits",
     "bootstrap_intervals",
     "classification_metrics",
     "fit_logistic_4pl",
     "krcc",
     "logistic_4pl",
+    "metric_label",
+    "metric_notes",
     "mse",
     "plcc",
     "plcc_4pl",
@@ -46,12 +51,62 @@ LOGISTIC_MAXFEV = 100_000  # default of fit="robust"
 LODA_MAXFEV = 100_000_000  # LoDa's curve_fit(..., maxfev=100000000)
 
 
-class DegenerateInputWarning(UserWarning):
+class MetricWarning(UserWarning):
+    """A warning of this module; ``metric`` (e.g. ``"SRCC"``) and ``reason`` (e.g. ``"constant targets"``) say which
+    metric and why, for reports to say in words; ``undefined``: the metric was returned as ``nan``."""
+
+    def __init__(self, message: str, metric: str = "", reason: str = "", undefined: bool = False):
+        super().__init__(message)
+        self.metric, self.reason, self.undefined = metric, reason, undefined
+
+
+class DegenerateInputWarning(MetricWarning):
     """A metric is undefined for the given input and was returned as ``nan``."""
 
 
-class LogisticFitWarning(UserWarning):
+class LogisticFitWarning(MetricWarning):
     """The 4PL fit failed; the raw PLCC was reported instead."""
+
+
+class MetricNotes(list[MetricWarning]):
+    """The :class:`MetricWarning` s of the metrics computed in a :func:`metric_notes` block."""
+
+    @property
+    def undefined(self) -> str | None:
+        """Why the ``nan`` metrics are undefined (the first such warning's reason), or ``None``."""
+        return next((w.reason for w in self if w.undefined), None)
+
+    @property
+    def remarks(self) -> list[str]:
+        """The other warnings in words, once each: ``"PLCC: <reason>"``."""
+        return list(dict.fromkeys(f"{w.metric}: {w.reason}" for w in self if not w.undefined))
+
+
+@contextmanager
+def metric_notes() -> Iterator[MetricNotes]:
+    """Collect the :class:`MetricWarning` s raised inside instead of showing them (the notes are filled when the
+    block ends); other warnings are issued again, as if not caught."""
+    notes = MetricNotes()
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always", MetricWarning)
+        yield notes
+    for record in records:
+        if isinstance(record.message, MetricWarning):
+            notes.append(record.message)
+        else:
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+
+
+def metric_label(name: str) -> str:
+    """How reports name a metric of :func:`regression_metrics` (``"plcc_raw"`` -> ``"PLCC (raw scores)"``)."""
+    return "PLCC (raw scores)" if name == "plcc_raw" else name.upper()
+
+
+def _undefined(metric: str, reason: str, stacklevel: int) -> float:
+    """``nan``, with a :class:`DegenerateInputWarning` saying why ``metric`` is undefined."""
+    message = f"{metric} is undefined ({reason}); returning nan"
+    warnings.warn(DegenerateInputWarning(message, metric, reason, undefined=True), stacklevel=stacklevel + 1)
+    return float("nan")
 
 
 class LogisticFitError(RuntimeError):
@@ -70,7 +125,7 @@ def _paired_arrays(pred: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarra
 def _degeneracy(pred: np.ndarray, y: np.ndarray) -> str | None:
     """Why a correlation between ``pred`` and ``y`` is undefined, or ``None``."""
     if pred.size < 2:
-        return f"fewer than 2 items ({pred.size})"
+        return f"too few items: {pred.size}, needs 2"
     if not (np.isfinite(pred).all() and np.isfinite(y).all()):
         return "non-finite values"
     if np.ptp(pred) == 0:
@@ -86,8 +141,7 @@ def _correlation(
     pred_arr, y_arr = _paired_arrays(pred, y)
     reason = _degeneracy(pred_arr, y_arr)
     if reason is not None:
-        warnings.warn(f"{name} is undefined for {reason}; returning nan", DegenerateInputWarning, stacklevel=3)
-        return float("nan")
+        return _undefined(name, reason, stacklevel=3)
     return float(statistic(pred_arr, y_arr))
 
 
@@ -176,25 +230,22 @@ def plcc_4pl(pred: ArrayLike, y: ArrayLike, fit: LogisticFit = "robust") -> floa
     if _degeneracy(pred_arr, y_arr) is not None:
         return plcc(pred_arr, y_arr)  # nan with the reason as warning
     try:
-        params = fit_logistic_4pl(pred_arr, y_arr, fit=fit)
+        fitted = logistic_4pl(pred_arr, *fit_logistic_4pl(pred_arr, y_arr, fit=fit))
+        problem = "4PL fit is constant on the data" if np.ptp(fitted) == 0 else None
     except LogisticFitError as error:
-        warnings.warn(f"{error}; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2)
-        return plcc(pred_arr, y_arr)
-    fitted = logistic_4pl(pred_arr, *params)
-    if np.ptp(fitted) == 0:
-        warnings.warn(
-            "4PL fit is constant on the data; reporting the raw PLCC instead", LogisticFitWarning, stacklevel=2
-        )
-        return plcc(pred_arr, y_arr)
-    return plcc(fitted, y_arr)
+        problem = str(error)
+    if problem is None:
+        return plcc(fitted, y_arr)
+    reason = f"no 4-parameter fit ({problem}); the PLCC of the raw scores instead"
+    warnings.warn(LogisticFitWarning(f"{problem}; reporting the raw PLCC instead", "PLCC", reason), stacklevel=2)
+    return plcc(pred_arr, y_arr)
 
 
 def mse(pred: ArrayLike, y: ArrayLike) -> float:
     """Mean squared error."""
     pred_arr, y_arr = _paired_arrays(pred, y)
     if pred_arr.size == 0:
-        warnings.warn("MSE is undefined for empty input; returning nan", DegenerateInputWarning, stacklevel=2)
-        return float("nan")
+        return _undefined("MSE", "no items", stacklevel=2)
     return float(np.mean((pred_arr - y_arr) ** 2))
 
 
@@ -225,6 +276,10 @@ def bootstrap_intervals(
     from scipy import stats
 
     pred_arr, y_arr = _paired_arrays(pred, y)
+    reason = _degeneracy(pred_arr, y_arr)
+    if reason is not None:  # then every resample is degenerate too
+        nan = _undefined("bootstrap intervals", reason, stacklevel=2)
+        return {name: (nan, nan) for name in ("srcc", "krcc", "plcc")}
     try:
         fitted = logistic_4pl(pred_arr, *fit_logistic_4pl(pred_arr, y_arr, fit=fit))
     except LogisticFitError:
@@ -235,10 +290,16 @@ def bootstrap_intervals(
         "krcc": np.array([stats.kendalltau(pred_arr[r], y_arr[r]).statistic for r in rows]),
         "plcc": _rowwise_pearson(fitted[rows], y_arr[rows]),
     }
-    tail = 100 * (1 - confidence) / 2  # a resample of tied values has no correlation (nan): left out
-    return {
-        name: tuple(float(v) for v in np.nanpercentile(samples, [tail, 100 - tail])) for name, samples in values.items()
-    }
+    tail = 100 * (1 - confidence) / 2
+    return {name: _percentile_interval(name, samples, tail) for name, samples in values.items()}
+
+
+def _percentile_interval(name: str, samples: np.ndarray, tail: float) -> tuple[float, float]:
+    """The ``tail`` and ``100 - tail`` percentiles of the ``samples`` that are not ``nan`` (tied resamples)."""
+    defined = samples[~np.isnan(samples)]
+    if defined.size == 0:
+        return (_undefined(f"{name.upper()} interval", "every resample is degenerate", stacklevel=3),) * 2
+    return tuple(float(v) for v in np.percentile(defined, [tail, 100 - tail]))
 
 
 def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -266,11 +327,8 @@ def _mean_average_precision(probs: np.ndarray, labels: np.ndarray) -> float:
     present = np.unique(labels)
     missing = probs.shape[1] - present.size
     if missing:
-        warnings.warn(
-            f"{missing} class(es) have no examples; mAP averages over the {present.size} present ones",
-            DegenerateInputWarning,
-            stacklevel=3,
-        )
+        reason = f"{missing} class(es) have no examples; averaged over the {present.size} present ones"
+        warnings.warn(DegenerateInputWarning(f"mAP: {reason}", "mAP", reason), stacklevel=3)
     from sklearn.metrics import average_precision_score  # imported on use: 1.5 s that scoring never needs
 
     return float(np.mean([average_precision_score(labels == c, probs[:, c]) for c in present]))

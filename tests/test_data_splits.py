@@ -13,6 +13,7 @@ import pytest
 from datasets import Dataset
 
 from perceptclip_hf.data import (
+    DatasetFormatError,
     benchmark_splits,
     fraction_splits,
     group_split_names,
@@ -28,7 +29,8 @@ from perceptclip_hf.data import (
     loda_splits,
     splits_from_file,
 )
-from tests.helpers.datasets import make_emoset, make_emotionroi, make_koniq, make_lamem
+from tests.helpers.cli import assert_clean_failure, perceptclip
+from tests.helpers.datasets import make_emoset, make_emotionroi, make_koniq, make_lamem, write_csv, write_image
 from tests.helpers.paths import AGIQA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +127,63 @@ def test_reference_splits_sizes_and_disjointness(name, n_refs, per_ref, n_train,
 def test_reference_split_is_independent_of_row_order():
     refs = [f"I{r:02d}.png" for r in range(1, 82)]
     assert group_split_names(refs, 65) == group_split_names(list(reversed(refs)) * 2, 65)
+
+
+@pytest.mark.parametrize(
+    "name, column, too_few, enough, message",
+    [
+        (
+            "agiqa3k",
+            "group",
+            ["cat", "dog"],
+            ["cat", "dog", "owl"],
+            "agiqa3k in /data/agiqa3k: 2 images in 2 groups: too few for a train/test split by group, which needs at "
+            "least 3 groups; add images of other groups",
+        ),
+        (
+            "live",
+            "reference",
+            [f"I{r}.bmp" for r in range(5) for _ in range(2)],
+            [f"I{r}.bmp" for r in range(24)],
+            "live in /data/live: 10 images in 5 groups: too few for a train/test split by group, which needs at "
+            "least 24 groups; add images of other groups",
+        ),
+        (
+            "koniq10k",
+            "sample_id",
+            [0, 1],
+            [0, 1, 2],
+            "koniq10k in /data/koniq10k: 2 images: too few for a train/test split, which needs at least 3 images; "
+            "add images",
+        ),
+        (
+            "emotionroi",
+            "sample_id",
+            [0, 1],
+            [0, 1, 2],
+            "emotionroi in /data/emotionroi: 2 images: too few for a train/test split, which needs at least 3 "
+            "images; add images",
+        ),
+    ],
+)
+def test_a_dataset_too_small_for_its_split_names_it_the_counts_and_the_minimum(name, column, too_few, enough, message):
+    """One line for the user (a DatasetFormatError: exit status 2, no traceback); with the minimum it splits."""
+    with pytest.raises(DatasetFormatError) as error:
+        benchmark_splits(name, Dataset.from_dict({column: too_few}), 0, data_dir=f"/data/{name}")
+    assert str(error.value) == message
+    parts = benchmark_splits(name, Dataset.from_dict({column: enough}), 0)
+    assert len(parts["train"]) > 0 and len(parts["test"]) > 0
+
+
+def test_evaluate_on_a_two_image_benchmark_is_one_line(quality_dir, tmp_path):
+    rows = [[write_image(tmp_path / "agiqa" / "images" / f"{n}.png").name, n, 2.0 + i] for i, n in enumerate("ab")]
+    write_csv(tmp_path / "agiqa" / "data.csv", ["name", "prompt", "mos_quality"], rows)
+    result = perceptclip("evaluate", "-m", quality_dir, "-d", "agiqa3k", "--data-dir", "agiqa", cwd=tmp_path)
+    line = assert_clean_failure(result)
+    assert line == (
+        "perceptclip evaluate: error: agiqa3k in agiqa: 2 images in 2 groups: too few for a train/test split by "
+        "group, which needs at least 3 groups; add images of other groups"
+    )
 
 
 def test_hold_out_rounds_half_up_and_keeps_order():

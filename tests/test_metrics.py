@@ -1,5 +1,7 @@
 """Metrics against independent scipy / sklearn computations, and the shipped evaluate modules."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import optimize, stats
@@ -9,10 +11,12 @@ from perceptclip_hf.metrics import (
     DegenerateInputWarning,
     LogisticFitWarning,
     aggregate_splits,
+    bootstrap_intervals,
     classification_metrics,
     fit_logistic_4pl,
     krcc,
     logistic_4pl,
+    metric_notes,
     mse,
     plcc,
     plcc_4pl,
@@ -229,12 +233,38 @@ def test_plcc_4pl_too_few_items_falls_back_with_warning():
         ([2.0, 2.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0], "constant predictions"),
         ([1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 3.0, 3.0, 3.0, 3.0], "constant targets"),
         ([1.0, np.nan, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0], "non-finite"),
-        ([1.0], [2.0], "fewer than 2"),
+        ([1.0], [2.0], "too few items: 1, needs 2"),
     ],
 )
 def test_degenerate_correlations_are_nan_with_warning(metric, pred, y, reason):
     with pytest.warns(DegenerateInputWarning, match=reason):
         assert np.isnan(metric(pred, y))
+
+
+def test_bootstrap_intervals_of_degenerate_input_are_nan_with_the_reason_only():
+    """Constant targets: every resample is degenerate; one DegenerateInputWarning says why, no numpy All-NaN noise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        intervals = bootstrap_intervals([1.0, 2.0, 3.0, 4.0, 5.0], [3.0] * 5, resamples=50)
+    assert set(intervals) == {"srcc", "krcc", "plcc"} and np.isnan(list(intervals.values())).all()
+    assert [type(w.message) for w in caught] == [DegenerateInputWarning]
+    assert caught[0].message.reason == "constant targets"
+
+
+def test_metric_notes_keep_the_reasons_and_show_nothing_else_of_the_metrics():
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        with metric_notes() as undefined:
+            regression_metrics([1.0, 2.0, 3.0, 4.0, 5.0], [3.0] * 5)
+        with metric_notes() as fell_back:
+            plcc_4pl([1.0, 2.0, 4.0], [1.0, 3.0, 2.0])
+            warnings.warn("not a metric's", RuntimeWarning, stacklevel=1)
+    assert undefined.undefined == "constant targets" and undefined.remarks == []
+    assert fell_back.undefined is None and fell_back.remarks == [
+        "PLCC: no 4-parameter fit (need at least 4 items to fit 4 parameters, got 3); "
+        "the PLCC of the raw scores instead"
+    ]
+    assert [str(w.message) for w in escaped] == ["not a metric's"]  # other warnings are issued as usual
 
 
 @pytest.mark.parametrize("metric", [srcc, krcc, plcc, plcc_4pl, mse, regression_metrics, fit_logistic_4pl])

@@ -16,6 +16,7 @@ from perceptclip_hf.cli.train import main as train_main
 from perceptclip_hf.data import benchmark_splits
 from perceptclip_hf.training.recipe import parse_args
 from tests.helpers.cli import assert_report_folder
+from tests.helpers.datasets import write_csv, write_image
 from tests.helpers.paths import AGIQA_DIR, QUICKSTART, REPO_ROOT
 
 SHORT = ["--num_train_epochs", "2", "--test_crops", "3", "--eval_crops", "2", "--disable_tqdm", "true"]
@@ -168,6 +169,27 @@ def test_own_data_option_mistakes_are_one_line(arguments, expected, capsys):
     assert train_main(["--config", str(QUICKSTART), *arguments]) == 2  # train.py's main, in this process
     stderr = capsys.readouterr().err
     assert expected in stderr and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "group_options, problem",
+    [
+        ([], "2 images: too few for a train/test split, which needs at least 3 images; add images"),
+        (
+            ["--group_column", "scene"],
+            "2 images in 2 groups: too few for a train/test split by group, which needs at least 3 groups; "
+            "add images of other groups",
+        ),
+    ],
+)
+def test_a_table_too_small_to_split_is_one_line(group_options, problem, tmp_path, capsys):
+    rows = [[write_image(tmp_path / name).name, score, name[0]] for name, score in (("a.png", 2.0), ("b.png", 3.0))]
+    write_csv(tmp_path / "labels.csv", ["path", "score", "scene"], rows)
+    options = ["--dataset", "table", "--data_dir", str(tmp_path), "--table", "labels.csv", "--label_column", "score"]
+    run = ["--output_dir", str(tmp_path / "run")]
+    assert train_main(["--config", str(QUICKSTART), *options, *group_options, *run]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+    assert errors == [f"train.py: error: table in {tmp_path}: {problem}"] and not (tmp_path / "run").exists()
 
 
 def test_a_table_without_the_named_column_names_its_columns(agiqa_table, tmp_path):

@@ -10,10 +10,16 @@ from PIL import Image
 from scipy import stats
 
 from perceptclip_hf.cli import main
-from perceptclip_hf.metrics import bootstrap_intervals, fit_logistic_4pl, logistic_4pl, regression_metrics
+from perceptclip_hf.metrics import (
+    MetricWarning,
+    bootstrap_intervals,
+    fit_logistic_4pl,
+    logistic_4pl,
+    regression_metrics,
+)
 from perceptclip_hf.reports import classification_report, regression_report
 from tests.helpers.cli import assert_report_folder, perceptclip
-from tests.helpers.datasets import make_emoset
+from tests.helpers.datasets import KONIQ_HEADER, make_emoset, make_koniq, write_csv
 from tests.helpers.paths import AGIQA_DIR
 
 
@@ -45,6 +51,58 @@ def test_regression_report_figures_metrics_and_the_most_over_and_under_rated(tmp
             report.values["metrics"]["srcc"], *report.values["intervals"]["srcc"]
         )
         in text
+    )
+
+
+def metric_and_numpy_warnings(recorded) -> list[str]:
+    """The metrics' warnings and numpy's RuntimeWarnings (e.g. "All-NaN slice") among `recorded` ones."""
+    return [str(w.message) for w in recorded if issubclass(w.category, (MetricWarning, RuntimeWarning))]
+
+
+CONSTANT = "undefined (constant targets)"
+ONE_IMAGE = "undefined (too few items: 1, needs 2)"
+NO_FIT = "PLCC: no 4-parameter fit (need at least 4 items to fit 4 parameters, got 3); the PLCC of the raw scores"
+
+
+@pytest.mark.parametrize(
+    "scores, labels, markdown, html",
+    [
+        (
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            [3.0] * 6,
+            [f"| SRCC | {CONSTANT} | {CONSTANT} |", f"| PLCC (raw scores) | {CONSTANT} |  |"],
+            f"<td>SRCC</td><td>{CONSTANT}</td><td>{CONSTANT}</td>",
+        ),
+        ([1.0], [2.0], [f"| KRCC | {ONE_IMAGE} | {ONE_IMAGE} |"], f"<td>KRCC</td><td>{ONE_IMAGE}</td>"),
+        ([1.0, 2.0, 4.0], [1.0, 3.0, 2.0], [f"{NO_FIT} instead."], f"<p>{NO_FIT} instead.</p>"),
+    ],
+)
+def test_a_report_says_in_words_why_a_metric_is_undefined_or_fell_back(
+    scores, labels, markdown, html, tmp_path, recwarn
+):
+    regression_report(tmp_path / "out", "test", images(tmp_path / "img", len(scores)), scores, labels, resamples=50)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert all(line in text for line in markdown) and "nan" not in text.split("## Predicted")[0]
+    assert html in (tmp_path / "out" / "report.html").read_text()
+    assert metric_and_numpy_warnings(recwarn) == []
+
+
+def test_evaluate_says_in_words_why_metrics_are_undefined(quality_dir, tmp_path, recwarn):
+    """A benchmark whose human scores are all equal: the summary and the report say why, no raw warning."""
+    make_koniq(tmp_path / "koniq", n=20)
+    write_csv(
+        tmp_path / "koniq" / "koniq10k_scores_and_distributions.csv",
+        KONIQ_HEADER,
+        [[f"{1000 + i}.jpg", 1, 2, 3, 4, 5, 15, 3.0, 0.5, 60.0] for i in range(20)],
+    )
+    options = ["-d", "koniq10k", "--data-dir", tmp_path / "koniq", "--tta", "1", "--report", tmp_path / "out"]
+    result = perceptclip("evaluate", "-m", quality_dir, *options, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "koniq10k: SRCC, PLCC, KRCC, PLCC (raw scores): undefined (constant targets)\n" in result.stderr
+    assert "Warning" not in result.stderr and metric_and_numpy_warnings(recwarn) == []
+    assert (
+        "| SRCC | undefined (constant targets) | undefined (constant targets) |"
+        in (tmp_path / "out" / "report.md").read_text()
     )
 
 

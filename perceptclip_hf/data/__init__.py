@@ -24,6 +24,7 @@ from .memorability import load_lamem, load_things
 from .registry import DatasetInfo, benchmark_splits, get_dataset_info, list_datasets, load_benchmark, register_dataset
 from .splits import (
     LODA_SEED,
+    SplitTooSmallError,
     column_splits,
     fraction_splits,
     group_split_names,
@@ -44,6 +45,7 @@ __all__ = [
     "DatasetFormatError",
     "DatasetInfo",
     "LoadReport",
+    "SplitTooSmallError",
     "benchmark_splits",
     "column_splits",
     "fraction_splits",

@@ -11,7 +11,15 @@ from datasets import Dataset, DatasetDict
 
 from ..errors import UnknownNameError
 from . import emotion, iqa_authentic, iqa_synthetic, memorability, synthetic
-from .splits import LODA_SEED, column_splits, fraction_splits, grouped_splits, lamem_splits, loda_splits
+from .splits import (
+    LODA_SEED,
+    SplitTooSmallError,
+    column_splits,
+    fraction_splits,
+    grouped_splits,
+    lamem_splits,
+    loda_splits,
+)
 
 Task = str  # a task of `perceptclip_hf.tasks` (quality, memorability, emotion, or a registered one)
 SplitProtocol = Literal["random", "reference", "group", "official", "lamem", "random_75_20_5", "test_only"]
@@ -128,11 +136,23 @@ def benchmark_splits(
     """Split ``split`` (0-based) of dataset ``name`` (or its info) under its protocol (see :mod:`.splits`).
 
     ``validation_fraction`` applies where the protocol has no official validation set; LaMem needs
-    ``data_dir`` (its split files).
+    ``data_dir`` (its split files). A dataset too small for its split raises :class:`SplitTooSmallError` naming it
+    (and ``data_dir``), its images (and groups) and the fewest the split needs.
     """
     info = name if isinstance(name, DatasetInfo) else get_dataset_info(name)
     if not 0 <= split < info.num_splits:
         raise ValueError(f"{info.name} has splits 0..{info.num_splits - 1}, got {split}")
+    try:
+        return _protocol_splits(info, ds, split, data_dir, validation_fraction, seed)
+    except SplitTooSmallError as err:
+        where = f"{info.name} in {data_dir}" if data_dir is not None else info.name
+        raise SplitTooSmallError(f"{where}: {err}") from None
+
+
+def _protocol_splits(
+    info: DatasetInfo, ds: Dataset, split: int, data_dir: str | Path | None, validation_fraction: float, seed: int
+) -> DatasetDict:
+    """Split ``split`` of ``ds`` under ``info``'s protocol (see :func:`benchmark_splits`)."""
     protocol = info.split_protocol
     if protocol == "random":
         return loda_splits(ds, split, seed=seed, validation_fraction=validation_fraction)

@@ -13,6 +13,8 @@ Protocols (``split`` is 0-based everywhere; LaMem's files are numbered ``split +
   ``validation``. ``validation_fraction=0`` gives only train/test.
 - EmotionROI: 5 random 75/20/5 splits (same permutation procedure; train, test, then validation).
 - Official splits: a ``split`` column (EmoSet json files), LaMem's split files, or a user split file.
+- Too small: a random or grouped split that would leave train or test empty raises :class:`SplitTooSmallError`
+  with the counts and the fewest images (groups) it needs.
 
 Only ``random.Random(seed)`` and sorted lists are used: results never depend on ``PYTHONHASHSEED``.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -48,6 +50,10 @@ _SPLIT_ALIASES = {
 }
 
 
+class SplitTooSmallError(DatasetFormatError):
+    """Too few images (or groups) for a split with a train and a test part."""
+
+
 # ----------------------------------------------------------------------------- pure index functions
 def loda_permutation(items: Sequence[T], split: int = 0, seed: int = LODA_SEED) -> list[T]:
     """``items`` after ``split + 1`` successive ``random.shuffle`` calls from ``random.seed(seed)``."""
@@ -64,8 +70,10 @@ def loda_split_indices(
     n: int, split: int = 0, seed: int = LODA_SEED, train_fraction: float = 0.8
 ) -> tuple[list[int], list[int]]:
     """LoDa's ``(train, test)`` row indices for ``n`` rows (train = ``idx[:round(0.8 * n)]``)."""
+    sizes = _train_test_sizes(train_fraction)
+    _require_train_and_test(n, sizes, f"{n} images")
     order = loda_permutation(range(n), split, seed)
-    cut = round(train_fraction * n)
+    cut = sizes(n)[0]
     return order[:cut], order[cut:]
 
 
@@ -77,10 +85,12 @@ def group_split_names(
     train_fraction: float = 0.8,
 ) -> tuple[list, list]:
     """``(train groups, test groups)``: sorted distinct groups, LoDa-shuffled, first ``n_train`` in train."""
-    order = loda_permutation(sorted(set(groups)), split, seed)
-    cut = round(train_fraction * len(order)) if n_train is None else n_train
-    if not 0 < cut < len(order):
-        raise ValueError(f"cannot put {cut} of {len(order)} groups in train")
+    values = list(groups)
+    distinct = sorted(set(values))
+    sizes = _train_test_sizes(train_fraction, n_train)
+    _require_train_and_test(len(distinct), sizes, f"{len(values)} images in {len(distinct)} groups", grouped=True)
+    order = loda_permutation(distinct, split, seed)
+    cut = sizes(len(order))[0]
     return order[:cut], order[cut:]
 
 
@@ -145,8 +155,14 @@ def fraction_splits(
     seed: int = LODA_SEED,
 ) -> DatasetDict:
     """Random train/test/validation split (EmotionROI: 75/20/5); the remainder is validation."""
-    order = loda_permutation(range(_num_source_rows(ds)), split, seed)
-    n_train, n_test = round(train_fraction * len(order)), round(test_fraction * len(order))
+    n = _num_source_rows(ds)
+
+    def sizes(count: int) -> tuple[int, int]:
+        return round(train_fraction * count), round(test_fraction * count)
+
+    _require_train_and_test(n, sizes, f"{n} images")
+    order = loda_permutation(range(n), split, seed)
+    n_train, n_test = sizes(n)
     return _select_ids(
         ds,
         {"train": order[:n_train], "validation": order[n_train + n_test :], "test": order[n_train : n_train + n_test]},
@@ -241,6 +257,33 @@ def splits_from_file(ds: Dataset, path: str | Path, *, column: str = "image_name
 
 
 # ----------------------------------------------------------------------------- helpers
+def _train_test_sizes(train_fraction: float, n_train: int | None = None) -> Callable[[int], tuple[int, int]]:
+    """``count -> (train, test)``: the first ``n_train`` (default ``round(train_fraction * count)``) go to train."""
+
+    def sizes(count: int) -> tuple[int, int]:
+        cut = round(train_fraction * count) if n_train is None else n_train
+        return cut, count - cut
+
+    return sizes
+
+
+def _require_train_and_test(
+    count: int, sizes: Callable[[int], tuple[int, int]], counted: str, grouped: bool = False
+) -> None:
+    """Raise :class:`SplitTooSmallError` unless ``sizes(count)``, the split's ``(train, test)`` sizes for ``count``
+    images (``grouped``: groups), are both positive; the message says what was ``counted`` and the fewest that do."""
+    if min(sizes(count)) > 0:
+        return
+    unit = "groups" if grouped else "images"
+    minimum = next((n for n in range(count + 1, count + 10_000) if min(sizes(n)) > 0), None)
+    if minimum is None:
+        raise ValueError(f"the split's settings leave train or test empty for any number of {unit}")
+    raise SplitTooSmallError(
+        f"{counted}: too few for a train/test split{' by group' if grouped else ''}, which needs at least "
+        f"{minimum} {unit}; add images{' of other groups' if grouped else ''}"
+    )
+
+
 def _num_source_rows(ds: Dataset) -> int:
     report = get_load_report(ds)
     if report is not None and "sample_id" in ds.column_names:

@@ -3,13 +3,25 @@ cross-dataset evaluation (paper Table 2). Serving-side code: no Trainer is impor
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data import benchmark_splits, get_dataset_info, load_benchmark
-from ..metrics import LogisticFit, classification_metrics, regression_metrics
+from ..metrics import (
+    LogisticFit,
+    MetricNotes,
+    classification_metrics,
+    metric_label,
+    metric_notes,
+    regression_metrics,
+)
 from ..scoring.scorer import PerceptScorer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,9 +38,22 @@ class BenchmarkPredictions:
     positive_classes: list[int] | None = None
 
     def metrics(self, fit: LogisticFit = "robust") -> dict:
-        if self.scores is not None:
-            return regression_metrics(self.scores, self.labels, fit=fit)
-        return classification_metrics(self.probabilities, self.labels, positive_classes=self.positive_classes)
+        """The paper's metrics; why one is undefined (or fell back) is logged in words (:func:`notes_in_words`)."""
+        with metric_notes() as notes:
+            if self.scores is not None:
+                values = regression_metrics(self.scores, self.labels, fit=fit)
+            else:
+                values = classification_metrics(self.probabilities, self.labels, positive_classes=self.positive_classes)
+        for line in notes_in_words(values, notes):
+            logger.warning("%s: %s", self.dataset, line)
+        return values
+
+
+def notes_in_words(metrics: Mapping[str, float], notes: MetricNotes) -> list[str]:
+    """One line for the undefined metrics and why (``"SRCC, KRCC: undefined (constant targets)"``), then the
+    metrics' other remarks."""
+    undefined = [metric_label(name) for name, value in metrics.items() if math.isnan(value)]
+    return ([f"{', '.join(undefined)}: undefined ({notes.undefined})"] if undefined else []) + notes.remarks
 
 
 def predict_benchmark(
@@ -134,5 +159,6 @@ __all__ = [
     "benchmark_report",
     "cross_dataset_evaluation",
     "evaluate_benchmark",
+    "notes_in_words",
     "predict_benchmark",
 ]

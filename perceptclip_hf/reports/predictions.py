@@ -5,6 +5,7 @@ under-rated images (scores); confusion matrix, per-class precision / recall / F1
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,10 +13,13 @@ import numpy as np
 
 from ..metrics import (
     LogisticFitError,
+    MetricNotes,
     bootstrap_intervals,
     classification_metrics,
     fit_logistic_4pl,
     logistic_4pl,
+    metric_label,
+    metric_notes,
     regression_metrics,
 )
 from . import plots
@@ -45,20 +49,22 @@ def regression_report(
     report.paragraph(f"{len(scores)} images. {context}".strip())
     if score_meaning:
         report.paragraph(f"Score: {score_meaning}")
-    metrics = regression_metrics(scores, labels, fit=fit)
-    intervals = bootstrap_intervals(scores, labels, resamples=resamples, fit=fit)
+    with metric_notes() as notes:
+        metrics = regression_metrics(scores, labels, fit=fit)
+        intervals = bootstrap_intervals(scores, labels, resamples=resamples, fit=fit)
     report.heading("Metrics")
     report.table(
         ["metric", "value", "95% bootstrap interval"],
         [
             [
-                name.upper() if name != "plcc_raw" else "PLCC (raw scores)",
-                metrics[name],
-                "{:.4f} – {:.4f}".format(*intervals[name]) if name in intervals else "",
+                metric_label(name),
+                _value(metrics[name], notes),
+                _interval(intervals[name], notes) if name in intervals else "",
             ]
             for name in metrics
         ],
     )
+    _remarks(report, notes)
     report.paragraph(
         f"Intervals: percentile bootstrap over {resamples} resamplings of the images; PLCC after the "
         "4-parameter logistic fit (fitted once on all images). MSE compares the raw scores with the labels."
@@ -122,9 +128,11 @@ def classification_report(
     classes = list(range(len(class_names)))
     report = Report(out_dir, title)
     report.paragraph(f"{len(labels)} images. {context}".strip())
-    metrics = classification_metrics(probabilities, labels, positive_classes)
+    with metric_notes() as notes:
+        metrics = classification_metrics(probabilities, labels, positive_classes)
     report.heading("Metrics")
     report.table(["metric", "value"], [[name, value] for name, value in metrics.items()])
+    _remarks(report, notes)
     counts = confusion_matrix(labels, predicted, labels=classes)
     report.figure(
         "confusion_matrix",
@@ -158,6 +166,24 @@ def classification_report(
     report.values.update(metrics=metrics, confusion_matrix=counts.tolist())
     report.save()
     return report
+
+
+def _value(value: float, notes: MetricNotes) -> float | str:
+    """A metric's cell: the value, or why it is undefined."""
+    return value if not math.isnan(value) else f"undefined ({notes.undefined})"
+
+
+def _interval(interval: tuple[float, float], notes: MetricNotes) -> str:
+    """An interval's cell: ``low – high``, or why it is undefined."""
+    if math.isnan(interval[0]):
+        return f"undefined ({notes.undefined})"
+    return "{:.4f} – {:.4f}".format(*interval)
+
+
+def _remarks(report: Report, notes: MetricNotes) -> None:
+    """What else the metrics warned about (a fit that fell back, absent classes), one paragraph each."""
+    for remark in notes.remarks:
+        report.paragraph(f"{remark}.")
 
 
 __all__ = ["classification_report", "regression_report"]
