@@ -16,6 +16,7 @@ from contextlib import contextmanager
 DEBUG_ENV = "PERCEPTCLIP_DEBUG"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it ended
 
 
 class UserError(Exception):
@@ -55,18 +56,47 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop): ended as Ctrl-C ends a command — files closed, workers stopped."""
+
+
 def run_command(prog: str, function: Callable[[], int]) -> int:
-    """``function()``'s exit status; a :class:`UserError` becomes one line on stderr and status 2."""
+    """``function()``'s exit status; a :class:`UserError` becomes one line on stderr and status 2; Ctrl-C and
+    SIGTERM end it with one line (status 130 / 143)."""
     try:
-        return function()
+        with terminated_as_interrupted():
+            return function()
     except UserError as err:
         if debug_enabled():
             raise
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """While in the block, SIGTERM raises :class:`Terminated` in the main thread (where a handler can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 OFFLINE_MARKERS = (

@@ -6,8 +6,10 @@ never fails late nor overwrites what it did not write. Every command's output ch
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .errors import OutputError
@@ -108,6 +110,32 @@ def check_free_folder(folder: Path, option: str, rewritten: tuple[str, ...] | No
         )
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """``err`` says the disk (or the user's quota) is full."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: str | os.PathLike, kept: str, option: str = "--output") -> OutputError:
+    """The one line for a disk that filled up while ``path`` was written: the file, the space left, what was kept
+    and the fix."""
+    folder = Path(path).absolute().parent
+    try:
+        free = f"{size_text(shutil.disk_usage(folder).free)} free in {folder}"
+    except OSError:
+        free = f"{folder}"
+    return OutputError(f"{option} {path}: the disk is full ({free}); {kept}")
+
+
+def size_text(size: int) -> str:
+    """``"0 B"``, ``"12.0 KiB"``, ``"3.4 GiB"``."""
+    value, unit = float(size), "B"
+    for larger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 __all__ = [
     "cannot_write_in",
     "check_free_folder",
@@ -116,4 +144,6 @@ __all__ = [
     "check_own_json",
     "check_writable",
     "check_writable_folder",
+    "disk_full",
+    "is_disk_full",
 ]

@@ -33,6 +33,7 @@ LAYERS = (
     ("tasks",),
     ("preprocessing",),
     ("data",),
+    ("output_lock",),
     ("run_layout", "output_safety"),
     ("metrics", "geometry"),
     ("errors",),

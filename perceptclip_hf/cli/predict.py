@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
         "paths",
         nargs="*",
         metavar="INPUT",
-        help="image files, folders or glob patterns; WebDataset shards (.tar, brace patterns like "
+        help="image files, folders or glob patterns; WebDataset shards (.tar, .tar.gz, brace patterns like "
         "shards/{000000..000099}.tar); Parquet files (.parquet, globs); save_to_disk folders",
     )
     add_model_arguments(parser, several=True)

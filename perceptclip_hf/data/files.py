@@ -7,6 +7,7 @@ or extension-less camera/web downloads). Hidden entries (name starts with ``.``:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ VISITED_FOLDER = "symlink loop / already visited folder"
 UNREADABLE_FOLDER = "unreadable folder"
 UNREADABLE_FILE = "unreadable file"
 BROKEN_LINK = "broken symlink"
+LINK_LOOP = "symlink loop (the link leads back to itself)"
 NOT_A_FILE = "not a regular file"
 
 
@@ -65,6 +67,17 @@ def sniff_image(path: str | os.PathLike) -> bool:
 def is_image_file(path: str | os.PathLike) -> bool:
     """A known image extension, or any other (or no) extension with image content (:func:`sniff_image`)."""
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS or sniff_image(path)
+
+
+def link_problem(path: str | os.PathLike) -> str | None:
+    """Why a symlink leads nowhere (:data:`LINK_LOOP`, :data:`BROKEN_LINK`), ``None`` for anything else."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        return LINK_LOOP if err.errno == errno.ELOOP else BROKEN_LINK
+    return None
 
 
 def walk_images(root: str | os.PathLike) -> WalkResult:
@@ -96,8 +109,8 @@ def _walk(folder: str, visited: set[str], result: WalkResult) -> None:
         path = os.path.join(folder, entry.name)
         try:
             is_dir = entry.is_dir()
-        except OSError:  # e.g. ELOOP: a link that cannot be resolved
-            result.not_scored.append((path, UNREADABLE_FOLDER))
+        except OSError:  # ELOOP: a link that cannot be resolved
+            result.not_scored.append((path, link_problem(path) or UNREADABLE_FOLDER))
             continue
         if is_dir:
             if entry.name.startswith("."):
@@ -115,7 +128,7 @@ def _walk(folder: str, visited: set[str], result: WalkResult) -> None:
 
 def _classify_file(path: str, result: WalkResult, is_file: bool | None = None) -> None:
     if not (os.path.isfile(path) if is_file is None else is_file):
-        result.not_scored.append((path, BROKEN_LINK if os.path.islink(path) else NOT_A_FILE))
+        result.not_scored.append((path, link_problem(path) or NOT_A_FILE))
     elif is_image_file(path):
         result.images.append(path)
     else:

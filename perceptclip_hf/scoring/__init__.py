@@ -20,6 +20,7 @@ _NAMES = {
     "ScorerSet": "model_set",
     "score": "job",
     "ScoringSummary": "job",
+    "id_name": "score_rows",
 }
 __all__ = list(_NAMES)
 
@@ -39,4 +40,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .job import ScoringSummary, score  # noqa: F401
     from .model_set import ScorerSet  # noqa: F401
+    from .score_rows import id_name  # noqa: F401
     from .scorer import PerceptScorer, load_model  # noqa: F401

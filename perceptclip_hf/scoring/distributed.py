@@ -157,8 +157,8 @@ def merge_part_files(target: ScoreFile, part: tuple[int, int]):
     parts = [part_path(target.path, (index, part[1])) for index in range(part[1])]
     for path in parts:
         run = ((read_record(path) or {}).get("runs") or [{}])[-1]
-        tally.scored, tally.failed = tally.scored + run.get("scored", 0), tally.failed + run.get("failed", 0)
-        tally.skipped += run.get("skipped", 0)
+        for count in ("scored", "failed", "skipped", "failed_before"):
+            setattr(tally, count, getattr(tally, count) + run.get(count, 0))
         tally.not_scored += [tuple(entry.split(": ", 1)) for entry in run.get("not_scored", [])]
     merge_parts(target, parts)
     return tally

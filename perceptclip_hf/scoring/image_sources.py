@@ -2,7 +2,7 @@
 
 - image files, folders and globs (the command line walks them, :func:`.inputs.collect_images`): id = the
   absolute path;
-- WebDataset tar shards (``shards/{000000..000099}.tar``, brace and glob patterns), read in order with the
+- WebDataset tar shards (``shards/{000000..000099}.tar``, ``.tar.gz``, brace and glob patterns), read in order with the
   ``webdataset`` library: one image per sample, its ``jpg`` / ``jpeg`` / ``png`` / ``webp`` entry; id = ``__key__``;
 - Parquet files and ``save_to_disk`` folders with an image column (a ``datasets`` ``Image`` column, or raw bytes);
 - a dataset ``datasets.load_dataset`` reads (a Hub id, or a local dataset folder), whole or streamed.
@@ -27,6 +27,8 @@ from ..data.errors import DatasetFormatError
 from ..errors import InputError, is_offline_error, one_line
 
 SHARD_IMAGE_ENTRIES = ("jpg", "jpeg", "png", "webp")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # webdataset reads a gzipped tar as it streams
+DUPLICATE_ID = "duplicate id (an earlier input has it)"
 SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what Dataset / DatasetDict.save_to_disk write
 GLOB_CHARS = re.compile(r"[*?\[]")
 PARQUET_BATCH_ROWS = 256
@@ -66,10 +68,10 @@ class ImageSet:
 
 # ----------------------------------------------------------------------------- what each argument is
 def input_kind(argument: str) -> str:
-    """``"shards"`` (``.tar``), ``"parquet"``, ``"saved"`` (a ``save_to_disk`` folder) or ``"files"`` (image files,
-    folders, globs), from the argument's text (patterns are expanded later)."""
+    """``"shards"`` (``.tar``, ``.tar.gz``, ``.tgz``), ``"parquet"``, ``"saved"`` (a ``save_to_disk`` folder) or
+    ``"files"`` (image files, folders, globs), from the argument's text (patterns are expanded later)."""
     text = argument.lower()
-    if text.endswith(".tar"):
+    if text.endswith(SHARD_SUFFIXES):
         return "shards"
     if text.endswith(".parquet"):
         return "parquet"
@@ -105,7 +107,7 @@ def shard_set(patterns: Sequence[str], part: Part = WHOLE) -> ImageSet:
     """The samples of the tar shards the patterns name (``part``: a process's contiguous share of the shards), in
     order; id = ``__key__``. A shard that cannot be read to its end is a problem of the set (its remaining samples
     are not scored); a sample without an image entry is an error row."""
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
     shards = [path for pattern in patterns for path in expand_pattern(pattern)]
     shards = [shards[index] for index in block(len(shards), part)]
@@ -123,9 +125,15 @@ def shard_set(patterns: Sequence[str], part: Part = WHOLE) -> ImageSet:
             reason = str(err.args[0]).split(" @ ")[0] if err.args else type(err).__name__
             image_set.problems.append((shard, f"cannot be read further ({one_line(reason, 200)})"))
 
+    def repeated(err: Exception) -> bool:  # a member named as the one before it: its sample's id again
+        if not (isinstance(err, ValueError) and "duplicate file name" in str(err.args[0])):
+            raise err
+        image_set.problems.append((base_plus_ext(str(err.args[0]).split(": ")[0])[0], DUPLICATE_ID))
+        return True
+
     def stream() -> Iterator[tuple[str, Any]]:
         for shard in shards:
-            for sample in group_by_keys(files(shard)):
+            for sample in group_by_keys(files(shard), handler=repeated):
                 key = sample["__key__"]
                 entry = next((name for name in SHARD_IMAGE_ENTRIES if name in sample), None)
                 if entry is None:

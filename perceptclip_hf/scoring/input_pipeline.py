@@ -145,8 +145,24 @@ def iter_prepared_batches(
         collate_fn=collate,
         pin_memory=pin_memory,
         prefetch_factor=2 if workers else None,
+        worker_init_fn=quiet_when_main_has_gone,
     )
     yield from loader
+
+
+def quiet_when_main_has_gone(worker_id: int) -> None:
+    """In a worker: the connection errors of the threads that hand batches to the main process (``multiprocessing``'s
+    resource sharer) are not printed — they only happen when the main process was stopped (Ctrl-C, SIGTERM), which
+    says so itself."""
+    import sys
+
+    shown = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        if not issubclass(kind, ConnectionError):
+            shown(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 @dataclass(frozen=True)
@@ -239,7 +255,7 @@ def source_windows(images: Iterable[Any] | Dataset, window: int) -> Iterator[Seq
     if isinstance(images, Dataset):
         yield DatasetSources(images)
         return
-    if isinstance(images, np.ndarray) and images.ndim == 4:
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
         images = list(images)
     if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
         yield UnkeyedSources(images)
@@ -251,17 +267,19 @@ def source_windows(images: Iterable[Any] | Dataset, window: int) -> Iterator[Seq
 
 def is_single_image(images: Any) -> bool:
     return isinstance(images, (Image.Image, str, os.PathLike, bytes)) or (
-        isinstance(images, np.ndarray) and images.ndim in (2, 3)
+        isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (2, 3)
     )
 
 
 def as_image_source(image: Any) -> Any:
     """What :func:`open_image` accepts (an exception in place of an image is raised). Numpy arrays are ``(H, W)``,
-    ``(H, W, 1|3|4)``: ``uint8`` and other integer arrays hold 0–255, ``uint16`` 0–65535, float and bool arrays
-    0–1; anything else is a ``ValueError`` naming the array's dtype, shape and range (never a silently white or
-    black image)."""
+    ``(H, W, 1|3|4)`` (torch tensors also ``(1|3|4, H, W)``): ``uint8`` and other integer arrays hold 0–255,
+    ``uint16`` 0–65535, float and bool arrays 0–1; anything else is a ``ValueError`` naming the array's dtype, shape
+    and range (never a silently white or black image)."""
     if isinstance(image, BaseException):  # an input known to hold no image (:mod:`.image_sources`)
         raise image
+    if isinstance(image, torch.Tensor):
+        image = tensor_as_array(image)
     if not isinstance(image, np.ndarray):
         return image
     if image.ndim == 3 and image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
@@ -296,6 +314,17 @@ def as_image_source(image: Any) -> Any:
     if image.dtype != np.uint8:
         image = (image * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(image)
+
+
+def tensor_as_array(image: torch.Tensor) -> np.ndarray:
+    """A torch image tensor as a numpy array ``(H, W[, C])``: channels-first ``(C, H, W)`` moved last (torch's
+    convention), values as they are (their range is read as an array's)."""
+    image = image.detach().cpu()
+    if image.dtype in (torch.bfloat16, torch.float16):
+        image = image.float()
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+        image = image.permute(1, 2, 0)
+    return image.numpy()
 
 
 __all__ = [

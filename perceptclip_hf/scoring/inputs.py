@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, InputError
 from .image_sources import (
+    DUPLICATE_ID,
     GLOB_CHARS,
     ImageSet,
     Subset,
@@ -24,6 +25,7 @@ from .image_sources import (
     shard_set,
 )
 from .score_files import Previous, input_key
+from .score_rows import row_id
 
 Report = Callable[[str], None]
 logger = logging.getLogger(__name__)  # where messages for the user go when no `report` is given
@@ -49,7 +51,7 @@ def collect_images(arguments: Sequence[str], report: Report | None = None) -> Co
     """Files (scored whatever their extension), folders (recursive, symlinked folders once, images by extension or
     content) and globs → absolute image paths in order, one per real file; the rest is counted with its reason.
     A path met twice is scored once; another path to the same file is reported as such."""
-    from ..data.files import NOT_AN_IMAGE, VISITED_FOLDER, is_image_file, walk_images
+    from ..data.files import NOT_AN_IMAGE, VISITED_FOLDER, is_image_file, link_problem, walk_images
 
     found, paths, walked = Collected(), [], []
 
@@ -82,7 +84,12 @@ def collect_images(arguments: Sequence[str], report: Report | None = None) -> Co
                 else:
                     found.not_scored.append((os.path.abspath(match), NOT_AN_IMAGE))
         else:
-            raise InputError(f"{argument}: no such file or directory")
+            problem = link_problem(argument)
+            raise InputError(
+                f"{argument}: {problem}; fix the link or leave it out"
+                if problem
+                else f"{argument}: no such file or directory"
+            )
     first_of: dict[str, str] = {}
     for path in map(os.path.abspath, paths):
         real = os.path.realpath(path)
@@ -187,7 +194,7 @@ def predictions(
             tally.failed_before += key in previous.failed
             return False
         if key in seen:
-            tally.not_scored.append((id_, "duplicate id (an earlier input has it)"))
+            tally.not_scored.append((id_, DUPLICATE_ID))
             return False
         seen.add(key)
         return True
@@ -222,7 +229,7 @@ def reasons(not_scored: list[tuple[str, str]]) -> str:
 
 def report_not_scored(not_scored: list[tuple[str, str]], report: Report | None = None, shown: int = 20) -> None:
     for path, reason in not_scored[:shown]:
-        (report or logger.warning)(f"not scored: {path}: {reason}")
+        (report or logger.warning)(row_id(f"not scored: {path}: {reason}"))
     if len(not_scored) > shown:
         (report or logger.warning)(
             f"not scored: ... and {len(not_scored) - shown} more (all listed in the output's .meta.json)"

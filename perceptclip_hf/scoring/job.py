@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ from ..errors import ConfigurationError, InputError
 from ..hub.source import ModelSource, named_sources
 from .score_files import ScoreFile
 from .score_formats import CsvStream, RowList, open_score_file
-from .score_rows import result_columns, result_row
+from .score_rows import result_columns, result_row, row_id
 
 logger = logging.getLogger(__name__)
 Models = str | os.PathLike | ModelSource | Sequence[str | ModelSource] | Mapping[str, str | ModelSource]
@@ -105,60 +106,78 @@ def score(
             f"{part[1]} processes each write a part of --output: pass --output (a .csv, .jsonl or .parquet file)"
         )
     mode = check_job(paths, hf_dataset, streaming, output if to_file else None, resume, overwrite, retry_errors)
-    named = named_sources(models, task)
-    from .inputs import Tally, collect_inputs, report_not_scored  # the data layer: once the models are known good
+    with ExitStack() as locks:  # one writer per output: a second run on it is refused
+        for lock in output_locks(output, part) if to_file else []:
+            locks.enter_context(lock)
+            if lock.taken_over():
+                (report or logger.warning)(lock.taken_over())
+        named = named_sources(models, task)
+        from .inputs import Tally, collect_inputs, report_not_scored  # the data layer: once the models are known good
 
-    tables = dict(split=split, streaming=streaming, image_column=image_column, id_column=id_column)
-    image_sets, found = collect_inputs(paths, hf_dataset=hf_dataset, part=part, report=report, **tables)
-    main = part[0] == 0
-    if main:
-        report_not_scored(found.not_scored, report)
-    if not several and all(image_set.length == 0 for image_set in image_sets):
-        others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
-        raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
-    from .model_set import ScorerSet  # torch: only once the arguments are known to be good
-    from .scorer import check_device
+        tables = dict(split=split, streaming=streaming, image_column=image_column, id_column=id_column)
+        image_sets, found = collect_inputs(paths, hf_dataset=hf_dataset, part=part, report=report, **tables)
+        main = part[0] == 0
+        if main:
+            report_not_scored(found.not_scored, report)
+        if not several and all(image_set.length == 0 for image_set in image_sets):
+            others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
+            raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
+        from .model_set import ScorerSet  # torch: only once the arguments are known to be good
+        from .scorer import check_device
 
-    check_device(device)
-    if progress:  # ours is the bar: transformers' weight-loading bars are turned off
-        from transformers.utils import logging as transformers_logging
+        check_device(device)
+        if progress:  # ours is the bar: transformers' weight-loading bars are turned off
+            from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()
-    settings = dict(dtype=dtype, tta=tta, seed=seed, batch_size=batch_size, num_workers=num_workers)
-    scorers = ScorerSet.from_pretrained(
-        named,
-        load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
-        device=local_device(device) if several else device,
-        fast_decode=fast_decode,
-        **settings,
-    )
-    if scorers.shared_bytes and main:
-        held = scorers.shared_bytes / 2**20
-        (report or logger.info)(f"{len(scorers.scorers)} models share their base weights: {held:.1f} MiB held once")
-    columns = result_columns(scorers)
-    if to_file:
-        target = score_file(output, columns, scorers, named, seed, mode, retry_errors)
-        sink, previous = open_part(target, part) if several else (target, target.open())
-    else:
-        sink = RowList(columns) if output is None else CsvStream(columns, output)
-        previous = sink.open()
-    tally = Tally(not_scored=list(found.not_scored) if main else [])
-    description = f"predict {part[0]}/{part[1]}" if several else "predict"
-    write_rows(scorers, image_sets, sink, previous, tally, batch_size, report, description if progress else None)
-    if several:
-        tally = merge_part_files(target, part)
-    return ScoringSummary(
-        tally.scored,
-        tally.failed,
-        tally.skipped,
-        tally.failed_before,
-        tally.not_scored,
-        os.fspath(output) if to_file else None,
-        part[1],
-        part[0],
-        rows=sink if isinstance(sink, RowList) else None,
-        where=destination(output),
-    )
+            transformers_logging.disable_progress_bar()
+        settings = dict(dtype=dtype, tta=tta, seed=seed, batch_size=batch_size, num_workers=num_workers)
+        scorers = ScorerSet.from_pretrained(
+            named,
+            load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
+            device=local_device(device) if several else device,
+            fast_decode=fast_decode,
+            **settings,
+        )
+        if scorers.shared_bytes and main:
+            held = scorers.shared_bytes / 2**20
+            (report or logger.info)(f"{len(scorers.scorers)} models share their base weights: {held:.1f} MiB held once")
+        columns = result_columns(scorers)
+        if to_file:
+            target = score_file(output, columns, scorers, named, seed, mode, retry_errors)
+            sink, previous = open_part(target, part) if several else (target, target.open())
+        else:
+            sink = RowList(columns) if output is None else CsvStream(columns, output)
+            previous = sink.open()
+        tally = Tally(not_scored=list(found.not_scored) if main else [])
+        description = f"predict {part[0]}/{part[1]}" if several else "predict"
+        write_rows(scorers, image_sets, sink, previous, tally, batch_size, report, description if progress else None)
+        if several:
+            tally = merge_part_files(target, part)
+        return ScoringSummary(
+            tally.scored,
+            tally.failed,
+            tally.skipped,
+            tally.failed_before,
+            tally.not_scored,
+            os.fspath(output) if to_file else None,
+            part[1],
+            part[0],
+            rows=sink if isinstance(sink, RowList) else None,
+            where=destination(output),
+        )
+
+
+def output_locks(output, part: tuple[int, int]) -> list:
+    """The locks a process holds while it writes: the output's (the main process: it writes the output and merges
+    the parts into it) and, one of several processes, its part file's (beside the output)."""
+    from ..output_lock import OutputLock, lock_path
+
+    fix = "wait for it to end, or stop it (--resume then continues its rows)"
+    locks = [OutputLock(lock_path(output), f"--output {os.fspath(output)}", fix)] if part[0] == 0 else []
+    if part[1] > 1:
+        name = f"{os.fspath(output)}.part-{part[0]:05d}-of-{part[1]:05d}"
+        locks.append(OutputLock(lock_path(name), f"--output {os.fspath(output)} (part {part[0]} of {part[1]})", fix))
+    return locks
 
 
 def destination(output) -> str:
@@ -207,6 +226,7 @@ def score_file(output, columns, scorers, named, seed, mode, retry_errors) -> Sco
         "dtype": str(scorers.dtype).replace("torch.", ""),
         "batch_size": scorers.engine.batch_size,
         "num_workers": scorers.engine.num_workers,
+        "decode": "reduced (JPEG draft, --fast-decode)" if scorers.engine.fast_decode else "full",
         "version": package_version(),
     }
     if len(identities) == 1:  # one model: the record of a single-model file
@@ -255,13 +275,13 @@ def write_rows(scorers, image_sets, sink, previous, tally, batch_size: int, repo
     try:
         rows: list[dict[str, Any]] = []
         for id_, result in results:
+            rows.append(result_row(scorers, id_, result))
             if "error" in result:
                 tally.failed += 1
-                message = f"error: {result['error']}" if id_ in result["error"] else f"error: {id_}: {result['error']}"
-                (report or logger.warning)(message)
+                error, shown = rows[-1]["error"], rows[-1]["id"]
+                (report or logger.warning)(f"error: {error}" if shown in error else f"error: {shown}: {error}")
             else:
                 tally.scored += 1
-            rows.append(result_row(scorers, id_, result))
             if len(rows) == batch_size:
                 sink.write(rows)
                 rows = []
@@ -273,8 +293,9 @@ def write_rows(scorers, image_sets, sink, previous, tally, batch_size: int, repo
                 "scored": tally.scored,
                 "failed": tally.failed,
                 "skipped": tally.skipped,
+                "failed_before": tally.failed_before,
                 "completed": completed,
-                "not_scored": [f"{what}: {why}" for what, why in tally.not_scored],
+                "not_scored": [row_id(f"{what}: {why}") for what, why in tally.not_scored],
             }
         )
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
-from ..output_safety import check_not_read_only, check_writable
+from ..output_safety import check_not_read_only, check_writable, disk_full, is_disk_full
+from .score_rows import id_name, row_id
 
 META_SUFFIX = ".meta.json"
 PENDING_SUFFIX = ".pending.jsonl"
@@ -134,11 +136,12 @@ class ScoreFile:
         else:
             for stale in {self.path, self.rows_path}:  # ours (checked): a new run replaces it
                 stale.unlink(missing_ok=True)
-        self._write_record(runs=(read_record(self.path) or {}).get("runs", []) if resuming else [])
-        self.handle = open(self.rows_path, "a" if resuming else "w", newline="", encoding="utf-8")
-        if not resuming and self.header():
-            self.handle.write(self.header())
-            self.handle.flush()
+        with self.writing():
+            self._write_record(runs=(read_record(self.path) or {}).get("runs", []) if resuming else [])
+            self.handle = open(self.rows_path, "a" if resuming else "w", newline="", encoding="utf-8")
+            if not resuming and self.header():
+                self.handle.write(self.header())
+                self.handle.flush()
         return previous
 
     def _load_rows(self) -> tuple[list[dict[str, Any]], bool]:
@@ -173,10 +176,11 @@ class ScoreFile:
 
     def replace_rows(self, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
         """``rows`` as the whole file (written atomically, any pending rows folded in) and ``runs`` as its record."""
-        self.write_file(rows, runs)
-        if self.pending:
-            self.rows_path.unlink(missing_ok=True)
-        self._write_record(runs)
+        with self.writing():
+            self.write_file(rows, runs)
+            if self.pending:
+                self.rows_path.unlink(missing_ok=True)
+            self._write_record(runs)
 
     def release(self) -> None:
         """Close the file without recording a run (the file was prepared for other writers)."""
@@ -223,8 +227,28 @@ class ScoreFile:
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append rows in one write, then flush."""
-        self.handle.write(self.serialize(rows))
-        self.handle.flush()
+        with self.writing():
+            self.handle.write(self.serialize(rows))
+            self.handle.flush()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A full disk while writing is one line naming the file, the space left and ``--resume``: the rows written
+        so far stay (a partial last line is cut by the resume), the rows not written are let go with the handle."""
+        try:
+            yield
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            if self.handle is not None:
+                try:
+                    self.handle.close()  # its buffer cannot be written either: closed without it
+                except OSError:
+                    pass
+                self.handle = None
+            where = f" (in {self.rows_path.name})" if self.pending else ""
+            kept = f"the rows written so far are kept{where}: free some space, then rerun with --resume"
+            raise disk_full(self.path, kept) from None
 
     # ----- what a format defines -----------------------------------------------------------------------------
 
@@ -245,36 +269,48 @@ class ScoreFile:
         return []
 
     def write_file(self, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
-        """``rows`` as the whole file, atomically (a temporary file, then a rename)."""
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(self.header() + self.serialize(rows), encoding="utf-8", newline="")
-        os.replace(temporary, self.path)
+        """``rows`` as the whole file, atomically."""
+        text = self.header() + self.serialize(rows)
+        write_atomically(self.path, lambda path: path.write_text(text, encoding="utf-8", newline=""))
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         """Close the file (Parquet: write the pending rows into it) and add this run's summary to the record."""
         if self.handle is None:
             return
-        self.handle.close()
-        self.handle = None
-        record = read_record(self.path) or {}
-        runs = record.get("runs", []) + [{"started": self.started, **self.recorded, **(summary or {})}]
-        if self.pending:
-            self.write_file(self.stored_rows() + self.parse(self.rows_path.read_text(encoding="utf-8")), runs)
-            self.rows_path.unlink()
-        self._write_record(runs=runs)
+        with self.writing():
+            self.handle.close()
+            self.handle = None
+            record = read_record(self.path) or {}
+            runs = record.get("runs", []) + [{"started": self.started, **self.recorded, **(summary or {})}]
+            if self.pending:
+                self.write_file(self.stored_rows() + self.parse(self.rows_path.read_text(encoding="utf-8")), runs)
+                self.rows_path.unlink()
+            self._write_record(runs=runs)
 
     def _write_record(self, runs: list[dict[str, Any]]) -> None:
         record = {**self.identity, "file": self.path.name, "runs": runs}
-        target = meta_path(self.path)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+        write_atomically(meta_path(self.path), lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary)`` then a rename onto ``target``; the temporary file is removed if writing fails."""
+    temporary = target.with_name(target.name + ".tmp")
+    try:
+        write(temporary)
         os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def input_key(id_: str) -> str:
-    """What makes two row ids the same input: a file's real path (another path to it, a symlink, is the same
-    file), any other id as it is."""
-    return os.path.realpath(id_) if os.path.isabs(id_) else id_
+    """What makes an input's id and a row's id (:func:`.score_rows.row_id`) the same input: a file's real path
+    (another path to it, a symlink, is the same file), any other id as a row holds it."""
+    if not os.path.isabs(id_):
+        return row_id(id_)
+    name = id_name(id_)  # a row's id of a name that is not UTF-8: that name, where it exists
+    return row_id(os.path.realpath(name if name == id_ or os.path.lexists(name) else id_))
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -295,4 +331,5 @@ __all__ = [
     "meta_path",
     "pending_path",
     "read_record",
+    "write_atomically",
 ]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from ..errors import OutputError
-from .score_files import Previous, ScoreFile
+from .score_files import Previous, ScoreFile, write_atomically
 
 PARQUET_METADATA_KEY = b"perceptclip"
 
@@ -96,9 +96,7 @@ class ParquetScoreFile(JsonlScoreFile):
         table = pa.table(columns).replace_schema_metadata(
             {PARQUET_METADATA_KEY: json.dumps({**self.identity, "runs": runs or []}, ensure_ascii=False)}
         )
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        pq.write_table(table, temporary)
-        os.replace(temporary, self.path)
+        write_atomically(self.path, lambda path: pq.write_table(table, path))
 
 
 FORMATS: dict[str, type[ScoreFile]] = {

@@ -240,10 +240,11 @@ class PerceptScorer:
     @torch.inference_mode()
     def predict_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Float32 logits of a batch ``(B, 3, H, W)`` or ``(B, crops, 3, H, W)`` (crops averaged), one forward pass.
-        uint8 pixels (the input engine's) are normalised on the device."""
+        Integer pixels (0..255: the input engine's uint8, or any integer dtype) are normalised on the device; float
+        pixels are taken as normalised (:meth:`preprocess`'s)."""
         pixel_values = pixel_values.to(self.device, non_blocking=True)
-        if pixel_values.dtype == torch.uint8:
-            pixel_values = self.transform.normalize(pixel_values)
+        if not pixel_values.is_floating_point():
+            pixel_values = self.transform.normalize(as_uint8(pixel_values))
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
         with autocast:
             logits = self.model(pixel_values).logits
@@ -285,6 +286,16 @@ class PerceptScorer:
     def predict(self, pixel_values: torch.Tensor) -> list[dict[str, Any]]:
         """The result dicts of a batch of pixels (:meth:`predict_logits`, then :meth:`format`)."""
         return [self.format(row) for row in self.predict_logits(pixel_values)]
+
+
+def as_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Integer pixels of any dtype as uint8, once their range is known to be 0..255."""
+    if pixels.dtype == torch.uint8:
+        return pixels
+    low, high = int(pixels.min()), int(pixels.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"{pixels.dtype} pixels with values {low}..{high}: integer pixels must hold 0..255")
+    return pixels.to(torch.uint8)
 
 
 def check_on_error(on_error: str) -> None:

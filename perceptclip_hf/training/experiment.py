@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..errors import ConfigurationError, one_line
 from ..evaluation.benchmark import cross_dataset_evaluation
 from ..metrics import aggregate_splits
 from ..modeling import check_config
+from ..output_lock import RUN_FOLDER_LOCK, OutputLock
 from ..output_safety import check_writable_folder
 from ..reports import HTML_FILE
 from ..run_layout import REPORT_DIR, RESULTS_FILE, RESULTS_TABLE, STAGE2_DIR, lr_dir, split_dir, split_model_dir
@@ -37,7 +39,11 @@ def run_experiment(
     """Train and test on every requested split (and LR), write `results.json` / `results.md`, save models; the
     main process logs it all to `<output_dir>/train.log`."""
     task = validate_arguments(model_args, data_args, experiment, base_args)
-    with run_log(base_args.output_dir, enabled=base_args.process_index == 0) as log_path:
+    main = base_args.process_index == 0
+    with (
+        run_log(base_args.output_dir, main) as log_path,  # (opens the log: writes nothing yet)
+        run_folder_lock(base_args.output_dir) if main else nullcontext(),
+    ):
         logger.info(
             "experiment: %s (%s), split(s) %s, learning rate(s) %s; log %s",
             "+".join(task.datasets),
@@ -49,6 +55,18 @@ def run_experiment(
         results = _run_experiment(task, model_args, data_args, experiment, base_args)
         logger.info("results (%s over splits): %s", task.aggregation, rounded(results["aggregate"]))
     return results
+
+
+def run_folder_lock(output_dir: str) -> OutputLock:
+    """One run per ``output_dir``: a second one is refused while this one writes there (a killed run's lock is taken
+    over)."""
+    what = f"--output_dir {output_dir}"
+    lock = OutputLock(
+        Path(output_dir) / RUN_FOLDER_LOCK, what, "wait for it to end, or stop it; or give another --output_dir"
+    ).acquire()
+    if lock.taken_over():
+        logger.warning(lock.taken_over())
+    return lock
 
 
 def _run_experiment(
