@@ -1,6 +1,7 @@
 """Scoring in two processes with `accelerate launch` on CPU (gloo), as a user runs it: over 200 AGIQA-3K images, as a
 folder and as 4 WebDataset shards, the merged output holds exactly the single-process rows (none missing, none
-twice, in the same order); killed with SIGKILL midway and resumed, the same rows again."""
+twice, in the same order); a second launch on a running one is refused by each of its processes; killed with SIGKILL
+midway and resumed, the same rows again."""
 
 from __future__ import annotations
 
@@ -111,7 +112,16 @@ def test_killed_two_process_run_resumes_to_the_same_rows(inputs, quality_dir, tm
     while sum(len(path.read_bytes().splitlines()) for path in parts.glob("part-*.jsonl")) < 20:
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
         time.sleep(0.02)
-    for pid in [process.pid, *descendants(process.pid)]:  # as a scheduler ends a job: every process at once
+    processes = [process.pid, *descendants(process.pid)]
+    for pid in processes:  # frozen: a second launch meets it running
+        os.kill(pid, signal.SIGSTOP)
+    second = launch(*arguments, "--output", output, "--resume", cwd=tmp_path)
+    _, stderr = second.communicate(timeout=600)
+    assert second.returncode != 0
+    refused = [line for line in stderr.splitlines() if "is being written by another run" in line]
+    assert len(refused) == 2, stderr[-3000:]  # the main process (the output) and the other (its part file)
+    assert any(f"--output {output} (part 1 of 2)" in line for line in refused), refused
+    for pid in processes:  # as a scheduler ends a job: every process at once
         os.kill(pid, signal.SIGKILL)
     process.communicate(timeout=60)
     written = sum(len(path.read_bytes().splitlines()) for path in parts.glob("part-*.jsonl"))
