@@ -27,6 +27,7 @@ except ImportError:  # Windows: the C runtime's byte-range lock
     import msvcrt
 
 RUN_FOLDER_LOCK = ".perceptclip.lock"
+HELD: set[str] = set()  # the locks this process holds (real paths)
 
 
 def lock_path(output: str | os.PathLike) -> Path:
@@ -41,10 +42,14 @@ class OutputLock:
     def __init__(self, path: str | os.PathLike, what: str, fix: str = "wait for it to end, or stop it"):
         self.path, self.what, self.fix = Path(path), what, fix
         self.fd: int | None = None
+        self.key = ""
         self.stale: dict[str, Any] | None = None  # who held the lock file before, if a killed run left it
 
     def acquire(self) -> OutputLock:
         """Take the lock, or raise :class:`OutputError` naming the process that holds it."""
+        key = os.path.realpath(self.path)
+        if key in HELD:  # (an OS lock does not stand between two users in one process)
+            raise OutputError(f"{self.what} is being written by another run in this process; {self.fix}")
         while self.fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if not try_lock(fd):
@@ -63,21 +68,28 @@ class OutputLock:
                 )
             try:
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
+                os.lseek(fd, 0, os.SEEK_SET)  # (after reading the stale holder: write from the start)
+                os.write(fd, json.dumps(holder_record()).encode())
             except OSError as err:  # a full disk: the lock holds all the same, unsigned (the output's write says why)
                 if not is_disk_full(err):
                     os.close(fd)
                     raise
             self.fd = fd
+        self.key = key
+        HELD.add(key)
         return self
 
     def release(self) -> None:
         """Remove the lock file, then let go of the lock (a waiting run then finds its file gone and locks anew)."""
         if self.fd is None:
             return
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # Windows: an open file cannot be removed; the next run finds it unlocked
+            pass
         os.close(self.fd)
         self.fd = None
+        HELD.discard(self.key)
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from perceptclip_hf.errors import OutputError
 from perceptclip_hf.output_lock import RUN_FOLDER_LOCK, OutputLock, lock_path
 from perceptclip_hf.scoring import PerceptScorer, id_name, score
 from perceptclip_hf.scoring.score_files import read_record
@@ -307,3 +308,15 @@ def test_integer_pixels_of_any_dtype_are_read_by_their_range(quality_dir):
     assert torch.allclose(scorer.predict_logits(crops), scorer.predict_logits(crops.to(torch.uint8)))
     with pytest.raises(ValueError, match=r"torch.int64 pixels with values 7\.\.300"):
         scorer.predict_logits(torch.cat([crops, crops * 0 + 300]))
+
+
+def test_one_process_cannot_take_its_own_output_twice(tmp_path):
+    """An OS lock does not stand between two users in one process (two threads of the Python API): the second is
+    refused all the same; once the first lets go, the lock file is gone and the next takes it with no stale note."""
+    path = lock_path(tmp_path / "scores.csv")
+    with OutputLock(path, "--output scores.csv"):
+        with pytest.raises(OutputError, match="scores.csv is being written by another run in this process"):
+            OutputLock(path, "--output scores.csv").acquire()
+    assert not path.exists()
+    with OutputLock(path, "--output scores.csv") as again:
+        assert again.taken_over() is None
