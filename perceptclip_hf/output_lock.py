@@ -46,7 +46,10 @@ class OutputLock:
         self.stale: dict[str, Any] | None = None  # who held the lock file before, if a killed run left it
 
     def acquire(self) -> OutputLock:
-        """Take the lock, or raise :class:`OutputError` naming the process that holds it."""
+        """Take the lock (held already: nothing to do), or raise :class:`OutputError` naming the process that holds
+        it."""
+        if self.fd is not None:
+            return self
         key = os.path.realpath(self.path)
         if key in HELD:  # (an OS lock does not stand between two users in one process)
             raise OutputError(f"{self.what} is being written by another run in this process; {self.fix}")
