@@ -988,13 +988,15 @@ def test_numpy_images_of_every_dtype_score_like_their_uint8_pixels(quality_dir):
         pixels / 255.0,
         pixels.astype(np.float32) / 255,
         pixels.astype(np.uint16) * 257,
+        pixels.astype(np.uint16),  # an integer array is read by its range: 0..255 is 8 bits, whatever its dtype
+        pixels.astype(np.int32) * 257,  # above 255: 16 bits
     ):
         assert scorer(array)["score"] == pytest.approx(expected, abs=1e-6), array.dtype
     white = scorer(np.full_like(pixels, 255))["score"]
     assert abs(scorer(pixels.astype(np.int64))["score"] - white) > 1e-4  # was read as all white
     for bad, message in (
         (pixels.astype(np.float64), "float images must hold 0..1"),
-        (pixels.astype(np.int64) * 4, "integer images must hold 0..255"),
+        (pixels.astype(np.int64) * 300, r"int64 array with values 0\.\.76500: integer images hold 0\.\.255"),
         (pixels.transpose(2, 0, 1).copy(), "channel-first"),
     ):
         with pytest.raises(ValueError, match=message):

@@ -147,7 +147,8 @@ def test_a_second_training_run_into_a_running_output_dir_is_refused(synthetic_di
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_latin1_file_names_are_scored_once_and_recoverable_from_their_ids(suffix, quality_dir, tmp_path):
     """Names that are not UTF-8 (Latin-1 from an old archive): scored, written losslessly (``\\xNN`` escapes), the
-    name back from the id (``id_name``), recognised on `--resume`; an unreadable one is an error row like any other."""
+    name back from the id (``id_name``), recognised on `--resume`; an unreadable one is an error row like any other.
+    A UTF-8 name that looks escaped, and one holding a carriage return, keep ids of their own."""
     folder = tmp_path / "photos"
     folder.mkdir()
     raw = os.fsencode(folder)
@@ -158,21 +159,23 @@ def test_latin1_file_names_are_scored_once_and_recoverable_from_their_ids(suffix
     random_image(1, size=(40, 36)).save(latin1(b"caf\xe9.png"))
     random_image(2, size=(40, 36)).save(folder / "plain.png")
     random_image(3, size=(40, 36)).save(latin1(b"a\\b\xfc.png"))  # a backslash too: escaped as \x5c
+    random_image(5, size=(40, 36)).save(latin1(b"caf\\xe9.png"))  # UTF-8, but looks escaped: escaped too
+    random_image(6, size=(40, 36)).save(latin1(b"cr\rret.png"))  # a carriage return: a quoted CSV field
     output = tmp_path / f"scores{suffix}"
     options = dict(tta=2, batch_size=2, num_workers=0)
     first = score([str(folder)], quality_dir, output, **options)
-    assert (first.scored, first.failed) == (3, 0)
+    assert (first.scored, first.failed) == (5, 0)
     random_image(4, size=(40, 36)).save(latin1(b"\xc0_new.png"))
     Path(latin1(b"\xe9chec.jpg")).write_bytes(b"\xff\xd8 not a jpeg")
     resumed = score([str(folder)], quality_dir, output, resume=True, **options)
-    assert (resumed.scored, resumed.failed, resumed.skipped) == (1, 1, 3)
+    assert (resumed.scored, resumed.failed, resumed.skipped) == (1, 1, 5)
 
     rows = read_rows(output)
     ids = [row["id"] for row in rows]
-    assert len(ids) == len(set(ids)) == 5
+    assert len(ids) == len(set(ids)) == 7
     files = {os.fsencode(os.path.join(folder, name)) for name in os.listdir(folder)}
     assert {os.fsencode(id_name(id_)) for id_ in ids} == files
-    assert os.fsencode(folder) + b"/caf\\xe9.png" in {id_.encode() for id_ in ids}  # the documented form
+    assert {raw + b"/caf\\xe9.png", raw + b"/caf\\x5cxe9.png"} <= {id_.encode() for id_ in ids}  # the README's form
     scorer = PerceptScorer.from_pretrained(str(quality_dir), tta=2, num_workers=0)
     for row in rows:
         if row.get("error"):
@@ -276,7 +279,7 @@ def test_the_record_says_how_images_were_decoded(quality_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------- odd inputs
-def test_symlink_loops_are_named_as_such(quality_dir, tmp_path):
+def test_symlink_loops_and_repeated_arguments_are_named_as_such(quality_dir, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     random_image(0, size=(40, 36)).save(folder / "a.png")
@@ -287,6 +290,8 @@ def test_symlink_loops_are_named_as_such(quality_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"not scored: {folder / 'one'}: symlink loop (the link leads back to itself)" in result.stderr
     assert f"not scored: {folder / 'gone'}: broken symlink" in result.stderr
+    twice = perceptclip("predict", folder, folder / "a.png", "--model", quality_dir, "--tta", "2", cwd=tmp_path)
+    assert f"not scored: {folder / 'a.png'}: named more than once (scored once)" in twice.stderr
     named = perceptclip("predict", folder / "one", "--model", quality_dir, cwd=tmp_path)
     assert_clean_failure(named, f"{folder / 'one'}: symlink loop (the link leads back to itself); fix the link")
 
@@ -323,3 +328,42 @@ def test_one_process_cannot_take_its_own_output_twice(tmp_path):
     with again:  # (entering a lock already taken: train.py takes it, then holds it in a with block)
         assert again.acquire() is again and again.taken_over() is None
     assert not path.exists()
+
+
+def test_an_input_worker_killed_mid_run_is_one_line_and_resume_completes(many_images, quality_dir, tmp_path):
+    """A DataLoader worker killed by the system (as the OOM killer does): one line naming it, with --resume and what
+    uses less memory, exit status 2; --resume completes to the uninterrupted rows."""
+    arguments = [many_images, "--model", quality_dir, "--batch-size", "2", "--tta", "2", "--num-workers", "2"]
+    expected = tmp_path / "expected.jsonl"
+    assert perceptclip("predict", *arguments, "--output", expected, cwd=tmp_path).returncode == 0
+    output = tmp_path / "scores.jsonl"
+    run = start_predict(*arguments, "--output", output, cwd=tmp_path)
+    wait_for(lambda: lines_in(output) >= 4 and forked_children(run.pid), run, "rows")
+    worker = forked_children(run.pid)[0]
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    line = stderr.strip().splitlines()[-1]
+    assert (
+        line.startswith("perceptclip predict: error: an input worker died (DataLoader worker (pid")
+        and str(worker) in line
+    )
+    assert "fewer --num-workers" in line and line.endswith("rerun with --resume")
+    resumed = perceptclip("predict", *arguments, "--output", output, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_scores(scores(output), scores(expected))
+
+
+def forked_children(pid: int) -> list[int]:
+    """The processes ``pid`` forked that run its own command line (its DataLoader workers), from /proc."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid and (entry / "cmdline").read_bytes() == command:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sorted(found)

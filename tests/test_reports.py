@@ -105,6 +105,12 @@ def test_evaluate_says_in_words_why_metrics_are_undefined(quality_dir, tmp_path,
         in (tmp_path / "out" / "report.md").read_text()
     )
 
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    metrics = json.loads(result.stdout, parse_constant=refuse)["metrics"]  # strict JSON: an undefined metric is null
+    assert metrics["srcc"] is None and metrics["plcc"] is None
+
 
 def test_bootstrap_intervals_match_a_retyped_percentile_bootstrap():
     rng = np.random.default_rng(3)

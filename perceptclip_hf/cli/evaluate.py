@@ -98,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "num_images": len(predictions.labels),
         "plcc_fit": args.plcc_fit,
-        "metrics": predictions.metrics(args.plcc_fit),
+        "metrics": {  # an undefined metric (the reason is said on stderr) is null: strict JSON has no NaN
+            name: None if value != value else value for name, value in predictions.metrics(args.plcc_fit).items()
+        },
     }
-    text = json.dumps(report, indent=2)
+    text = json.dumps(report, indent=2, allow_nan=False)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
     if args.report:

@@ -273,9 +273,9 @@ def is_single_image(images: Any) -> bool:
 
 def as_image_source(image: Any) -> Any:
     """What :func:`open_image` accepts (an exception in place of an image is raised). Numpy arrays are ``(H, W)``,
-    ``(H, W, 1|3|4)`` (torch tensors also ``(1|3|4, H, W)``): ``uint8`` and other integer arrays hold 0–255,
-    ``uint16`` 0–65535, float and bool arrays 0–1; anything else is a ``ValueError`` naming the array's dtype, shape
-    and range (never a silently white or black image)."""
+    ``(H, W, 1|3|4)`` (torch tensors also ``(1|3|4, H, W)``): integer arrays of any dtype are read by their range
+    (0–255: 8 bits, else 0–65535: 16 bits), float and bool arrays hold 0–1; anything else is a ``ValueError`` naming
+    the array's dtype, shape and range (never a silently white or black image)."""
     if isinstance(image, BaseException):  # an input known to hold no image (:mod:`.image_sources`)
         raise image
     if isinstance(image, torch.Tensor):
@@ -291,14 +291,12 @@ def as_image_source(image: Any) -> Any:
     if image.size == 0:
         raise ValueError(f"array of shape {image.shape} is empty")
     low, high = (image.min(), image.max()) if image.dtype != bool else (0, 1)
-    if image.dtype == np.uint16:
-        image = image.astype(np.float64) / 65535.0
-    elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
-        if low < 0 or high > 255:
+    if np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:  # by its range: 8 bits, else 16
+        if low < 0 or high > 65535:
             raise ValueError(
-                f"{image.dtype} array with values {low}..{high}: integer images must hold 0..255 (uint16: 0..65535)"
+                f"{image.dtype} array with values {low}..{high}: integer images hold 0..255 (or 16-bit 0..65535)"
             )
-        image = image.astype(np.uint8)
+        image = image.astype(np.uint8) if high <= 255 else image.astype(np.float64) / 65535.0
     elif image.dtype == bool:
         image = image.astype(np.float64)
     elif np.issubdtype(image.dtype, np.floating):
@@ -320,7 +318,7 @@ def tensor_as_array(image: torch.Tensor) -> np.ndarray:
     """A torch image tensor as a numpy array ``(H, W[, C])``: channels-first ``(C, H, W)`` moved last (torch's
     convention), values as they are (their range is read as an array's)."""
     image = image.detach().cpu()
-    if image.dtype in (torch.bfloat16, torch.float16):
+    if image.dtype == torch.bfloat16:  # (numpy has no bfloat16)
         image = image.float()
     if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
         image = image.permute(1, 2, 0)

@@ -28,6 +28,7 @@ from .score_files import Previous, input_key
 from .score_rows import row_id
 
 Report = Callable[[str], None]
+NAMED_TWICE = "named more than once (scored once)"
 logger = logging.getLogger(__name__)  # where messages for the user go when no `report` is given
 
 
@@ -96,8 +97,8 @@ def collect_images(arguments: Sequence[str], report: Report | None = None) -> Co
         if real not in first_of:
             first_of[real] = path
             found.images.append(path)
-        elif path != first_of[real]:
-            found.not_scored.append((path, f"same file as {first_of[real]}"))
+        else:
+            found.not_scored.append((path, f"same file as {first_of[real]}" if path != first_of[real] else NAMED_TWICE))
     found.not_scored = list(dict.fromkeys(found.not_scored))
     return found
 
@@ -189,14 +190,14 @@ def predictions(
 
     def fresh(id_: str) -> bool:
         key = input_key(id_)
+        if key in seen:  # (first: a repeat is one, whether its first is done or not)
+            tally.not_scored.append((id_, DUPLICATE_ID))
+            return False
+        seen.add(key)
         if key in already:
             tally.skipped += 1
             tally.failed_before += key in previous.failed
             return False
-        if key in seen:
-            tally.not_scored.append((id_, DUPLICATE_ID))
-            return False
-        seen.add(key)
         return True
 
     for image_set in image_sets:

@@ -194,7 +194,7 @@ class ScoreFile:
         rows, partial_line = self._load_rows()
         previous = Previous(partial_line=partial_line)
         for row in rows:
-            (previous.failed if row.get("error") else previous.done).add(input_key(row["id"]))
+            (previous.failed if row.get("error") else previous.done).add(input_key(id_name(row["id"])))
         previous.rows = len(rows)
         if not (self.retry_errors and previous.failed):
             return previous, None
@@ -305,12 +305,9 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
 
 
 def input_key(id_: str) -> str:
-    """What makes an input's id and a row's id (:func:`.score_rows.row_id`) the same input: a file's real path
-    (another path to it, a symlink, is the same file), any other id as a row holds it."""
-    if not os.path.isabs(id_):
-        return row_id(id_)
-    name = id_name(id_)  # a row's id of a name that is not UTF-8: that name, where it exists
-    return row_id(os.path.realpath(name if name == id_ or os.path.lexists(name) else id_))
+    """What makes two inputs the same (``id_`` as an input names it; a row's id: :func:`.score_rows.id_name` of it):
+    a file's real path (another path to it, a symlink, is the same file), any other id as it is."""
+    return row_id(os.path.realpath(id_) if os.path.isabs(id_) else id_)
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:

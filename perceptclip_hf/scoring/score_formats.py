@@ -154,12 +154,17 @@ class RowList(list):
 
 
 def csv_text(rows: Iterable[dict[str, Any]], columns: list[str], header: bool = False) -> str:
+    """Rows as CSV lines ending in ``\n``. A field holding ``\r`` (a file name may) is quoted: Python's writer quotes
+    only the line terminator's characters, so each row is written with ``\r\n`` and its end made ``\n``."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(map(csv_row, rows))
-    return buffer.getvalue()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    lines = []
+    for row in ([dict(zip(columns, columns))] if header else []) + [csv_row(row) for row in rows]:
+        writer.writerow(row)
+        lines.append(buffer.getvalue()[:-2] + "\n")
+        buffer.seek(0)
+        buffer.truncate()
+    return "".join(lines)
 
 
 def csv_row(row: dict[str, Any]) -> dict[str, Any]:

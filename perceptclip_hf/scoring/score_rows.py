@@ -4,8 +4,8 @@ score's scale (`tasks.score_scale`).
 
 Ids are text in every format. A file name that is not valid UTF-8 (a Latin-1 name from an old archive: Python holds
 its undecodable bytes as lone surrogates) is written with each such byte as ``\\xNN`` and a backslash as ``\\x5c``
-(:func:`row_id`); :func:`id_name` turns such an id back into the name the OS knows (``os.fsencode`` of it: the
-exact bytes).
+(:func:`row_id`), and so is a name that holds such an escape itself, so that no two names share an id;
+:func:`id_name` turns an id back into the name the OS knows (``os.fsencode`` of it: the exact bytes).
 """
 
 from __future__ import annotations
@@ -40,27 +40,24 @@ def column_prefixes(models) -> dict[str, str]:
 
 def row_id(id_: str) -> str:
     """An input's id as a row holds it: as it is, unless it is a name that is not valid UTF-8 (it holds lone
-    surrogates): then its bytes as UTF-8 with each byte that does not decode as ``\\xNN`` and ``\\`` as ``\\x5c``."""
+    surrogates) or that holds an escape itself (``\\xNN``): then its bytes as UTF-8, with each byte that does not
+    decode as ``\\xNN`` and every backslash as ``\\x5c`` — so an id holding ``\\xNN`` is always such a name."""
     try:
         id_.encode("utf-8")
-        return id_
+        if not ESCAPED_BYTE.search(id_.encode("utf-8")):
+            return id_
     except UnicodeEncodeError:
-        return os.fsencode(id_).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
+        pass
+    return os.fsencode(id_).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
 
 
 def id_name(id_: str) -> str:
-    """The input name a row's id stands for (the inverse of :func:`row_id`): an id with ``\\xNN`` escapes that put
-    back make a name that is not valid UTF-8 is such a name (``os.fsencode`` gives its bytes); any other id is
-    itself."""
+    """The input name a row's id stands for (the inverse of :func:`row_id`; ``os.fsencode`` of it gives a file
+    name's bytes)."""
     raw = id_.encode("utf-8", "surrogateescape")
     if not ESCAPED_BYTE.search(raw):
         return id_
-    raw = ESCAPED_BYTE.sub(lambda match: bytes([int(match[1], 16)]), raw)
-    try:
-        raw.decode("utf-8")
-        return id_  # escapes that make valid text: the id's own characters, not ours
-    except UnicodeDecodeError:
-        return os.fsdecode(raw)
+    return os.fsdecode(ESCAPED_BYTE.sub(lambda match: bytes([int(match[1], 16)]), raw))
 
 
 def result_row(models, id_: str, results: dict[str, Any]) -> dict[str, Any]:
