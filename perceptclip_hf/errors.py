@@ -42,10 +42,6 @@ class ModelLoadError(UserError, OSError):
     """A model or backbone that cannot be loaded: unreachable Hub id, missing or corrupt weights."""
 
 
-class WorkerError(UserError, RuntimeError):
-    """A worker process of a command died (killed by the system, out of memory); what was written is kept."""
-
-
 class InputError(UserError, ValueError):
     """Images to score that cannot be read as named: a missing shard, a table without the image column."""
 

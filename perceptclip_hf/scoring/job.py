@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..errors import ConfigurationError, InputError, WorkerError, one_line
+from ..errors import ConfigurationError, InputError
 from ..hub.source import ModelSource, named_sources
 from .score_files import ScoreFile
 from .score_formats import CsvStream, RowList, open_score_file
@@ -287,13 +287,6 @@ def write_rows(scorers, image_sets, sink, previous, tally, batch_size: int, repo
                 rows = []
         sink.write(rows)
         completed = True
-    except RuntimeError as err:
-        if "DataLoader worker" not in str(err):
-            raise
-        raise WorkerError(  # (torch's words: "DataLoader worker (pid N) is killed by signal: Killed.")
-            f"an input worker died ({one_line(err, 200)}; one killed by the system is often out of memory: fewer "
-            "--num-workers or a smaller --batch-size use less); the rows written so far are kept: rerun with --resume"
-        ) from None
     finally:
         sink.close(
             {
