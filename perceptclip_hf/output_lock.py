@@ -10,10 +10,12 @@ said so, and ``--resume`` goes on as before. The file itself only tells who hold
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ except ImportError:  # Windows: the C runtime's byte-range lock
     import msvcrt
 
 RUN_FOLDER_LOCK = ".perceptclip.lock"
+logger = logging.getLogger(__name__)
 HELD: set[str] = set()  # the locks this process holds (real paths)
 
 
@@ -37,10 +40,17 @@ def lock_path(output: str | os.PathLike) -> Path:
 
 class OutputLock:
     """The lock of one output, held from :meth:`acquire` to :meth:`release` (or as a context manager).
-    ``what`` names the output in messages (``"--output scores.csv"``), ``fix`` says what to do when it is held."""
+    ``what`` names the output in messages (``"--output scores.csv"``), ``fix`` says what to do when it is held;
+    taking over a killed run's lock is said to ``report`` (default: this module's logger)."""
 
-    def __init__(self, path: str | os.PathLike, what: str, fix: str = "wait for it to end, or stop it"):
-        self.path, self.what, self.fix = Path(path), what, fix
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        what: str,
+        fix: str = "wait for it to end, or stop it",
+        report: Callable[[str], None] | None = None,
+    ):
+        self.path, self.what, self.fix, self.report = Path(path), what, fix, report
         self.fd: int | None = None
         self.key = ""
         self.stale: dict[str, Any] | None = None  # who held the lock file before, if a killed run left it
@@ -80,6 +90,8 @@ class OutputLock:
             self.fd = fd
         self.key = key
         HELD.add(key)
+        if self.taken_over():
+            (self.report or logger.warning)(self.taken_over())
         return self
 
     def release(self) -> None:

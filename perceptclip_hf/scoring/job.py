@@ -107,10 +107,8 @@ def score(
         )
     mode = check_job(paths, hf_dataset, streaming, output if to_file else None, resume, overwrite, retry_errors)
     with ExitStack() as locks:  # one writer per output: a second run on it is refused
-        for lock in output_locks(output, part) if to_file else []:
+        for lock in output_locks(output, part, report) if to_file else []:
             locks.enter_context(lock)
-            if lock.taken_over():
-                (report or logger.warning)(lock.taken_over())
         named = named_sources(models, task)
         from .inputs import Tally, collect_inputs, report_not_scored  # the data layer: once the models are known good
 
@@ -167,16 +165,18 @@ def score(
         )
 
 
-def output_locks(output, part: tuple[int, int]) -> list:
+def output_locks(output, part: tuple[int, int], report=None) -> list:
     """The locks a process holds while it writes: the output's (the main process: it writes the output and merges
-    the parts into it) and, one of several processes, its part file's (beside the output)."""
+    the parts into it) and, one of several processes, its part file's (beside the output); ``report`` hears of a
+    killed run's lock taken over."""
     from ..output_lock import OutputLock, lock_path
 
     fix = "wait for it to end, or stop it (--resume then continues its rows)"
-    locks = [OutputLock(lock_path(output), f"--output {os.fspath(output)}", fix)] if part[0] == 0 else []
+    locks = [OutputLock(lock_path(output), f"--output {os.fspath(output)}", fix, report)] if part[0] == 0 else []
     if part[1] > 1:
         name = f"{os.fspath(output)}.part-{part[0]:05d}-of-{part[1]:05d}"
-        locks.append(OutputLock(lock_path(name), f"--output {os.fspath(output)} (part {part[0]} of {part[1]})", fix))
+        what = f"--output {os.fspath(output)} (part {part[0]} of {part[1]})"
+        locks.append(OutputLock(lock_path(name), what, fix, report))
     return locks
 
 

@@ -43,10 +43,9 @@ def row_id(id_: str) -> str:
     surrogates) or that holds an escape itself (``\\xNN``): then its bytes as UTF-8, with each byte that does not
     decode as ``\\xNN`` and every backslash as ``\\x5c`` — so an id holding ``\\xNN`` is always such a name."""
     try:
-        id_.encode("utf-8")
         if not ESCAPED_BYTE.search(id_.encode("utf-8")):
             return id_
-    except UnicodeEncodeError:
+    except UnicodeEncodeError:  # lone surrogates: undecodable bytes of a name
         pass
     return os.fsencode(id_).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
 

@@ -58,15 +58,10 @@ def run_experiment(
 
 
 def run_folder_lock(output_dir: str) -> OutputLock:
-    """One run per ``output_dir``: a second one is refused while this one writes there (a killed run's lock is taken
-    over)."""
-    what = f"--output_dir {output_dir}"
-    lock = OutputLock(
-        Path(output_dir) / RUN_FOLDER_LOCK, what, "wait for it to end, or stop it; or give another --output_dir"
-    ).acquire()
-    if lock.taken_over():
-        logger.warning(lock.taken_over())
-    return lock
+    """One run per ``output_dir`` (taken as the block starts): a second one is refused while this one writes there;
+    a killed run's lock is taken over, with a warning in the log."""
+    fix = "wait for it to end, or stop it; or give another --output_dir"
+    return OutputLock(Path(output_dir) / RUN_FOLDER_LOCK, f"--output_dir {output_dir}", fix)
 
 
 def _run_experiment(
