@@ -23,6 +23,7 @@ MAPPED = {"modeling": REPO_ROOT / "modeling"}
 LAYERS = (
     ("cli",),
     (PACKAGE,),
+    ("integrations",),
     ("training",),
     ("demo",),
     ("evaluation",),
@@ -39,8 +40,8 @@ LAYERS = (
     ("errors",),
     ("modeling",),
 )
-JOBS = ("training", "demo", "evaluation", "explain", "scoring", "hub")
-SERVING = ("demo", "evaluation", "explain", "scoring", "hub")
+JOBS = ("integrations", "training", "demo", "evaluation", "explain", "scoring", "hub")
+SERVING = ("integrations", "demo", "evaluation", "explain", "scoring", "hub")
 PICTURE = REPO_ROOT / "docs" / "images" / "dependencies.png"
 DOCUMENT = REPO_ROOT / "docs" / "architecture.md"
 TABLE_MARKERS = ("<!-- dependencies: begin (scripts/dependencies.py) -->", "<!-- dependencies: end -->")

@@ -1,6 +1,7 @@
 """The README's Python snippets run as written: every ```python block, in order, in a fresh process, in a folder
 laid out as the README's commands leave it (the quickstart run in `outputs/`, photos, shards), with a Hugging Face
-cache that holds the official releases and their base model in miniature, offline (`HF_HUB_OFFLINE=1`)."""
+cache that holds the official releases and their base model in miniature, offline (`HF_HUB_OFFLINE=1`). The Ray
+Data snippet starts its own Ray there (the Ray tests' group: one Ray on the 2 CPUs at a time)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import tarfile
 from io import BytesIO
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.helpers.datasets import add_member
 from tests.helpers.models import random_image
@@ -26,6 +28,7 @@ def python_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.M | re.S)
 
 
+@pytest.mark.xdist_group("ray")
 def test_the_readme_python_snippets_run_as_written(tmp_path, trained_run, synthetic_dir):
     blocks = python_blocks((REPO_ROOT / "README.md").read_text())
     assert len(blocks) >= 6 and any("score(" in block for block in blocks)
@@ -61,3 +64,6 @@ def test_the_readme_python_snippets_run_as_written(tmp_path, trained_run, synthe
     rows = pq.read_table(work / "scores.parquet").to_pylist()
     assert len(rows) == PHOTOS + SHARDS and {"quality_score", "emotion_label"} <= set(rows[0])
     assert (work / "my-iqa-model" / "config.json").is_file()
+    ray_rows = pq.read_table(work / "ray_scores").to_pylist()  # the Ray Data snippet: the photos, scored
+    assert sorted(os.path.basename(row["id"]) for row in ray_rows) == [f"photo{i}.png" for i in range(PHOTOS)]
+    assert all(row["error"] is None and isinstance(row["score"], float) for row in ray_rows)

@@ -115,6 +115,40 @@ def add_input_arguments(parser: argparse.ArgumentParser, fast_decode: bool = Tru
     )
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine local|ray and Ray's options (perceptclip_hf.integrations.ray)."""
+    engines = parser.add_argument_group("engine")
+    engines.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine (several with accelerate launch); ray: Ray Data — reading and decoding in Ray "
+        "tasks, the models in an actor pool, --output a folder of Parquet files (pip install "
+        "'perceptclip-hf[ray]')",
+    )
+    engines.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        default=None,
+        help="the Ray cluster to join (e.g. auto, or ray://HOST:10001; default: a running one, else a new one here)",
+    )
+    engines.add_argument(
+        "--ray-actors",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="model actors (default: one per GPU, else one per 4 CPUs of the cluster)",
+    )
+    engines.add_argument(
+        "--rows-per-file",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="--engine ray: at least N rows in each Parquet file (default: 1024; a killed run loses the rows not "
+        "yet in a file)",
+    )
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_input_arguments, add_model_arguments, add_tta_arguments, echo
+from .common import add_engine_arguments, add_input_arguments, add_model_arguments, add_tta_arguments, echo
 
 NAME = "predict"
 HELP = "score images (files, folders, globs, WebDataset shards, Parquet, datasets)"
@@ -57,7 +57,11 @@ def add_arguments(parser) -> None:
         "all Parquet files in order)",
     )
     parser.add_argument(
-        "--output", "-o", default=None, help="results file, .csv, .jsonl or .parquet (default: CSV on stdout)"
+        "--output",
+        "-o",
+        default=None,
+        help="results file, .csv, .jsonl or .parquet (default: CSV on stdout); with --engine ray a folder of "
+        "Parquet files",
     )
     parser.add_argument(
         "--resume",
@@ -71,35 +75,32 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output (only one this command wrote)"
     )
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..scoring.job import score
+    from ..errors import ConfigurationError
 
-    summary = score(
-        args.paths,
-        args.model,
-        sys.stdout if args.output is None else args.output,
-        resume=args.resume,
-        retry_errors=args.retry_errors,
-        overwrite=args.overwrite,
-        num_workers=args.num_workers,
-        batch_size=args.batch_size,
-        tta=args.tta,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        fast_decode=args.fast_decode,
-        base_model=args.base_model,
-        task=args.task,
-        hf_dataset=args.hf_dataset,
-        split=args.split,
-        streaming=args.streaming,
-        image_column=args.image_column,
-        id_column=args.id_column,
-        report=echo,
-        progress=True,
-    )
+    names = ("resume", "retry_errors", "overwrite", "batch_size", "tta", "seed", "device", "dtype", "fast_decode")
+    names += ("base_model", "task", "hf_dataset", "split", "streaming", "image_column", "id_column")
+    settings = {name: getattr(args, name) for name in names}
+    if args.engine == "ray":
+        from ..integrations.ray import score_with_ray
+
+        if args.num_workers is not None:
+            raise ConfigurationError("--num-workers is the local engine's; with --engine ray, Ray's read tasks decode")
+        rows = {"rows_per_file": args.rows_per_file} if args.rows_per_file else {}
+        on_ray = dict(address=args.ray_address, actors=args.ray_actors, **rows)
+        summary = score_with_ray(args.paths, args.model, args.output, **on_ray, **settings, report=echo)
+    else:
+        from ..scoring.job import score
+
+        if args.ray_address or args.ray_actors or args.rows_per_file:
+            raise ConfigurationError("--ray-address, --ray-actors and --rows-per-file are --engine ray's: add it")
+        output = sys.stdout if args.output is None else args.output
+        summary = score(
+            args.paths, args.model, output, num_workers=args.num_workers, **settings, report=echo, progress=True
+        )
     if summary.process == 0:  # under a launcher, the main process reports the totals
         echo(str(summary))
     return 0

@@ -215,6 +215,13 @@ def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_err
 
 def score_file(output, columns, scorers, named, seed, mode, retry_errors) -> ScoreFile:
     """The output file, with what must match to continue it (each model's identity) and what is only noted."""
+    identity, recorded = job_record(scorers, named, seed)
+    return open_score_file(output, columns, identity, recorded, mode=mode, retry_errors=retry_errors)
+
+
+def job_record(scorers, named, seed) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What must match to continue an output (each model's identity) and what is only noted (the run's settings, the
+    models as given)."""
     identities = {name: model_identity(scorer, seed) for name, scorer in scorers.scorers.items()}
     sources = {  # as given (a folder: its absolute path)
         name: os.path.abspath(source.given) if os.path.isdir(source.given) else source.given
@@ -235,7 +242,7 @@ def score_file(output, columns, scorers, named, seed, mode, retry_errors) -> Sco
     else:
         identity = {"models": identities}
         recorded.update(models=sources, lora_merged=merged, shared_base_bytes=scorers.shared_bytes)
-    return open_score_file(output, columns, identity, recorded, mode=mode, retry_errors=retry_errors)
+    return identity, recorded
 
 
 def model_identity(scorer, seed: int) -> dict[str, Any]:

@@ -1,0 +1,282 @@
+"""``score_with_ray``: the scoring job on Ray Data — ``perceptclip predict --engine ray``.
+
+    >>> from perceptclip_hf.integrations.ray import score_with_ray
+    >>> summary = score_with_ray("photos/", {"quality": "quality", "emotion": "emotion"}, "scores/")
+
+What runs where: the driver checks the inputs and the models as the local engine does (one line for a bad path,
+model or option), walks the folders, and writes the record; Ray tasks read the inputs and decode and crop the images
+(:mod:`.reading`); an actor pool runs the models (:class:`.predictor.PerceptCLIPPredictor`: one actor per GPU where
+there are GPUs, else a share of the CPUs that leaves the read tasks theirs, so a small node cannot deadlock); Ray's
+``write_parquet`` writes the rows (:mod:`.output_folder`). ``resume`` skips the ids the folder holds — an anti-join
+on the ids, done before decoding (Ray Data's own checkpointing, alpha in Ray 2.60, filters rows of a datasource
+that has the id column when it is read: here the ids are made by the package's readers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ...errors import ConfigurationError, InputError
+
+Report = Callable[[str], None]
+ROWS_PER_FILE = 1024
+
+
+def score_with_ray(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    models: Any,
+    output: str | os.PathLike,
+    *,
+    resume: bool = False,
+    retry_errors: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    tta: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
+    fast_decode: bool = False,
+    base_model: str | None = None,
+    task: str | None = None,
+    hf_dataset: str | None = None,
+    split: str | None = None,
+    streaming: bool = False,
+    image_column: str = "image",
+    id_column: str | None = None,
+    address: str | None = None,
+    actors: int | None = None,
+    rows_per_file: int = ROWS_PER_FILE,
+    report: Report | None = None,
+    progress: bool = True,
+):
+    """Score ``inputs`` (as :func:`perceptclip_hf.scoring.score` takes them) with ``models`` on Ray Data into the
+    folder ``output`` (Parquet files with the ``id`` column and ``_perceptclip.json``); ``resume`` continues it
+    (``retry_errors``: scoring its error rows again), ``overwrite`` replaces one this function wrote. Returns a
+    :class:`~perceptclip_hf.scoring.ScoringSummary`. Uses the Ray that is running (``ray.init`` already called),
+    else joins ``address`` (a cluster's, ``"auto"``), else starts one on this machine. ``actors``: model actors
+    (default: one per GPU, else one per 4 CPUs); ``rows_per_file``: at least that many rows per file (a killed run
+    loses at most the rows not yet in a file). The other settings are :func:`perceptclip_hf.scoring.score`'s."""
+    import logging
+
+    from ...hub.source import named_sources
+    from ...scoring.inputs import collect_inputs, report_not_scored
+    from ...scoring.job import ScoringSummary, output_locks
+
+    report = report or logging.getLogger(__name__).warning
+    ray = require_ray()
+    from ...scoring.image_sources import input_kind
+    from ...scoring.score_files import input_key
+    from ...scoring.score_rows import row_id
+    from .reading import file_units, share_units
+
+    paths = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(path) for path in inputs]
+    folder = checked_folder(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors)
+    with output_locks(output, (0, 1), report)[0]:
+        named = {name: absolute(source) for name, source in named_sources(models, task).items()}
+        tables = dict(split=split, streaming=streaming, image_column=image_column, id_column=id_column)
+        image_sets, found = collect_inputs(paths, hf_dataset=hf_dataset, report=report, **tables)
+        report_not_scored(found.not_scored, report)
+        if all(image_set.length == 0 for image_set in image_sets):
+            others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
+            raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
+        settings = dict(tta=tta, seed=seed, batch_size=batch_size, dtype=dtype, fast_decode=fast_decode)
+        transforms, identity, recorded, held = model_record(named, base_model, seed, settings)
+        started = start_ray(ray, address)
+        try:
+            plan = actor_plan(ray, actors, held)
+            previous = folder.open(identity, {**recorded, **plan.record()}, report)
+            done = previous.done | previous.failed
+            files = [path for path in found.images if input_key(path) not in done]
+            skipped = len(found.images) - len(files)
+            failed_before = sum(input_key(path) in previous.failed for path in found.images)
+            others = [path for path in paths if input_kind(path) != "files"]
+            units = file_units(files)
+            if others or hf_dataset:
+                units += share_units(others, plan.read_parts, hf_dataset=hf_dataset, **tables)
+            written, tally = run_pipeline(
+                ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress
+            )
+        finally:
+            if started:
+                ray.shutdown()
+        more_skipped, more_failed_before, not_scored = tally
+        scored, failed = rows_in(written)
+        run = {
+            "scored": scored,
+            "failed": failed,
+            "skipped": skipped + more_skipped,
+            "failed_before": failed_before + more_failed_before,
+            "not_scored": [row_id(f"{what}: {why}") for what, why in [*found.not_scored, *not_scored]],
+            "files": [path.name for path in written],
+        }
+        folder.close(run)
+        for what, why in not_scored:
+            report(f"not scored: {what}: {why}")
+        return ScoringSummary(
+            scored,
+            failed,
+            run["skipped"],
+            run["failed_before"],
+            [*found.not_scored, *not_scored],
+            os.fspath(output),
+            where=os.fspath(output),
+        )
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "--engine ray needs Ray Data: pip install 'perceptclip-hf[ray]' (or pip install 'ray[data]')"
+        ) from None
+    return ray
+
+
+def checked_folder(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors):
+    """The output folder, checked with the options before anything loads."""
+    from .output_folder import OutputFolder
+
+    if not paths and not hf_dataset:
+        raise ConfigurationError(
+            "name the images to score: files, folders, globs, shards, Parquet files, save_to_disk folders, or "
+            "--hf-dataset NAME"
+        )
+    if streaming and not hf_dataset:
+        raise ConfigurationError("--streaming streams --hf-dataset; pass --hf-dataset NAME too")
+    if output is None:
+        raise ConfigurationError("--engine ray writes a folder of Parquet files: pass --output FOLDER")
+    if resume and overwrite:
+        raise ConfigurationError("--resume and --overwrite exclude each other")
+    if retry_errors and not resume:
+        raise ConfigurationError("--retry-errors continues a folder: pass --resume too")
+    folder = OutputFolder(output, "resume" if resume else "overwrite" if overwrite else "new", retry_errors)
+    folder.check()
+    return folder
+
+
+def absolute(source):
+    """A model source whose local folder is named absolutely (the actors may start in another folder)."""
+    return replace(source, location=os.path.abspath(source.location)) if os.path.exists(source.location) else source
+
+
+def model_record(named, base_model, seed, settings) -> tuple[Any, dict[str, Any], dict[str, Any], int]:
+    """The models loaded once on the driver, on CPU: their test transforms (for the read tasks), what must match to
+    continue the folder, what is only noted, and the bytes their weights hold. They are let go before the actors
+    load their own."""
+    from ...scoring.job import job_record
+    from ...scoring.model_set import ScorerSet
+    from ...scoring.score_rows import result_columns
+
+    scorers = ScorerSet.from_pretrained(
+        named,
+        load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
+        device="cpu",
+        num_workers=0,
+        **settings,
+    )
+    identity, recorded = job_record(scorers, named, seed)
+    for key in ("device", "num_workers"):
+        recorded.pop(key, None)
+    if settings["dtype"] is None:  # (the actors' default: bf16 on a GPU)
+        recorded["dtype"] = "default (bf16 on a GPU, else float32)"
+    held = {
+        id(tensor): tensor.numel() * tensor.element_size()
+        for scorer in scorers.scorers.values()
+        for tensor in scorer.model.state_dict(keep_vars=True).values()
+    }
+    return scorers.transforms, {"columns": result_columns(scorers), **identity}, recorded, sum(held.values())
+
+
+class ActorPlan:
+    """How the cluster is used: ``actors`` model actors with ``gpus`` and ``cpus`` each, read tasks with
+    ``read_cpus`` each, the inputs that are not files split in ``read_parts`` shares; each actor reserves
+    ``memory`` (its models' weights twice over, and room for its batches)."""
+
+    def __init__(self, cluster_cpus: float, cluster_gpus: float, actors: int | None, model_bytes: int):
+        if cluster_gpus >= 1:
+            self.actors, self.gpus, self.cpus = actors or int(cluster_gpus), 1, 1.0
+        else:  # the actors take half the CPUs; the read tasks the other half
+            self.actors = actors or max(1, int(cluster_cpus // 4))
+            self.gpus, self.cpus = 0, max(0.25, cluster_cpus / 2 / self.actors)
+        self.read_cpus = min(1.0, max(0.25, cluster_cpus - self.actors * self.cpus))
+        self.read_parts = max(1, int(cluster_cpus) * 2)
+        self.memory = 2 * model_bytes + 2**29  # (an actor holds ~400 MiB before its models: torch, transformers)
+
+    def record(self) -> dict[str, Any]:
+        return {"engine": "ray", "actors": self.actors, "actor_cpus": self.cpus, "actor_gpus": self.gpus}
+
+
+def actor_plan(ray, actors: int | None, model_bytes: int) -> ActorPlan:
+    if actors is not None and actors < 1:
+        raise ConfigurationError(f"--ray-actors {actors}: give at least 1")
+    resources = ray.cluster_resources()
+    return ActorPlan(resources.get("CPU", 1), resources.get("GPU", 0), actors, model_bytes)
+
+
+def start_ray(ray, address: str | None) -> bool:
+    """Use the running Ray, else join ``address``, else start one here; ``True`` when this call started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    except ConnectionError as err:
+        raise ConfigurationError(f"--ray-address {address}: cannot join the Ray cluster ({err})") from None
+    return True
+
+
+def run_pipeline(ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress):
+    """Read → prepare (tasks) → score (actor pool) → write; returns the files written and the tally."""
+    from .predictor import PerceptCLIPPredictor
+    from .reading import RunTally, prepared_rows
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress
+    context.print_on_execution_start = progress
+    tally = RunTally.remote()
+    before = set(folder.files())
+    if units:
+        dataset = ray.data.from_items(units, override_num_blocks=len(units))
+        dataset = dataset.map_batches(
+            prepared_rows,
+            batch_size=1,
+            num_cpus=plan.read_cpus,
+            fn_kwargs=dict(
+                transforms=transforms,
+                fast_decode=settings["fast_decode"],
+                previous=ray.put((previous.done | previous.failed, previous.failed)),
+                tally=tally,
+                rows_per_block=settings["batch_size"],
+            ),
+        )
+        dataset = dataset.map_batches(
+            PerceptCLIPPredictor,
+            batch_size=settings["batch_size"],
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus,
+            memory=plan.memory,  # (a resource the read tasks do not ask for: Ray keeps them out of the actors)
+            fn_constructor_kwargs=dict(models=named, base_model=base_model, device=None, **settings),
+        )
+        dataset.write_parquet(str(folder.path), min_rows_per_file=rows_per_file)
+    written = [path for path in folder.files() if path not in before]
+    return written, ray.get(tally.totals.remote())
+
+
+def rows_in(files) -> tuple[int, int]:
+    """``(scored, failed)`` rows of the files."""
+    import pyarrow.parquet as pq
+
+    scored = failed = 0
+    for path in files:
+        errors = pq.read_table(path, columns=["error"]).column("error")
+        failed += errors.length() - errors.null_count
+        scored += errors.null_count
+    return scored, failed
+
+
+__all__ = ["score_with_ray"]
