@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,9 @@ def agiqa_images(args: argparse.Namespace) -> list[Path]:
 
 
 def predict_seconds(arguments: list[str], output: Path) -> float:
-    """Wall time of `perceptclip predict ARGUMENTS --output OUTPUT` (a fresh output; model loading included)."""
+    """Wall time of `perceptclip predict ARGUMENTS --output OUTPUT` (a fresh output, a file or `--engine ray`'s
+    folder; model loading included)."""
+    shutil.rmtree(output, ignore_errors=True)
     for stale in (output, Path(f"{output}.meta.json")):
         stale.unlink(missing_ok=True)
     start = time.perf_counter()

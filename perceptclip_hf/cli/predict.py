@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from operator import attrgetter
 
 from .common import add_engine_arguments, add_input_arguments, add_model_arguments, add_tta_arguments, echo
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = ("resume", "retry_errors", "overwrite", "batch_size", "tta", "seed", "device", "dtype", "fast_decode")
     names += ("base_model", "task", "hf_dataset", "split", "streaming", "image_column", "id_column")
-    settings = {name: getattr(args, name) for name in names}
+    settings = dict(zip(names, attrgetter(*names)(args)))
     if args.engine == "ray":
         from ..integrations.ray import score_with_ray
 

@@ -191,6 +191,29 @@ def destination(output) -> str:
 def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors) -> str:
     """Everything that can be checked before the models load: the inputs named, the options, the output's location
     and owner. Returns the output's mode (``"new"``, ``"overwrite"`` or ``"resume"``)."""
+    if output is None and (resume or overwrite or retry_errors):
+        check_inputs_named(paths, hf_dataset, streaming)
+        raise ConfigurationError(
+            "--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet file)"
+        )
+    mode = check_options(paths, hf_dataset, streaming, resume, overwrite, retry_errors)
+    if output is not None:
+        open_score_file(output, [], {}, mode=mode).check()
+    return mode
+
+
+def check_options(paths, hf_dataset, streaming, resume, overwrite, retry_errors) -> str:
+    """The options every engine checks alike; returns the output's mode (``"new"``, ``"overwrite"`` or
+    ``"resume"``)."""
+    check_inputs_named(paths, hf_dataset, streaming)
+    if resume and overwrite:
+        raise ConfigurationError("--resume and --overwrite exclude each other")
+    if retry_errors and not resume:
+        raise ConfigurationError("--retry-errors continues an output: pass --resume too")
+    return "resume" if resume else "overwrite" if overwrite else "new"
+
+
+def check_inputs_named(paths, hf_dataset, streaming) -> None:
     if not paths and not hf_dataset:
         raise ConfigurationError(
             "name the images to score: files, folders, globs, shards, Parquet files, save_to_disk "
@@ -198,19 +221,6 @@ def check_job(paths, hf_dataset, streaming, output, resume, overwrite, retry_err
         )
     if streaming and not hf_dataset:
         raise ConfigurationError("--streaming streams --hf-dataset; pass --hf-dataset NAME too")
-    if output is None:
-        if resume or overwrite or retry_errors:
-            raise ConfigurationError(
-                "--resume, --overwrite and --retry-errors need --output (a .csv, .jsonl or .parquet file)"
-            )
-        return "new"
-    if resume and overwrite:
-        raise ConfigurationError("--resume and --overwrite exclude each other")
-    if retry_errors and not resume:
-        raise ConfigurationError("--retry-errors continues a file: pass --resume too")
-    mode = "resume" if resume else "overwrite" if overwrite else "new"
-    open_score_file(output, [], {}, mode=mode).check()
-    return mode
 
 
 def score_file(output, columns, scorers, named, seed, mode, retry_errors) -> ScoreFile:

@@ -139,22 +139,13 @@ def require_ray():
 
 def checked_folder(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors):
     """The output folder, checked with the options before anything loads."""
+    from ...scoring.job import check_options
     from .output_folder import OutputFolder
 
-    if not paths and not hf_dataset:
-        raise ConfigurationError(
-            "name the images to score: files, folders, globs, shards, Parquet files, save_to_disk folders, or "
-            "--hf-dataset NAME"
-        )
-    if streaming and not hf_dataset:
-        raise ConfigurationError("--streaming streams --hf-dataset; pass --hf-dataset NAME too")
     if output is None:
         raise ConfigurationError("--engine ray writes a folder of Parquet files: pass --output FOLDER")
-    if resume and overwrite:
-        raise ConfigurationError("--resume and --overwrite exclude each other")
-    if retry_errors and not resume:
-        raise ConfigurationError("--retry-errors continues a folder: pass --resume too")
-    folder = OutputFolder(output, "resume" if resume else "overwrite" if overwrite else "new", retry_errors)
+    mode = check_options(paths, hf_dataset, streaming, resume, overwrite, retry_errors)
+    folder = OutputFolder(output, mode, retry_errors)
     folder.check()
     return folder
 
