@@ -1,8 +1,8 @@
 """The Ray Data engine against the local engine (issue #26): the same AGIQA-3K JPEGs (a folder) scored by
-`perceptclip predict` (in-process ``cli.main``; model loading included) with the quickstart-shaped model (random
-weights) at 15 crops — ``--engine local`` (``--workers`` decoding workers) and ``--engine ray`` on a Ray of this
-machine's CPUs started once before the rounds (as a curator's cluster is already running; its start-up is timed
-apart).
+`perceptclip predict` as a user runs it (the console script, a fresh process each time: start-up, imports and model
+loading included) with the quickstart-shaped model (random weights) at 15 crops — ``--engine local`` (``--workers``
+decoding workers) and ``--engine ray --ray-address ADDR`` on a Ray of this machine's CPUs started once before the
+rounds (as a curator's cluster is already running; its start-up is timed apart).
 
 Not a test: run by hand, on an otherwise idle machine. The engines alternate within each of ``--repeats`` rounds;
 medians are reported, and the Ray engine's rate relative to the local one.
@@ -13,7 +13,10 @@ medians are reported, and the Ray engine's rate relative to the local one.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +25,23 @@ import torch
 from agiqa_runs import (
     agiqa_images,
     agiqa_parser,
-    predict_seconds,
     run_header,
 )  # sibling scripts (benchmarks/ is on sys.path)
 from scoring import QUICKSTART
 from throughput import emit
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
+
+
+def seconds(arguments: list[str], output: Path) -> float:
+    """Wall time of the `perceptclip predict ARGUMENTS --output OUTPUT` process (a fresh output)."""
+    shutil.rmtree(output, ignore_errors=True)
+    for stale in (output, Path(f"{output}.meta.json")):
+        stale.unlink(missing_ok=True)
+    script = shutil.which("perceptclip", path=os.path.dirname(sys.executable))
+    start = time.perf_counter()
+    subprocess.run([script, "predict", *arguments, "--output", str(output)], check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:
@@ -49,12 +62,16 @@ def main(argv=None) -> dict:
         model_dir = str(root / "quickstart")
         PerceptCLIPForRegression(PerceptCLIPConfig(**QUICKSTART)).eval().save_pretrained(model_dir)
         common = [str(folder), "--model", model_dir, "--batch-size", str(args.batch_size)]
-        engines = {"local": ["--engine", "local", "--num-workers", str(args.workers)], "ray": ["--engine", "ray"]}
+        address = ray.get_runtime_context().gcs_address
+        engines = {
+            "local": ["--engine", "local", "--num-workers", str(args.workers)],
+            "ray": ["--engine", "ray", "--ray-address", address],
+        }
         outputs = {"local": root / "local.parquet", "ray": root / "ray_scores"}
         runs: dict[str, list[float]] = {engine: [] for engine in engines}
         for _ in range(args.repeats):
             for engine, extra in engines.items():
-                runs[engine].append(len(paths) / predict_seconds([*common, *extra], outputs[engine]))
+                runs[engine].append(len(paths) / seconds([*common, *extra], outputs[engine]))
     ray.shutdown()
     rates = {engine: statistics.median(values) for engine, values in runs.items()}
     return emit(

@@ -184,14 +184,15 @@ def model_record(named, base_model, seed, settings) -> tuple[Any, dict[str, Any]
 
 
 class ActorPlan:
-    """How the cluster is used: ``actors`` model actors with ``gpus`` and ``cpus`` each, read tasks with
-    ``read_cpus`` each, the inputs that are not files split in ``read_parts`` shares; each actor reserves
-    ``memory`` (its models' weights twice over, and room for its batches)."""
+    """How the cluster is used: ``actors`` model actors with ``gpus`` and ``cpus`` each (one per GPU; CPU-only, one per
+    4 CPUs holding half of them), read tasks that decode with ``read_cpus`` each (the CPUs the actors leave: a node
+    always has room for one, so it cannot deadlock), the inputs that are not files split in ``read_parts`` shares;
+    each actor reserves ``memory`` (its models' weights twice over, and room for its batches)."""
 
     def __init__(self, cluster_cpus: float, cluster_gpus: float, actors: int | None, model_bytes: int):
         if cluster_gpus >= 1:
             self.actors, self.gpus, self.cpus = actors or int(cluster_gpus), 1, 1.0
-        else:  # the actors take half the CPUs; the read tasks the other half
+        else:
             self.actors = actors or max(1, int(cluster_cpus // 4))
             self.gpus, self.cpus = 0, max(0.25, cluster_cpus / 2 / self.actors)
         self.read_cpus = min(1.0, max(0.25, cluster_cpus - self.actors * self.cpus))
@@ -223,7 +224,7 @@ def start_ray(ray, address: str | None) -> bool:
 def run_pipeline(ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress):
     """Read → prepare (tasks) → score (actor pool) → write; returns the files written and the tally."""
     from .predictor import PerceptCLIPPredictor
-    from .reading import RunTally, prepared_rows
+    from .reading import RunTally, read_rows
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
@@ -233,7 +234,7 @@ def run_pipeline(ray, units, named, transforms, settings, base_model, previous, 
     if units:
         dataset = ray.data.from_items(units, override_num_blocks=len(units))
         dataset = dataset.map_batches(
-            prepared_rows,
+            read_rows,
             batch_size=1,
             num_cpus=plan.read_cpus,
             fn_kwargs=dict(

@@ -28,6 +28,7 @@ import numpy as np
 ID_COLUMNS = ("id", "path", "__key__")  # ours / read_binary_files, read_images / read_webdataset
 IMAGE_COLUMNS = ("bytes", "image", "jpg", "jpeg", "png", "webp")
 PIXELS = "pixels_"  # prepared pixels, one column per distinct test transform (:mod:`.reading`)
+READ_ERROR = "read_error"  # why :mod:`.reading` could not read an input ("" when it could)
 TEXT_COLUMNS = ("id", "label", "score_scale", "error")
 
 
@@ -69,6 +70,7 @@ class PerceptCLIPPredictor:
         )
         self.schema = result_schema(self.scorers)
         self.id_column, self.image_column = id_column, image_column
+        use_ray_cpus()
 
     def __call__(self, batch: Any):
         """A batch (a dict of columns, Ray's default; a ``pyarrow.Table`` or a ``pandas.DataFrame``) → a
@@ -88,6 +90,18 @@ class PerceptCLIPPredictor:
             results = self.scorers.iter_predictions(images, on_error="record")
         rows = [csv_row(result_row(self.scorers, id_, result)) for id_, result in zip(ids, results)]
         return pa.Table.from_pylist(rows, schema=self.schema)
+
+
+def use_ray_cpus() -> None:
+    """In a Ray actor, torch's threads are the CPUs Ray gave it (at least one)."""
+    try:
+        import ray
+        import torch
+
+        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+            torch.set_num_threads(max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    except ImportError:
+        pass
 
 
 def as_columns(batch: Any) -> dict[str, Any]:
@@ -125,15 +139,15 @@ def image_source(value: Any, column: str, id_: str) -> Any:
 
 
 def prepared_results(scorers, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """The results of a batch :mod:`.reading` prepared: ``error`` holds the reason of each unreadable image (else
-    ``""``), ``pixels_<k>`` the uint8 pixels of transform ``k`` (zeros where there is an error)."""
+    """The results of a batch :mod:`.reading` prepared: ``pixels_<k>`` holds the uint8 pixels of transform ``k``
+    (zeros where ``read_error`` says why an image could not be read)."""
     import torch
 
     from ...data.errors import DatasetFormatError
     from ...scoring.input_pipeline import PreparedBatch
     from ...scoring.scorer import batch_results
 
-    errors = [str(error) for error in batch["error"]]
+    errors = [str(error) for error in batch[READ_ERROR]]
     ok = [index for index, error in enumerate(errors) if not error]
     pixels = [torch.from_numpy(np.ascontiguousarray(batch[f"{PIXELS}{slot}"][ok])) for slot in range(count(batch))]
     failed = {index: DatasetFormatError(error) for index, error in enumerate(errors) if error}

@@ -1,7 +1,8 @@
 """The read tasks of :func:`..job.score_with_ray`: each task takes one unit of the inputs, reads it with the
 package's own readers (:mod:`perceptclip_hf.scoring.image_sources`), leaves out what the output already holds, and
 decodes and crops each image (:func:`perceptclip_hf.scoring.input_pipeline.prepare_image`) into uint8 pixels for
-the model actors, so decoding scales with the CPUs of the cluster and the actors only run the models.
+the model actors, so decoding scales with the CPUs of the cluster and the actors only run the models (measured on 2
+CPUs, this beat actors that decode their own images: benchmarks/RESULTS.md).
 
 A unit is the paths of some image files (the driver walked the folders once, as the local engine does), or one
 share of the other inputs (shards, Parquet files, ``save_to_disk`` folders, ``--hf-dataset``: ``part = (i, n)``,
@@ -19,7 +20,7 @@ import numpy as np
 import ray
 from PIL import Image
 
-from .predictor import PIXELS
+from .predictor import PIXELS, READ_ERROR
 
 FILES_PER_UNIT = 16  # (a read task's share: small enough that rows stream to the actors and the files)
 
@@ -59,17 +60,15 @@ def unit_images(content: dict[str, Any], problems: list[tuple[str, str]]) -> Ite
             problems.extend(image_set.problems)
 
 
-def prepared_rows(
+def read_rows(
     batch: dict[str, np.ndarray], *, transforms, fast_decode: bool, previous, tally, rows_per_block: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The read task (``map_batches`` over the units, one at a time): blocks of ``rows_per_block`` prepared rows —
-    ``id``, ``error`` (the reason an image cannot be read, else ``""``: a text column whatever a block holds) and
-    ``pixels_<k>`` (zeros on an error row). ``previous``: ``(done, failed)`` input keys of the output (an object
-    reference), left out and counted."""
+    """The read task (``map_batches`` over the units, one at a time): blocks of ``rows_per_block`` rows — ``id``,
+    ``read_error`` (why an image cannot be read, else ``""``) and ``pixels_<k>``, the image decoded and cropped by
+    test transform ``k`` of ``transforms`` (zeros on an error row). ``previous``: ``(done, failed)`` input keys of
+    the output (an object reference), left out and counted."""
     from ...scoring.image_sources import DUPLICATE_ID
-    from ...scoring.input_pipeline import prepare_image
     from ...scoring.score_files import input_key
-    from ...scoring.scorer import error_message
 
     done, failed = ray.get(previous) if isinstance(previous, ray.ObjectRef) else previous
     blank = [np.zeros_like(pixels.numpy()) for pixels in transforms.pixels(Image.new("RGB", (64, 64)), None)]
@@ -77,7 +76,7 @@ def prepared_rows(
         problems: list[tuple[str, str]] = []
         seen: set[str] = set()
         skipped = failed_before = 0
-        ids, errors, pixels = [], [], [[] for _ in blank]
+        rows: list[tuple[str, Any]] = []
         for id_, image in unit_images(json.loads(text), problems):
             key = input_key(id_)
             if key in seen:
@@ -88,28 +87,30 @@ def prepared_rows(
                 skipped += 1
                 failed_before += key in failed
                 continue
-            try:
-                prepared, error = (
-                    [tensor.numpy() for tensor in prepare_image(transforms, image, None, fast_decode)],
-                    "",
-                )
-            except Exception as err:  # an unreadable image is a row with its reason
-                prepared, error = blank, error_message(err)
-            ids.append(id_)
-            errors.append(error)
-            for slot, array in enumerate(prepared):
-                pixels[slot].append(array)
-            if len(ids) == rows_per_block:
-                yield block(ids, errors, pixels)
-                ids, errors, pixels = [], [], [[] for _ in blank]
-        if ids:
-            yield block(ids, errors, pixels)
+            rows.append((id_, image))
+            if len(rows) == rows_per_block:
+                yield block(rows, transforms, blank, fast_decode)
+                rows = []
+        if rows:
+            yield block(rows, transforms, blank, fast_decode)
         tally.add.remote(skipped, failed_before, problems)
 
 
-def block(ids: list[str], errors: list[str], pixels: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
-    columns = {"id": np.array(ids, dtype=object), "error": np.array(errors, dtype=object)}  # (text: "" is none)
-    columns.update({f"{PIXELS}{slot}": np.stack(arrays) for slot, arrays in enumerate(pixels)})
+def block(rows: list[tuple[str, Any]], transforms, blank: list[np.ndarray], fast_decode: bool) -> dict[str, Any]:
+    """A block of rows, each image decoded and cropped (see :func:`read_rows`)."""
+    from ...scoring.input_pipeline import prepare_image
+    from ...scoring.scorer import error_message
+
+    errors, pixels = [], []
+    for _, image in rows:
+        try:
+            pixels.append([tensor.numpy() for tensor in prepare_image(transforms, image, None, fast_decode)])
+            errors.append("")
+        except Exception as err:  # an unreadable image is a row with its reason
+            pixels.append(blank)
+            errors.append(error_message(err))
+    columns = {"id": np.array([id_ for id_, _ in rows], dtype=object), READ_ERROR: np.array(errors, dtype=object)}
+    columns.update({f"{PIXELS}{slot}": np.stack([cell[slot] for cell in pixels]) for slot in range(len(blank))})
     return columns
 
 
@@ -130,4 +131,4 @@ class RunTally:
         return self.skipped, self.failed_before, self.not_scored
 
 
-__all__ = ["RunTally", "file_units", "prepared_rows", "share_units"]
+__all__ = ["RunTally", "file_units", "read_rows", "share_units"]
