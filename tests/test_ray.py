@@ -134,6 +134,7 @@ def test_perceptclip_predict_engine_ray_resumes_retries_errors_and_refuses_what_
     result = perceptclip("predict", folder, *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"summary: {IMAGES} scored, 1 failed, 0 skipped" in result.stderr + result.stdout
+    assert f"error: {folder / 'broken.jpg'}: cannot decode image" in result.stderr  # said as the local engine does
     expected = local_rows([str(folder)], str(quality_dir), **SETTINGS)
     assert_same_rows(folder_rows(output), expected)
     assert "broken.jpg" in next(row["error"] for row in folder_rows(output) if row["error"])

@@ -95,7 +95,8 @@ def score_with_ray(
             others = [path for path in paths if input_kind(path) != "files"]
             units = file_units(files)
             if others or hf_dataset:
-                units += share_units(others, plan.read_parts, hf_dataset=hf_dataset, **tables)
+                parts = 1 if streaming else plan.read_parts  # (a stream is read once, in order)
+                units += share_units(others, parts, hf_dataset=hf_dataset, **tables)
             written, tally = run_pipeline(
                 ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress
             )
@@ -103,7 +104,9 @@ def score_with_ray(
             if started:
                 ray.shutdown()
         more_skipped, more_failed_before, not_scored = tally
-        scored, failed = rows_in(written)
+        scored, errors = rows_in(written)
+        failed = len(errors)
+        report_errors(errors, report)
         run = {
             "scored": scored,
             "failed": failed,
@@ -259,16 +262,24 @@ def run_pipeline(ray, units, named, transforms, settings, base_model, previous, 
     return written, ray.get(tally.totals.remote())
 
 
-def rows_in(files) -> tuple[int, int]:
-    """``(scored, failed)`` rows of the files."""
+def rows_in(files) -> tuple[int, list[str]]:
+    """The rows of the files scored, and the errors of the others."""
     import pyarrow.parquet as pq
 
-    scored = failed = 0
+    scored, errors = 0, []
     for path in files:
-        errors = pq.read_table(path, columns=["error"]).column("error")
-        failed += errors.length() - errors.null_count
-        scored += errors.null_count
-    return scored, failed
+        column = pq.read_table(path, columns=["error"]).column("error")
+        scored += column.null_count
+        errors += [error for error in column.to_pylist() if error is not None]
+    return scored, errors
+
+
+def report_errors(errors: list[str], report: Report, shown: int = 20) -> None:
+    """The unreadable images, as the local engine says them (the first ``shown``)."""
+    for error in errors[:shown]:
+        report(f"error: {error}")
+    if len(errors) > shown:
+        report(f"error: ... and {len(errors) - shown} more (the output's error column)")
 
 
 __all__ = ["score_with_ray"]
