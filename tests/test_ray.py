@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -129,9 +130,9 @@ def test_the_ray_engine_gives_the_local_rows_of_a_folder_shards_and_a_parquet_ta
 def test_perceptclip_predict_engine_ray_resumes_retries_errors_and_refuses_what_it_must(
     ray_cluster, inputs, quality_dir, tmp_path
 ):
-    folder, output = inputs["folder"], tmp_path / "scores"
-    common = ["--model", quality_dir, "--engine", "ray", "--output", output, "--tta", "3", "--batch-size", "4"]
-    result = perceptclip("predict", folder, *common, cwd=tmp_path)
+    folder, output = inputs["folder"], tmp_path / "new" / "scores"
+    common = ["--model", quality_dir, "--engine", "ray", "--output", f"{output}/", "--tta", "3", "--batch-size", "4"]
+    result = perceptclip("predict", folder, *common, cwd=tmp_path)  # (a folder to make, named as the README does)
     assert result.returncode == 0, result.stderr
     assert f"summary: {IMAGES} scored, 1 failed, 0 skipped" in result.stderr + result.stdout
     assert f"error: {folder / 'broken.jpg'}: cannot decode image" in result.stderr  # said as the local engine does
@@ -254,3 +255,19 @@ def test_without_ray_the_engine_is_one_line_naming_the_extra(tmp_path, monkeypat
     )
     assert_clean_failure(result, "pip install 'perceptclip-hf[ray]'")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_output_named_as_a_file_and_an_unreachable_cluster_are_one_line(tmp_path, inputs, quality_dir):
+    from perceptclip_hf.errors import ConfigurationError
+    from perceptclip_hf.integrations.ray.job import check_reachable
+
+    result = perceptclip(
+        "predict", inputs["folder"], "--model", quality_dir, "--engine", "ray", "--output", "x.csv", cwd=tmp_path
+    )
+    assert_clean_failure(result, "--output x.csv", "a folder of Parquet files", "name a folder")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    with pytest.raises(ConfigurationError, match=f"--ray-address 127.0.0.1:{port}: no Ray cluster answers there"):
+        check_reachable(f"127.0.0.1:{port}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,9 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Imag
     return image.convert("RGB")
 
 
+IN_MEMORY = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
 def open_image(source: Any, draft_scale: Callable[[tuple[int, int]], float | None] | None = None) -> Image.Image:
     """Open ``source`` (a path, bytes, a ``{"path", "bytes"}`` dict or a PIL image) as upright RGB.
 
@@ -63,7 +67,8 @@ def open_image(source: Any, draft_scale: Callable[[tuple[int, int]], float | Non
     except FileNotFoundError:
         raise DatasetFormatError(f"{name}: image file not found") from None
     except Exception as err:  # PIL raises many types for bad files
-        raise DatasetFormatError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from err
+        reason = IN_MEMORY.sub("<image bytes>", str(err))  # (not the buffer's address: the same text every run)
+        raise DatasetFormatError(f"{name}: cannot decode image ({type(err).__name__}: {reason})") from err
 
 
 def verify_image(path: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigurationError, InputError
@@ -67,14 +68,11 @@ def score_with_ray(
 
     report = report or logging.getLogger(__name__).warning
     ray = require_ray()
-    from ...scoring.image_sources import input_kind
-    from ...scoring.score_files import input_key
-    from ...scoring.score_rows import row_id
-    from .reading import file_units, share_units
-
     paths = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(path) for path in inputs]
     folder = checked_folder(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors)
-    with output_locks(output, (0, 1), report)[0]:
+    if address is not None and not ray.is_initialized():
+        check_reachable(address)
+    with output_locks(folder.path, (0, 1), report)[0]:
         named = {name: absolute(source) for name, source in named_sources(models, task).items()}
         tables = dict(split=split, streaming=streaming, image_column=image_column, id_column=id_column)
         image_sets, found = collect_inputs(paths, hf_dataset=hf_dataset, report=report, **tables)
@@ -83,50 +81,77 @@ def score_with_ray(
             others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
             raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
         settings = dict(tta=tta, seed=seed, batch_size=batch_size, dtype=dtype, fast_decode=fast_decode)
-        transforms, identity, recorded, held = model_record(named, base_model, seed, settings)
-        started = start_ray(ray, address)
-        try:
-            plan = actor_plan(ray, actors, held)
-            previous = folder.open(identity, {**recorded, **plan.record()}, report)
-            done = previous.done | previous.failed
-            files = [path for path in found.images if input_key(path) not in done]
-            skipped = len(found.images) - len(files)
-            failed_before = sum(input_key(path) in previous.failed for path in found.images)
-            others = [path for path in paths if input_kind(path) != "files"]
-            units = file_units(files)
-            if others or hf_dataset:
-                parts = 1 if streaming else plan.read_parts  # (a stream is read once, in order)
-                units += share_units(others, parts, hf_dataset=hf_dataset, **tables)
-            written, tally = run_pipeline(
-                ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress
-            )
-        finally:
-            if started:
-                ray.shutdown()
-        more_skipped, more_failed_before, not_scored = tally
-        scored, errors = rows_in(written)
-        failed = len(errors)
-        report_errors(errors, report)
-        run = {
-            "scored": scored,
-            "failed": failed,
-            "skipped": skipped + more_skipped,
-            "failed_before": failed_before + more_failed_before,
-            "not_scored": [row_id(f"{what}: {why}") for what, why in [*found.not_scored, *not_scored]],
-            "files": [path.name for path in written],
-        }
-        folder.close(run)
-        for what, why in not_scored:
+        transforms, identity, recorded, held = model_record(named, base_model, seed, settings, progress)
+        previous = folder.open(identity, recorded, report)
+        work = Work(paths, found.images, previous, hf_dataset, tables)
+        run = {"scored": 0, "failed": 0, "not_scored": [], "errors": []}
+        if work.to_read:  # (a resume with nothing left starts no Ray)
+            started = start_ray(ray, address)
+            try:
+                plan = actor_plan(ray, actors, held)
+                units = work.units(plan.read_parts)
+                written, tally = run_pipeline(
+                    ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress
+                )
+                run = {**plan.record(), **tally, **rows_in(written), "files": [path.name for path in written]}
+                folder.close(summary(run, work, found.not_scored))  # (before Ray stops: the rows are all written)
+            finally:
+                if started:
+                    ray.shutdown()
+        else:
+            folder.close(summary(run, work, found.not_scored))
+        report_errors(run["errors"], report)
+        for what, why in run["not_scored"]:
             report(f"not scored: {what}: {why}")
         return ScoringSummary(
-            scored,
-            failed,
-            run["skipped"],
-            run["failed_before"],
-            [*found.not_scored, *not_scored],
+            run["scored"],
+            run["failed"],
+            work.skipped + run.get("skipped", 0),
+            work.failed_before + run.get("failed_before", 0),
+            [*found.not_scored, *run["not_scored"]],
             os.fspath(output),
             where=os.fspath(output),
         )
+
+
+class Work:
+    """What is left to read: the image files the output does not hold (the others counted as ``skipped``,
+    ``failed_before`` of them error rows) and the inputs that are not files (read in shares: their ids are known
+    only as they are read)."""
+
+    def __init__(self, paths, images, previous, hf_dataset, tables):
+        from ...scoring.image_sources import input_kind
+        from ...scoring.score_files import input_key
+
+        keys = [input_key(path) for path in images]
+        done = previous.done | previous.failed
+        self.files = [path for path, key in zip(images, keys) if key not in done]
+        self.skipped = len(images) - len(self.files)
+        self.failed_before = sum(key in previous.failed for key in keys)
+        self.others = [path for path in paths if input_kind(path) != "files"]
+        self.hf_dataset, self.tables = hf_dataset, tables
+        self.to_read = bool(self.files or self.others or hf_dataset)
+
+    def units(self, parts: int) -> list[dict[str, str]]:
+        from .reading import file_units, share_units
+
+        units = file_units(self.files)
+        if self.others or self.hf_dataset:
+            parts = 1 if self.tables["streaming"] else parts  # (a stream is read once, in order)
+            units += share_units(self.others, parts, hf_dataset=self.hf_dataset, **self.tables)
+        return units
+
+
+def summary(run: dict[str, Any], work: Work, not_scored: list[tuple[str, str]]) -> dict[str, Any]:
+    """The run's entry in the folder's record."""
+    from ...scoring.score_rows import row_id
+
+    return {
+        **{key: value for key, value in run.items() if key != "errors"},
+        "skipped": work.skipped + run.get("skipped", 0),
+        "failed_before": work.failed_before + run.get("failed_before", 0),
+        "not_scored": [row_id(f"{what}: {why}") for what, why in [*not_scored, *run["not_scored"]]],
+    }
 
 
 def require_ray():
@@ -143,13 +168,20 @@ def require_ray():
 def checked_folder(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors):
     """The output folder, checked with the options before anything loads."""
     from ...scoring.job import check_options
+    from ...scoring.score_formats import FORMATS
     from .output_folder import OutputFolder
 
     if output is None:
         raise ConfigurationError("--engine ray writes a folder of Parquet files: pass --output FOLDER")
     mode = check_options(paths, hf_dataset, streaming, resume, overwrite, retry_errors)
+    if Path(output).suffix.lower() in FORMATS:
+        raise ConfigurationError(
+            f"--output {output}: --engine ray writes a folder of Parquet files, not a {Path(output).suffix} file; "
+            "name a folder (scores/)"
+        )
     folder = OutputFolder(output, mode, retry_errors)
     folder.check()
+    folder.path.parent.mkdir(parents=True, exist_ok=True)  # (its lock is beside it)
     return folder
 
 
@@ -158,7 +190,7 @@ def absolute(source):
     return replace(source, location=os.path.abspath(source.location)) if os.path.exists(source.location) else source
 
 
-def model_record(named, base_model, seed, settings) -> tuple[Any, dict[str, Any], dict[str, Any], int]:
+def model_record(named, base_model, seed, settings, progress: bool) -> tuple[Any, dict[str, Any], dict[str, Any], int]:
     """The models loaded once on the driver, on CPU: their test transforms (for the read tasks), what must match to
     continue the folder, what is only noted, and the bytes their weights hold. They are let go before the actors
     load their own."""
@@ -166,6 +198,10 @@ def model_record(named, base_model, seed, settings) -> tuple[Any, dict[str, Any]
     from ...scoring.model_set import ScorerSet
     from ...scoring.score_rows import result_columns
 
+    if progress:  # Ray's are the bars: transformers' weight-loading bars are turned off
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     scorers = ScorerSet.from_pretrained(
         named,
         load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
@@ -224,8 +260,26 @@ def start_ray(ray, address: str | None) -> bool:
     return True
 
 
+def check_reachable(address: str, seconds: float = 5.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address answers within ``seconds``: Ray itself retries an address
+    that does not for minutes."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local": Ray's own
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as err:
+        raise ConfigurationError(
+            f"--ray-address {address}: no Ray cluster answers there ({err.strerror or type(err).__name__}); start "
+            "one (ray start --head), or leave --ray-address out to start one here"
+        ) from None
+
+
 def run_pipeline(ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress):
     """Read → prepare (tasks) → score (actor pool) → write; returns the files written and the tally."""
+    from .output_folder import file_names
     from .predictor import PerceptCLIPPredictor
     from .reading import RunTally, read_rows
 
@@ -257,27 +311,28 @@ def run_pipeline(ray, units, named, transforms, settings, base_model, previous, 
             memory=plan.memory,  # (a resource the read tasks do not ask for: Ray keeps them out of the actors)
             fn_constructor_kwargs=dict(models=named, base_model=base_model, device=None, **settings),
         )
-        dataset.write_parquet(str(folder.path), min_rows_per_file=rows_per_file)
+        dataset.write_parquet(str(folder.path), min_rows_per_file=rows_per_file, filename_provider=file_names())
     written = [path for path in folder.files() if path not in before]
-    return written, ray.get(tally.totals.remote())
+    skipped, failed_before, not_scored = ray.get(tally.totals.remote())
+    return written, {"skipped": skipped, "failed_before": failed_before, "not_scored": not_scored}
 
 
-def rows_in(files) -> tuple[int, list[str]]:
-    """The rows of the files scored, and the errors of the others."""
+def rows_in(files) -> dict[str, Any]:
+    """The rows of the files: how many were scored and failed, and each failed one's ``(id, error)``."""
     import pyarrow.parquet as pq
 
     scored, errors = 0, []
     for path in files:
-        column = pq.read_table(path, columns=["error"]).column("error")
-        scored += column.null_count
-        errors += [error for error in column.to_pylist() if error is not None]
-    return scored, errors
+        table = pq.read_table(path, columns=["id", "error"])
+        scored += table.column("error").null_count
+        errors += [(id_, error) for id_, error in zip(*table.to_pydict().values()) if error is not None]
+    return {"scored": scored, "failed": len(errors), "errors": errors}
 
 
-def report_errors(errors: list[str], report: Report, shown: int = 20) -> None:
-    """The unreadable images, as the local engine says them (the first ``shown``)."""
-    for error in errors[:shown]:
-        report(f"error: {error}")
+def report_errors(errors: list[tuple[str, str]], report: Report, shown: int = 20) -> None:
+    """The unreadable images, said as the local engine says them (the first ``shown``)."""
+    for id_, error in errors[:shown]:
+        report(f"error: {error}" if id_ in error else f"error: {id_}: {error}")
     if len(errors) > shown:
         report(f"error: ... and {len(errors) - shown} more (the output's error column)")
 

@@ -23,6 +23,7 @@ from ...scoring.score_files import WRITER, Previous, input_key, write_atomically
 from ...scoring.score_rows import id_name
 
 RECORD = "_perceptclip.json"
+FILE_PREFIX = "scores-"  # the files this command writes (others in the folder are never touched)
 ENGINE = "ray"
 
 
@@ -40,8 +41,8 @@ class OutputFolder:
         return self.path / RECORD
 
     def files(self) -> list[Path]:
-        """The Parquet files the folder holds, by name."""
-        return sorted(self.path.glob("*.parquet")) if self.path.is_dir() else []
+        """The Parquet files this command wrote in the folder (named by :func:`file_names`), by name."""
+        return sorted(self.path.glob(f"{FILE_PREFIX}*.parquet")) if self.path.is_dir() else []
 
     def record(self) -> dict[str, Any] | None:
         try:
@@ -60,7 +61,7 @@ class OutputFolder:
             if self.path.is_dir()
             else []
         )
-        if not names:
+        if not names or (names == [RECORD] and not self.files()):  # (nothing scored: a run that could not start)
             return
         if self.mode == "new":
             raise OutputError(
@@ -137,6 +138,17 @@ class OutputFolder:
     def close(self, summary: dict[str, Any]) -> None:
         """Record the run's summary."""
         self.write_record({"completed": True, **summary, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def file_names():
+    """Ray's ``write_parquet`` names for this command's files: ``scores-<write id>_<task>.parquet``."""
+    from ray.data.datasource import FilenameProvider
+
+    class ScoreFileNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"{FILE_PREFIX}{write_uuid}_{task_index:06}.parquet"
+
+    return ScoreFileNames(file_format="parquet")
 
 
 __all__ = ["ENGINE", "RECORD", "OutputFolder"]

@@ -11,7 +11,8 @@
 Batches are read as Ray's readers give them: ``read_binary_files(..., include_paths=True)`` (``bytes``, ``path``),
 ``read_images(..., include_paths=True)`` (``image`` arrays, ``path``), ``read_parquet`` (an image column of bytes or
 ``datasets`` Image structs; ``id_column`` names the rows) and ``read_webdataset`` (``__key__`` and a ``jpg`` /
-``jpeg`` / ``png`` / ``webp`` entry, decoded or raw). The rows hold exactly the columns ``perceptclip predict`` writes
+``jpeg`` / ``png`` / ``webp`` entry, decoded or raw; Ray's own decoders fail the job on an unreadable image, raw
+bytes become an error row). The rows hold exactly the columns ``perceptclip predict`` writes
 (:func:`perceptclip_hf.scoring.score_rows.result_columns`: ``id`` first; one model's unprefixed, several prefixed with
 their names; ``error``), with one Arrow type each; an image that cannot be read is a row with its ``error``. Decoding
 and the test crops are the package's own (:mod:`perceptclip_hf.preprocessing`), so the scores are the local engine's.
