@@ -91,7 +91,8 @@ def test_three_models_in_one_pass_equal_three_separate_runs(three_models, photos
         *arguments,
         cwd=tmp_path,
     )
-    assert_clean_failure(other, str(output), "another model or settings")
+    line = assert_clean_failure(other, str(output), "another model or settings")
+    assert "models quality, memorability, emotion → quality, emotion" in line and len(line) < 300  # names, no dump
 
 
 def test_one_pass_in_python_shares_the_base_and_keeps_saved_models(three_models):

@@ -111,15 +111,7 @@ class ScoreFile:
             )
 
     def _check_identity(self) -> None:
-        record = read_record(self.path) or {}
-        differences = [
-            f"{key} {record.get(key)!r} → {value!r}" for key, value in self.identity.items() if record.get(key) != value
-        ]
-        if differences:
-            raise OutputError(
-                f"--resume {self.path}: it was written with another model or settings "
-                f"({'; '.join(differences)}); use the same ones, or another --output"
-            )
+        check_same_identity(read_record(self.path) or {}, self.identity, self.path)
 
     def open(self) -> Previous:
         """Check, read what a previous run left (resume), then open for appending; returns the previous rows."""
@@ -291,6 +283,39 @@ class ScoreFile:
         record = {**self.identity, "file": self.path.name, "runs": runs}
         text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
         write_atomically(meta_path(self.path), lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def check_same_identity(recorded: dict[str, Any], identity: dict[str, Any], output) -> None:
+    """Refuse to continue ``output`` unless this run's identity is the one recorded (one line naming what differs)."""
+    differences = identity_differences(recorded, identity)
+    if differences:
+        raise OutputError(
+            f"--resume {output}: it was written with another model or settings ({'; '.join(differences)}); use the "
+            "same ones, or another --output"
+        )
+
+
+def identity_differences(recorded: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """What differs, one phrase each: ``key old → new``; with several models, per model by name (``emotion:
+    settings ... → ...``), or the names when the set of models differs (their columns follow from them)."""
+    old_models, new_models = recorded.get("models"), identity.get("models")
+    if isinstance(old_models, dict) or isinstance(new_models, dict):
+        if not (isinstance(old_models, dict) and isinstance(new_models, dict)) or set(old_models) != set(new_models):
+            return [f"models {model_names(old_models)} → {model_names(new_models)}"]
+    differences = []
+    for key, value in identity.items():
+        if recorded.get(key) == value:
+            continue
+        if key == "models":
+            for name in value:
+                differences += [f"{name}: {phrase}" for phrase in identity_differences(old_models[name], value[name])]
+        elif key != "columns" or "models" not in identity:
+            differences.append(f"{key} {recorded.get(key)!r} → {value!r}")
+    return differences
+
+
+def model_names(models: Any) -> str:
+    return ", ".join(models) if isinstance(models, dict) else "(one model)"
 
 
 def write_atomically(target: Path, write: Callable[[Path], object]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ...errors import OutputError
 from ...output_safety import check_writable_folder
-from ...scoring.score_files import WRITER, Previous, input_key, write_atomically
+from ...scoring.score_files import WRITER, Previous, check_same_identity, input_key, write_atomically
 from ...scoring.score_rows import id_name
 
 RECORD = "_perceptclip.json"
@@ -82,16 +82,7 @@ class OutputFolder:
         record = self.record()
         previous = Previous()
         if record is not None and self.mode == "resume":
-            differences = [
-                f"{key} {record.get(key)!r} → {value!r}"
-                for key, value in self.identity.items()
-                if record.get(key) != value
-            ]
-            if differences:
-                raise OutputError(
-                    f"--resume {self.path}: it was written with another model or settings ({'; '.join(differences)}); "
-                    "use the same ones, or another --output"
-                )
+            check_same_identity(record, self.identity, self.path)
             previous = self.read_previous(report)
         elif record is not None:  # --overwrite: ours (checked)
             for path in self.files():
