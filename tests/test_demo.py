@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from perceptclip_hf.scoring.scorer import PerceptScorer
-from tests.helpers.cli import assert_clean_failure, perceptclip
+from tests.helpers.cli import assert_clean_failure, free_port, perceptclip
 from tests.helpers.models import random_image
 from tests.helpers.paths import REPO_ROOT
 
@@ -36,12 +36,6 @@ SERVER_ENV = {
 }
 STARTUP_S = 240  # importing torch + gradio and loading the models, on a busy 2-core machine
 DIGITS = 4  # decimals the page shows
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:

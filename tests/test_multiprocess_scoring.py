@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import TWO_CPU_PROCESSES, perceptclip, read_rows
+from tests.helpers.cli import perceptclip, read_rows, two_cpu_processes
 from tests.helpers.datasets import add_member
 from tests.helpers.paths import AGIQA_DIR
 
 COUNT, SHARDS = 200, 4
-LAUNCH = ["-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES, "-m", "perceptclip_hf.cli", "predict"]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +41,10 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 
 def launch(*arguments, cwd: Path, **popen) -> subprocess.Popen:
-    environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
+    environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "accelerate.commands.launch", *two_cpu_processes(), "-m", "perceptclip_hf.cli", "predict"]
     return subprocess.Popen(
-        [sys.executable, *LAUNCH, *map(str, arguments)],
+        [sys.executable, *launcher, *map(str, arguments)],
         cwd=cwd,
         env=environment,
         stdout=subprocess.PIPE,
@@ -52,14 +52,6 @@ def launch(*arguments, cwd: Path, **popen) -> subprocess.Popen:
         text=True,
         **popen,
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def descendants(pid: int) -> list[int]:

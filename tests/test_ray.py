@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.cli import assert_clean_failure, perceptclip, perceptclip_command
+from tests.helpers.cli import assert_clean_failure, free_port, perceptclip, perceptclip_command
 from tests.helpers.datasets import add_member
 from tests.helpers.paths import AGIQA_DIR
 
@@ -265,9 +264,6 @@ def test_an_output_named_as_a_file_and_an_unreachable_cluster_are_one_line(tmp_p
         "predict", inputs["folder"], "--model", quality_dir, "--engine", "ray", "--output", "x.csv", cwd=tmp_path
     )
     assert_clean_failure(result, "--output x.csv", "a folder of Parquet files", "name a folder")
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there now
+    port = free_port()  # nothing listens there
     with pytest.raises(ConfigurationError, match=f"--ray-address 127.0.0.1:{port}: no Ray cluster answers there"):
         check_reachable(f"127.0.0.1:{port}")

@@ -17,7 +17,7 @@ from perceptclip_hf.training.experiment import validate_arguments
 from perceptclip_hf.training.recipe import DataArguments, ModelArguments, load_config, parse_args
 from perceptclip_hf.training.task import build_model, resolve_task
 from perceptclip_hf.training.trainer import prepare_splits, stage2_heads, train_one, training_arguments
-from tests.helpers.cli import TWO_CPU_PROCESSES, perceptclip, run_python, tiny_recipe, train_command
+from tests.helpers.cli import perceptclip, run_python, tiny_recipe, train_command, two_cpu_processes
 from tests.helpers.datasets import make_koniq
 from tests.helpers.models import BLOCK_PACKAGE, accumulating_arguments
 from tests.helpers.paths import QUICKSTART, REPO_ROOT
@@ -210,7 +210,7 @@ def test_two_cpu_processes_reach_the_metrics_of_one(tmp_path, synthetic_dir):
     launch = [
         "accelerate",
         "launch",
-        *TWO_CPU_PROCESSES,
+        *two_cpu_processes(),
         str(REPO_ROOT / "train.py"),
         "--config",
         str(config),

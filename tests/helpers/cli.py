@@ -111,6 +111,21 @@ TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1
 TWO_CPU_PROCESSES += ["--dynamo_backend", "no"]
 
 
+def two_cpu_processes() -> list[str]:
+    """`TWO_CPU_PROCESSES` on a port of their own: accelerate's default (29500) is shared by every launch, and two
+    launches from the two pytest-xdist workers at once collided on it (EADDRINUSE; MASTER_PORT is not read)."""
+    return [*TWO_CPU_PROCESSES, "--main_process_port", str(free_port())]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def train_command(config: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "train.py"), "--config", str(config), *extra]
 
