@@ -53,6 +53,10 @@ class Previous:
     rows: int = 0
     partial_line: bool = False
 
+    def add(self, id_: str, error: str | None) -> None:
+        """A row the output holds: its id (as a row holds it) among the failed inputs or the done ones."""
+        (self.failed if error else self.done).add(input_key(id_name(id_)))
+
 
 class ScoreFile:
     """A score file of one format (a subclass: :mod:`.score_formats`) opened for writing: ``mode`` is ``"new"`` (the
@@ -186,7 +190,7 @@ class ScoreFile:
         rows, partial_line = self._load_rows()
         previous = Previous(partial_line=partial_line)
         for row in rows:
-            (previous.failed if row.get("error") else previous.done).add(input_key(id_name(row["id"])))
+            previous.add(row["id"], row.get("error"))
         previous.rows = len(rows)
         if not (self.retry_errors and previous.failed):
             return previous, None

@@ -84,30 +84,29 @@ def score_with_ray(
         transforms, identity, recorded, held = model_record(named, base_model, seed, settings, progress)
         previous = folder.open(identity, recorded, report)
         work = Work(paths, found.images, previous, hf_dataset, tables)
-        run = {"scored": 0, "failed": 0, "not_scored": [], "errors": []}
-        if work.to_read:  # (a resume with nothing left starts no Ray)
-            started = start_ray(ray, address)
-            try:
+        run = {"scored": 0, "failed": 0, "skipped": 0, "failed_before": 0, "not_scored": [], "errors": []}
+        started = work.to_read and start_ray(ray, address)  # (a resume with nothing left starts no Ray)
+        try:
+            if work.to_read:
                 plan = actor_plan(ray, actors, held)
                 units = work.units(plan.read_parts)
                 written, tally = run_pipeline(
                     ray, units, named, transforms, settings, base_model, previous, plan, folder, rows_per_file, progress
                 )
                 run = {**plan.record(), **tally, **rows_in(written), "files": [path.name for path in written]}
-                folder.close(summary(run, work, found.not_scored))  # (before Ray stops: the rows are all written)
-            finally:
-                if started:
-                    ray.shutdown()
-        else:
-            folder.close(summary(run, work, found.not_scored))
+            entry = summary(run, work, found.not_scored)
+            folder.close(entry)  # (before Ray stops: the rows are all written)
+        finally:
+            if started:
+                ray.shutdown()
         report_errors(run["errors"], report)
         for what, why in run["not_scored"]:
             report(f"not scored: {what}: {why}")
         return ScoringSummary(
-            run["scored"],
-            run["failed"],
-            work.skipped + run.get("skipped", 0),
-            work.failed_before + run.get("failed_before", 0),
+            entry["scored"],
+            entry["failed"],
+            entry["skipped"],
+            entry["failed_before"],
             [*found.not_scored, *run["not_scored"]],
             os.fspath(output),
             where=os.fspath(output),
@@ -148,8 +147,8 @@ def summary(run: dict[str, Any], work: Work, not_scored: list[tuple[str, str]]) 
 
     return {
         **{key: value for key, value in run.items() if key != "errors"},
-        "skipped": work.skipped + run.get("skipped", 0),
-        "failed_before": work.failed_before + run.get("failed_before", 0),
+        "skipped": work.skipped + run["skipped"],
+        "failed_before": work.failed_before + run["failed_before"],
         "not_scored": [row_id(f"{what}: {why}") for what, why in [*not_scored, *run["not_scored"]]],
     }
 

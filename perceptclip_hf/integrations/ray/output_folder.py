@@ -19,8 +19,7 @@ from typing import Any
 
 from ...errors import OutputError
 from ...output_safety import check_writable_folder
-from ...scoring.score_files import WRITER, Previous, check_same_identity, input_key, write_atomically
-from ...scoring.score_rows import id_name
+from ...scoring.score_files import WRITER, Previous, check_same_identity, write_atomically
 
 RECORD = "_perceptclip.json"
 FILE_PREFIX = "scores-"  # the files this command writes (others in the folder are never touched)
@@ -68,7 +67,8 @@ class OutputFolder:
                 f"--output {self.path} is not empty (it holds {', '.join(names[:3])}); pass --resume to continue a "
                 "run of --engine ray, --overwrite to replace it, or choose a new folder"
             )
-        if self.record() is None or self.record().get("engine") != ENGINE:
+        record = self.record()
+        if record is None or record.get("engine") != ENGINE:
             raise OutputError(
                 f"--output {self.path}: not written by {WRITER} --engine ray (no {RECORD} in it); it is left "
                 "untouched: choose another --output"
@@ -116,7 +116,7 @@ class OutputFolder:
                 write_atomically(path, lambda temporary, kept=kept: pq.write_table(kept, temporary))
                 table = kept.select(["id", "error"])
             for id_, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist()):
-                (previous.failed if error else previous.done).add(input_key(id_name(id_)))
+                previous.add(id_, error)
             previous.rows += table.num_rows
         return previous
 
