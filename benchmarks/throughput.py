@@ -35,7 +35,8 @@ from PIL import Image
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.geometry import center_crop, random_crop_box
 from perceptclip_hf.preprocessing import to_normalized_tensor, transform_kwargs
-from perceptclip_hf.scoring.scorer import PerceptScorer, resolve_dtype
+from perceptclip_hf.scoring.devices import resolve_dtype
+from perceptclip_hf.scoring.scorer import PerceptScorer
 
 # CLIP vision towers (all at 224 px). "tiny" measures the pipeline overhead more than the model.
 # fmt: off
@@ -97,10 +98,10 @@ def median_seconds(fn, repeats: int, warmup: int, device: torch.device) -> float
 
 
 # ----------------------------------------------------------------------------- training
-def make_train_step(model, batch_size: int, device: torch.device, dtype: torch.dtype):
+def make_train_step(model, batch_size: int, device: torch.device, dtype: torch.dtype, image_size: int = IMAGE_SIZE):
     """One optimiser step (forward with PLCC loss, backward, AdamW) on a fixed random batch, as the Trainer does."""
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).to(device)
+    pixels = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
     labels = torch.rand(batch_size, generator=generator).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()

@@ -27,21 +27,23 @@ LAYERS = (
     ("training",),
     ("demo",),
     ("evaluation",),
+    ("export",),
     ("explain",),
     ("scoring",),
     ("hub",),
+    ("backends",),
     ("reports",),
     ("tasks",),
     ("preprocessing",),
     ("data",),
     ("output_lock",),
-    ("run_layout", "output_safety"),
+    ("run_layout", "output_safety", "cache_folders"),
     ("metrics", "geometry"),
     ("errors",),
     ("modeling",),
 )
-JOBS = ("integrations", "training", "demo", "evaluation", "explain", "scoring", "hub")
-SERVING = ("integrations", "demo", "evaluation", "explain", "scoring", "hub")
+JOBS = ("integrations", "training", "demo", "evaluation", "export", "explain", "scoring", "hub")
+SERVING = ("integrations", "demo", "evaluation", "export", "explain", "scoring", "hub")
 PICTURE = REPO_ROOT / "docs" / "images" / "dependencies.png"
 DOCUMENT = REPO_ROOT / "docs" / "architecture.md"
 TABLE_MARKERS = ("<!-- dependencies: begin (scripts/dependencies.py) -->", "<!-- dependencies: end -->")

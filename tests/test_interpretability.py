@@ -32,10 +32,12 @@ from perceptclip_hf.preprocessing import center_view_transform
 from perceptclip_hf.scoring.scorer import merge_lora_weights
 from tests.helpers.models import (
     TINY_HEAD,
+    TINY_RESNET,
     TINY_VIT,
     hooked_masked_logits,
     random_image,
     randomize_lora,
+    resnet_model,
     tiny_clip_config,
     trained_like,
 )
@@ -174,21 +176,6 @@ def test_without_a_base_no_difference_maps_are_written(model, pixels, tmp_path):
 
 
 # ----- Grad-CAM on a convolutional backbone ------------------------------------------------------------------------
-
-TINY_RESNET = dict(
-    model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", image_size=64
-)
-
-
-def resnet_model(task: str = "quality", seed: int = 0):
-    """A tiny ResNet-backbone model, fully fine-tuned (no LoRA), with an O(1)-output head."""
-    torch.manual_seed(seed)
-    model = create_model(PerceptCLIPConfig(vision_config=TINY_RESNET, adaptation="full", task=task, **TINY_HEAD))
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in model.heads.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    return model.eval()
 
 
 def reference_grad_cam(model, image: torch.Tensor) -> torch.Tensor:

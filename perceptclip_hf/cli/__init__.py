@@ -1,11 +1,12 @@
-"""The ``perceptclip`` command, one subcommand a module: predict, evaluate, explain, demo, train, push, list. Each
-module has ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int`` (``PASSTHROUGH``
+"""The ``perceptclip`` command, one subcommand a module: predict, evaluate, explain, export, demo, train, push, list.
+Each module has ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int`` (``PASSTHROUGH``
 modules parse their own arguments: ``args.argv``).
 
     perceptclip predict photos/ extra/*.png --model ./perceptclip-koniq --output scores.csv
     perceptclip predict photos/ --model ./perceptclip-koniq --output scores.csv --resume
     perceptclip evaluate --model ./perceptclip-koniq --dataset koniq10k --data-dir /data/koniq --split-index 0
     perceptclip explain face.jpg --model ./perceptclip-emotions --out explain/ --top-k 4
+    perceptclip export quality-onnx/ --model ./perceptclip-koniq --format onnx --precision int8
     perceptclip demo --model ./perceptclip-koniq --model emotion --port 7860       # web page + gradio_client /score
     perceptclip train --config configs/koniq10k.yaml --data_dir /data/koniq10k      # = python train.py ...
     perceptclip push --run-dir outputs/koniq --repo-id me/perceptclip-koniq         # = python push_to_hub.py ...
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DEBUG_ENV, run_command
-from . import demo, evaluate, explain, listing, predict, push, train
+from . import demo, evaluate, explain, export, listing, predict, push, train
 from .common import PROG, UsageError, load_plugins
 
-SUBCOMMANDS = (predict, evaluate, explain, demo, train, push, listing)
+SUBCOMMANDS = (predict, evaluate, explain, export, demo, train, push, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,8 +36,12 @@ def load_plugins(modules: Sequence[str] = ()) -> None:
             raise UsageError(f"--plugin {module}: {err}; put the module on PYTHONPATH (or install it)") from None
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16, several: bool = False) -> None:
-    """--model (repeatable with ``several``), --base-model, --task, --device, --dtype, --batch-size."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, batch_size: int | None = 16, several: bool = False, backends: bool = False
+) -> None:
+    """--model (repeatable with ``several``), --base-model, --task, --device, --dtype, --batch-size; with
+    ``backends``, --backend (and --dtype int8)."""
+    from ..backends.runtimes import CHOICES, PRECISIONS
     from ..hub.source import OFFICIAL_REPOS
 
     parser.add_argument(
@@ -74,12 +78,36 @@ def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16, s
     )
     parser.add_argument(
         "--dtype",
-        choices=("bf16", "fp16", "fp32"),
+        choices=("bf16", "fp16", "fp32", "int8") if backends else ("bf16", "fp16", "fp32"),
         default=None,
-        help="compute precision (default: bf16 autocast on GPU, fp32 on CPU)",
+        help="compute precision, the same on every backend (default: bf16 autocast on GPU, fp32 on CPU)"
+        + (
+            "; "
+            + "; ".join(f"{backend}: {', '.join(precisions)}" for backend, precisions in PRECISIONS.items())
+            + " (int8: int8 weights)"
+            if backends
+            else ""
+        ),
     )
+    if backends:
+        parser.add_argument(
+            "--backend",
+            choices=CHOICES,
+            default="torch",
+            help="where the forward pass runs: torch (default), or on the CPU the model exported with LoRA "
+            "merged, for onnxruntime or openvino (extras [onnx], [openvino]): the export a `perceptclip export` "
+            "folder holds, else one made once and cached; auto: the fastest backend and precision that agrees "
+            "with fp32 on this machine (measured the first time a model runs here, then cached; with --dtype, "
+            "among that precision's), printed; recorded with the output (--resume keeps it)",
+        )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=batch_size, help=f"images per forward pass (default: {batch_size})"
+        "--batch-size",
+        type=positive_int,
+        default=batch_size,
+        help=f"images per forward pass (default: {batch_size})"
+        if batch_size
+        else "images per forward pass (default: 16 on the CPU; on a GPU 16 per 10 GiB of its memory, at most 128; "
+        "--engine ray: 16)",
     )
 
 
@@ -179,7 +207,7 @@ def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
     transformers weight-loading bars are turned off (ours are tqdm)."""
     from transformers.utils import logging as transformers_logging
 
-    from ..scoring.scorer import check_device
+    from ..scoring.devices import check_device
 
     transformers_logging.disable_progress_bar()
     check_device(args.device)

@@ -34,7 +34,7 @@ def add_arguments(parser) -> None:
         help="image files, folders or glob patterns; WebDataset shards (.tar, .tar.gz, brace patterns like "
         "shards/{000000..000099}.tar); Parquet files (.parquet, globs); save_to_disk folders",
     )
-    add_model_arguments(parser, several=True)
+    add_model_arguments(parser, batch_size=None, several=True, backends=True)
     add_tta_arguments(parser)
     add_input_arguments(parser)
     tables = parser.add_argument_group("datasets (Parquet files, save_to_disk folders, --hf-dataset)")
@@ -82,7 +82,8 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigurationError
 
-    names = ("resume", "retry_errors", "overwrite", "batch_size", "tta", "seed", "device", "dtype", "fast_decode")
+    names = ("resume", "retry_errors", "overwrite", "batch_size", "tta", "seed", "device", "dtype", "backend")
+    names += ("fast_decode",)
     names += ("base_model", "task", "hf_dataset", "split", "streaming", "image_column", "id_column")
     settings = dict(zip(names, attrgetter(*names)(args)))
     if args.engine == "ray":

@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         help="also write adapter/, a standard peft LoRA adapter of the backbone (+~9 MB for ViT-L/14)",
     )
     parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also add the model exported for ONNX Runtime (LoRA merged; onnx/model.onnx, and "
+        "onnx/model_quantized.onnx when int8 passes the agreement gate), validated as `perceptclip export` does",
+    )
+    parser.add_argument(
         "--space",
         metavar="DIR",
         type=Path,
@@ -92,9 +98,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                 "one of the arguments --run-dir --model-dir --from-official is required (or --space DIR "
                 "alone, for a model already on the Hub)"
             )
-        if args.dry_run or args.peft_adapter or args.private or args.revision:
+        if args.dry_run or args.peft_adapter or args.private or args.revision or args.onnx:
             parser.error(
-                "--dry-run, --peft-adapter, --private and --revision publish a model: add --run-dir, "
+                "--dry-run, --peft-adapter, --onnx, --private and --revision publish a model: add --run-dir, "
                 "--model-dir or --from-official (--space alone only writes the Space folder)"
             )
     if args.space_requirement and not args.space:
@@ -110,7 +116,18 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 
 def write_folder(args: argparse.Namespace, folder: Path) -> Path:
-    """Write the repo folder the arguments describe."""
+    """Write the repo folder the arguments describe (with ``--onnx``, its ONNX export added)."""
+    folder = write_model_folder(args, folder)
+    if args.onnx:
+        from ..export.job import export_into_repo
+
+        for name, (precision, agreement) in export_into_repo(folder, report=print).files.items():
+            print(f"{folder / name}: {precision}; against PyTorch fp32, {agreement.text()}")
+    return folder
+
+
+def write_model_folder(args: argparse.Namespace, folder: Path) -> Path:
+    """The model's repo folder (config, weights, remote code, card, processor; a peft adapter)."""
     from ..errors import loading_model
     from ..hub.official import convert_official
     from ..hub.repo import build_repo_folder

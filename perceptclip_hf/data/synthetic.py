@@ -91,6 +91,21 @@ def quality_score(distortion: str | None, level: int) -> float:
     return round(5.0 - 4.0 * (level / max(LEVELS)) * DISTORTIONS[distortion][1], 4)
 
 
+def procedural_images(count: int = 32, size: int = 256, seed: int = 0) -> list[Image.Image]:
+    """``count`` procedural scenes, each pristine or with one distortion at a level (a spread of qualities), for when
+    no real images are at hand (e.g. the calibration set of ``perceptclip export``)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        scene = draw_scene(rng, size)
+        names = list(DISTORTIONS)
+        if index % (len(names) + 1):
+            function = DISTORTIONS[names[index % (len(names) + 1) - 1]][0]
+            scene = function(scene, LEVELS[index % len(LEVELS)], rng)
+        images.append(scene.convert("RGB"))
+    return images
+
+
 def generate_synthetic_iqa(out_dir: str | Path, num_scenes: int = 60, image_size: int = 64, seed: int = 0) -> Path:
     """Write the images and `labels.csv` (`path,score,group,distortion,level`) once; returns the csv path.
 

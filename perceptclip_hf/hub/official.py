@@ -19,12 +19,12 @@ import logging
 import os
 import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cache_folders import build_once, cache_root
 from ..errors import ModelLoadError, is_offline_error
 from .source import OFFICIAL_BASE_MODEL, OFFICIAL_TASKS, ModelSource, checkpoint_files, is_hub_model_id
 
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 # Memorability and emotion use `Resize(224)` + `CenterCrop(224)`, their task's own test transform.
 OFFICIAL_PREPROCESSING = {"quality": {"test_resize_size": [512, 384]}}
 CACHE_DIR_NAME = "perceptclip-official"
-TMP_PREFIX = ".tmp-"
 # Official key prefix → ours (the head's `mlp.fcN` are renamed by number).
 OFFICIAL_KEY_PREFIXES = (
     ("model.base_model.model.", "backbone.vision_model."),
@@ -227,9 +226,7 @@ def cached_snapshot(repo_id: str, revision: str | None) -> tuple[str | None, lis
 
 
 def official_cache_root() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE) / CACHE_DIR_NAME
+    return cache_root(CACHE_DIR_NAME)
 
 
 def official_model_dir(
@@ -266,31 +263,9 @@ def official_model_dir(
 
 def convert_into_cache(path: str, folder: Path, task: str | None, base_model: str, origin: str) -> Path:
     """Convert into a temporary sibling of `folder`, then rename it: a killed conversion leaves no `folder`."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(folder.parent)
     logger.warning("Converting the official checkpoint %s once into %s", origin, folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=folder.parent))
-    try:
-        convert_official(path, tmp, task, base_model=base_model, origin=origin)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished first: keep its copy
-            if not (folder / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def remove_stale_temporaries(root: Path) -> None:
-    """Delete the temporary folders of conversions whose process is gone (killed)."""
-    for tmp in root.glob(f"{TMP_PREFIX}*"):
-        try:
-            os.kill(int(tmp.name[len(TMP_PREFIX) :].split("-")[0]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError):
-            continue
+    build = partial(convert_official, path, task=task, base_model=base_model, origin=origin)  # build(tmp)
+    return build_once(folder, build, done="config.json")
 
 
 def convert_official(

@@ -68,11 +68,12 @@ def score(
     retry_errors: bool = False,
     overwrite: bool = False,
     num_workers: int | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     tta: int | None = None,
     seed: int = 0,
     device: str | None = None,
     dtype: str | None = None,
+    backend: str = "torch",
     fast_decode: bool = False,
     base_model: str | None = None,
     task: str | None = None,
@@ -92,7 +93,8 @@ def score(
     rows); ``overwrite`` replaces one this function wrote. Under ``accelerate launch`` / ``torchrun`` each process
     scores its share into a part file and the main one merges them (its summary holds the totals).
 
-    The other settings are :class:`.scorer.PerceptScorer`'s; ``base_model``: a local copy of the base backbone;
+    The other settings are :class:`.scorer.PerceptScorer`'s (``backend``: torch, or onnxruntime / openvino on
+    the CPU); ``base_model``: a local copy of the base backbone;
     ``task``: an official one-output ``.pth``'s. ``report`` receives the messages for the user (unreadable images,
     what is not scored; default: this module's logger), ``progress`` shows a progress bar on stderr."""
     from .distributed import local_device, merge_part_files, open_part, process_part
@@ -120,15 +122,20 @@ def score(
         if not several and all(image_set.length == 0 for image_set in image_sets):
             others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
             raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
-        from .model_set import ScorerSet  # torch: only once the arguments are known to be good
-        from .scorer import check_device
+        import torch
 
+        from ..backends.runtimes import check_backend
+        from .devices import check_device, precision_name, resolve_dtype
+        from .model_set import ScorerSet  # torch: only once the arguments are known to be good
+
+        check_backend(backend, precision_name(resolve_dtype(dtype, torch.device("cpu"))), device)
         check_device(device)
         if progress:  # ours is the bar: transformers' weight-loading bars are turned off
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()
-        settings = dict(dtype=dtype, tta=tta, seed=seed, batch_size=batch_size, num_workers=num_workers)
+        settings = dict(dtype=dtype, backend=backend, tta=tta, seed=seed, batch_size=batch_size)
+        settings["num_workers"] = num_workers
         scorers = ScorerSet.from_pretrained(
             named,
             load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
@@ -148,7 +155,8 @@ def score(
             previous = sink.open()
         tally = Tally(not_scored=list(found.not_scored) if main else [])
         description = f"predict {part[0]}/{part[1]}" if several else "predict"
-        write_rows(scorers, image_sets, sink, previous, tally, batch_size, report, description if progress else None)
+        rows_at_once = scorers.engine.batch_size
+        write_rows(scorers, image_sets, sink, previous, tally, rows_at_once, report, description if progress else None)
         if several:
             tally = merge_part_files(target, part)
         return ScoringSummary(
@@ -238,6 +246,7 @@ def job_record(scorers, named, seed) -> tuple[dict[str, Any], dict[str, Any]]:
         for name, source in named.items()
     }
     merged = {name: scorer.lora_merged for name, scorer in scorers.scorers.items()}
+    chosen = {name: scorer.choice.text() for name, scorer in scorers.scorers.items() if scorer.choice}
     recorded = {
         "device": str(scorers.engine.device),
         "dtype": str(scorers.dtype).replace("torch.", ""),
@@ -249,14 +258,20 @@ def job_record(scorers, named, seed) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(identities) == 1:  # one model: the record of a single-model file
         identity = next(iter(identities.values()))
         recorded.update(model=next(iter(sources.values())), lora_merged=next(iter(merged.values())))
+        recorded.update({"backend_auto": next(iter(chosen.values()))} if chosen else {})
     else:
         identity = {"models": identities}
         recorded.update(models=sources, lora_merged=merged, shared_base_bytes=scorers.shared_bytes)
+        recorded.update({"backend_auto": chosen} if chosen else {})
     return identity, recorded
 
 
 def model_identity(scorer, seed: int) -> dict[str, Any]:
-    """What must match to continue a file: the model's fingerprint, task, base and score-changing settings."""
+    """What must match to continue a file: the model's fingerprint, task, base and score-changing settings (the
+    backend and precision among them, and the exported file a backend other than torch runs)."""
+    runtime = {"backend": scorer.backend, "precision": scorer.precision}
+    if scorer.export_fingerprint:
+        runtime["export"] = scorer.export_fingerprint
     return {
         "model_fingerprint": scorer.fingerprint(),
         "task": scorer.config.task,
@@ -266,6 +281,7 @@ def model_identity(scorer, seed: int) -> dict[str, Any]:
             "seed": seed if scorer.num_crops > 1 else None,
             **({"fast_decode": True} if scorer.fast_decode else {}),
         },
+        "runtime": runtime,
     }
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..hub.source import ModelSource
 from .input_pipeline import TransformSet, is_single_image
-from .scorer import OnError, PerceptScorer, batch_results, check_on_error, load_model
+from .scorer import OnError, PerceptScorer, batch_results, check_on_error, load_model, own_folder
 
 
 def share_base_weights(models: Iterable[torch.nn.Module]) -> int:
@@ -102,7 +102,8 @@ class ScorerSet:
         scorers = {}
         for name, model in loaded.items():  # merging LoRA would change a shared base: only models that share none
             shares = any(holders[id(tensor)] > 1 for tensor in model.state_dict(keep_vars=True).values())
-            scorers[name] = PerceptScorer(model, merge_lora=merge and not shares, **scorer_kwargs)
+            exports = own_folder(models[name])
+            scorers[name] = PerceptScorer(model, merge_lora=merge and not shares, exports=exports, **scorer_kwargs)
         return cls(scorers, shared_bytes)
 
     def __call__(self, images, on_error: OnError = "raise"):

@@ -23,58 +23,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset
-from peft.tuners.lora import LoraLayer
 from PIL import Image
 
+from ..backends.graph import merge_lora_weights
+from ..backends.runtimes import check_backend
 from ..data import DatasetInfo, get_dataset_info
 from ..data.errors import DatasetFormatError
-from ..errors import ConfigurationError, ModelLoadError, loading_model
+from ..errors import ModelLoadError, loading_model
 from ..hub.source import OFFICIAL_TASKS, ModelSource
 from ..modeling import PerceptCLIPPreTrainedModel
 from ..preprocessing import build_inference_transform
 from ..tasks import task_of_config
+from .devices import DTYPES, default_batch_size, precision_name, resolve_device, resolve_dtype
 from .input_pipeline import Engine, PreparedBatch, is_single_image, prepare_image
 from .workers import default_num_workers
 
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
 OnError = Literal["raise", "record"]
-DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu'.")
-    return device
-
-
-def check_device(device: str | torch.device | None) -> None:
-    """Fail before any model loads on a device that cannot be used (one line naming it)."""
-    try:
-        resolve_device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigurationError(f"--device {device}: {err}") from err
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """Compute dtype: as given (``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch dtype), else bf16 on GPU, fp32 on CPU."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype.lower() not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(set(DTYPES))}.")
-    return DTYPES[dtype.lower()]
+PROBE_IMAGES = 32  # procedural images --backend auto measures the candidates on
 
 
 def load_model(
@@ -134,7 +100,15 @@ class PerceptScorer:
     of ``model`` in place (same outputs within float error, faster); :meth:`from_pretrained` does it for the model it
     loads. ``fast_decode`` decodes JPEGs reduced where the resize shrinks them anyway (faster, slightly other
     scores). ``dataset``: a benchmark (name or ``DatasetInfo``) whose test protocol applies (its resize and filter;
-    the transform is decided by :func:`perceptclip_hf.preprocessing.build_inference_transform`)."""
+    the transform is decided by :func:`perceptclip_hf.preprocessing.build_inference_transform`).
+
+    ``backend``: where the forward pass runs — ``"torch"``, or on the CPU the model exported (LoRA merged) for
+    ``"onnxruntime"`` or ``"openvino"`` (:mod:`perceptclip_hf.backends`): the export ``exports`` (a folder written by
+    ``perceptclip export``; default: the model's own folder) records for this model, else one made once and cached;
+    ``"auto"``: on the CPU, the fastest of them that agrees with fp32 on this machine (measured once, cached:
+    ``choice``), on a GPU torch.
+    ``dtype`` means the same on every backend: ``"fp32"`` (the CPU default), ``"bf16"``, ``"fp16"``, ``"int8"``
+    (ONNX Runtime's int8 weights)."""
 
     def __init__(
         self,
@@ -144,23 +118,29 @@ class PerceptScorer:
         dtype: str | torch.dtype | None = None,
         tta: int | None = None,
         seed: int = 0,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         resize_short: int | None = None,
         interpolation: str | None = None,
         dataset: DatasetInfo | str | None = None,
         num_workers: int | None = None,
         merge_lora: bool = False,
         fast_decode: bool = False,
+        backend: str = "torch",
+        exports: str | os.PathLike | None = None,
     ):
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be ≥ 0 (0 = prepare images in this process), got {num_workers}.")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device if backend in ("torch", "auto") or device is not None else "cpu")
+        if backend == "auto" and self.device.type != "cpu":  # the exported backends run on the CPU
+            backend = "torch"
         self.dtype = resolve_dtype(dtype, self.device)
+        self.backend, self.precision = backend, precision_name(self.dtype)
+        check_backend(backend, self.precision, str(self.device))
         self.model = model.eval().to(self.device)
         self.config = model.config
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(self.device)
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.fast_decode = fast_decode
         self.transform = build_inference_transform(
@@ -178,6 +158,12 @@ class PerceptScorer:
             self.lora_merged = merge_lora_weights(self.model)
         else:
             self.lora_merged = 0
+        self.choice = None
+        if backend == "auto":
+            self.choice = self._choose_backend(exports, given=dtype is not None)
+            self.backend, self.precision = self.choice.backend, self.choice.precision
+            self.dtype = DTYPES[self.precision]
+        self.session = None if self.backend == "torch" else self._backend_session(exports)
 
     @classmethod
     def from_pretrained(
@@ -187,7 +173,31 @@ class PerceptScorer:
         resize_short, interpolation, dataset, num_workers, fast_decode, and merge_lora, True here: the scorer owns the
         model it loaded); `load_kwargs` go to `from_pretrained` (e.g. `{"base_model_name_or_path": "/models/clip"}`)."""
         scorer_kwargs.setdefault("merge_lora", True)
+        scorer_kwargs.setdefault("exports", own_folder(repo_or_dir))
         return cls(load_model(repo_or_dir, **(load_kwargs or {})), **scorer_kwargs)
+
+    def _choose_backend(self, exports, given: bool):
+        """``backend="auto"``: the cached choice for this machine and model, else a probe on procedural images (one
+        view each) — :func:`perceptclip_hf.backends.probe.choose_backend`."""
+        from ..backends.probe import choose_backend
+        from ..data.synthetic import procedural_images
+
+        views = [self.preprocess(image) for image in procedural_images(PROBE_IMAGES)]
+        pixels = torch.stack([view[0] if view.dim() == 4 else view for view in views])
+        size = (self.transform.crop_size, self.transform.crop_size)
+        precision = self.precision if given else None
+        return choose_backend(self.model, self.fingerprint(), size, pixels, self.is_classification, precision, exports)
+
+    def _backend_session(self, exports):
+        from ..backends.sessions import backend_session
+
+        size = (self.transform.crop_size, self.transform.crop_size)
+        return backend_session(self.model, self.fingerprint(), size, self.backend, self.precision, exports)
+
+    @property
+    def export_fingerprint(self) -> str | None:
+        """The sha256 (16 hex digits) of the exported file the backend runs (``None`` on torch)."""
+        return self.session.export if self.session is not None else None
 
     @property
     def engine(self) -> Engine:
@@ -245,10 +255,20 @@ class PerceptScorer:
         pixel_values = pixel_values.to(self.device, non_blocking=True)
         if not pixel_values.is_floating_point():
             pixel_values = self.transform.normalize(as_uint8(pixel_values))
+        if self.session is not None:
+            return self._session_logits(pixel_values)
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
         with autocast:
             logits = self.model(pixel_values).logits
         return logits.float().cpu()
+
+    def _session_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The exported graph's logits: crops flattened into the batch before it, averaged after it (as the model
+        does)."""
+        crops = pixel_values.shape[1] if pixel_values.dim() == 5 else None
+        flat = pixel_values.flatten(0, 1) if crops else pixel_values
+        logits = torch.from_numpy(self.session(flat.float().contiguous().numpy()))
+        return logits.unflatten(0, (-1, crops)).mean(dim=1) if crops else logits
 
     def format(self, logits: torch.Tensor) -> dict[str, Any]:
         """One image's logits → its result dict."""
@@ -288,6 +308,12 @@ class PerceptScorer:
         return [self.format(row) for row in self.predict_logits(pixel_values)]
 
 
+def own_folder(source: str | os.PathLike | ModelSource) -> str | None:
+    """A model's local folder (where ``perceptclip export`` puts the exports the backends look for first)."""
+    location = ModelSource.of(source).location
+    return location if os.path.isdir(location) else None
+
+
 def as_uint8(pixels: torch.Tensor) -> torch.Tensor:
     """Integer pixels of any dtype as uint8, once their range is known to be 0..255."""
     if pixels.dtype == torch.uint8:
@@ -317,16 +343,6 @@ def batch_results(batch: PreparedBatch, on_error: OnError, predict: Callable[[An
     return results
 
 
-def merge_lora_weights(model: torch.nn.Module) -> int:
-    """Fold every LoRA update into its base weight, in place (peft's ``merge``): the same outputs with one matrix
-    product per projection instead of three. Returns the number of layers merged. Adapters that are switched off
-    later (:func:`..explain.interpretability.adapters_disabled`) are unmerged by peft first."""
-    layers = [module for module in model.modules() if isinstance(module, LoraLayer) and not module.merged]
-    for layer in layers:
-        layer.merge()
-    return len(layers)
-
-
 def error_message(err: Exception) -> str:
     """A one-line reason; the data layer's errors already name the file."""
     return str(err) if isinstance(err, DatasetFormatError) else f"{type(err).__name__}: {err}"
@@ -334,9 +350,6 @@ def error_message(err: Exception) -> str:
 
 __all__ = [
     "PerceptScorer",
-    "check_device",
     "load_model",
     "merge_lora_weights",
-    "resolve_device",
-    "resolve_dtype",
 ]

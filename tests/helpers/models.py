@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from perceptclip_hf import PerceptCLIPForRegression
+from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
+from perceptclip_hf.modeling.modeling_perceptclip import create_model
 
 # The tiny transformer every test backbone is built from (CLIP, ViT, SigLIP, DINOv2 towers): 2 layers, 4 heads.
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
@@ -67,6 +68,22 @@ def trained_like(base: Path, cls=PerceptCLIPForRegression, seed: int = 0, **conf
 def save_trained_like(base: Path, directory: Path, cls=PerceptCLIPForRegression, **config) -> Path:
     trained_like(base, cls, **config).save_pretrained(directory)
     return directory
+
+
+TINY_RESNET = dict(
+    model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", image_size=64
+)
+
+
+def resnet_model(task: str = "quality", seed: int = 0):
+    """A tiny ResNet-backbone model, fully fine-tuned (no LoRA), with an O(1)-output head."""
+    torch.manual_seed(seed)
+    model = create_model(PerceptCLIPConfig(vision_config=TINY_RESNET, adaptation="full", task=task, **TINY_HEAD))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in model.heads.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    return model.eval()
 
 
 def random_image(seed: int, size: tuple[int, int] = (44, 38)) -> Image.Image:

@@ -34,11 +34,12 @@ def score_with_ray(
     resume: bool = False,
     retry_errors: bool = False,
     overwrite: bool = False,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     tta: int | None = None,
     seed: int = 0,
     device: str | None = None,
     dtype: str | None = None,
+    backend: str = "torch",
     fast_decode: bool = False,
     base_model: str | None = None,
     task: str | None = None,
@@ -62,6 +63,7 @@ def score_with_ray(
     loses at most the rows not yet in a file). The other settings are :func:`perceptclip_hf.scoring.score`'s."""
     import logging
 
+    from ...backends.runtimes import check_backend
     from ...hub.source import named_sources
     from ...scoring.inputs import collect_inputs, report_not_scored
     from ...scoring.job import ScoringSummary, output_locks
@@ -70,6 +72,7 @@ def score_with_ray(
     ray = require_ray()
     paths = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(path) for path in inputs]
     folder = checked_folder(paths, hf_dataset, streaming, output, resume, overwrite, retry_errors)
+    check_backend(backend, dtype or "fp32", device)
     if address is not None and not ray.is_initialized():
         check_reachable(address)
     with output_locks(folder.path, (0, 1), report)[0]:
@@ -80,7 +83,8 @@ def score_with_ray(
         if all(image_set.length == 0 for image_set in image_sets):
             others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
             raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
-        settings = dict(tta=tta, seed=seed, batch_size=batch_size, dtype=dtype, fast_decode=fast_decode)
+        settings = dict(tta=tta, seed=seed, batch_size=batch_size or 16, dtype=dtype, backend=backend)
+        settings["fast_decode"] = fast_decode
         transforms, identity, recorded, held = model_record(named, base_model, seed, settings, progress)
         previous = folder.open(identity, recorded, report)
         work = Work(paths, found.images, previous, hf_dataset, tables)
@@ -211,8 +215,10 @@ def model_record(named, base_model, seed, settings, progress: bool) -> tuple[Any
     identity, recorded = job_record(scorers, named, seed)
     for key in ("device", "num_workers"):
         recorded.pop(key, None)
-    if settings["dtype"] is None:  # (the actors' default: bf16 on a GPU)
+    if settings["dtype"] is None and settings["backend"] == "torch":  # (the actors' default: bf16 on a GPU)
         recorded["dtype"] = "default (bf16 on a GPU, else float32)"
+        for model in identity.get("models", {"": identity}).values():
+            model["runtime"]["precision"] = "default (bf16 on a GPU, else fp32)"
     held = {
         id(tensor): tensor.numel() * tensor.element_size()
         for scorer in scorers.scorers.values()

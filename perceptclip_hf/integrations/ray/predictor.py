@@ -36,9 +36,9 @@ TEXT_COLUMNS = ("id", "label", "score_scale", "error")
 class PerceptCLIPPredictor:
     """Scores Ray Data batches (see the module docstring). ``models``: one model (a folder, Hub id or alias, as
     ``--model`` takes) or ``{name: model}``; ``tta``, ``seed``, ``batch_size`` (images per forward pass),
-    ``device``, ``dtype`` and ``fast_decode`` as :class:`~perceptclip_hf.scoring.PerceptScorer`'s; ``base_model``: a
-    local copy of the base backbone; ``task``: an official one-output ``.pth``'s. ``id_column`` / ``image_column``
-    name the batch's columns when they are not Ray's readers' own."""
+    ``device``, ``dtype``, ``backend`` and ``fast_decode`` as :class:`~perceptclip_hf.scoring.PerceptScorer`'s;
+    ``base_model``: a local copy of the base backbone; ``task``: an official one-output ``.pth``'s. ``id_column`` /
+    ``image_column`` name the batch's columns when they are not Ray's readers' own."""
 
     def __init__(
         self,
@@ -46,9 +46,10 @@ class PerceptCLIPPredictor:
         *,
         tta: int | None = None,
         seed: int = 0,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        backend: str = "torch",
         fast_decode: bool = False,
         base_model: str | None = None,
         task: str | None = None,
@@ -63,6 +64,7 @@ class PerceptCLIPPredictor:
             load_kwargs={"base_model_name_or_path": base_model} if base_model else None,
             device=device,
             dtype=dtype,
+            backend=backend,
             tta=tta,
             seed=seed,
             batch_size=batch_size,
