@@ -36,7 +36,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from perceptclip_hf import PerceptCLIPConfig, PerceptCLIPForRegression
 from perceptclip_hf.backends.agreement import Agreement
-from perceptclip_hf.backends.probe import candidates, runner
+from perceptclip_hf.backends.probe import candidates, runner, wall_times
 from perceptclip_hf.scoring.scorer import PerceptScorer, merge_lora_weights
 
 
@@ -59,13 +59,7 @@ def random_model(shape: str) -> PerceptCLIPForRegression:
 
 def images_per_second(run, batch: torch.Tensor, repeats: int) -> float:
     """Median rate of ``run(batch)`` over ``repeats`` calls, after one warm-up."""
-    run(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(batch)
-        times.append(time.perf_counter() - start)
-    return len(batch) / float(np.median(times))
+    return len(batch) / float(np.median(wall_times(run, batch, repeats)))
 
 
 def model_table(shape: str, paths: list[Path], args) -> list[dict]:

@@ -77,9 +77,9 @@ def check_writable_folder(folder: str | os.PathLike | None, option: str = "--out
         raise OutputError(f"{option} {folder}: cannot write in {existing} ({problem}); give a folder you can write to")
 
 
-def check_own_folder(out: Path, report_file: str, writer: str, option: str = "--out") -> None:
+def check_own_folder(out: Path, report_file: str, writer: str, option: str = "--out", create: bool = True) -> None:
     """The folder of `option` is new, empty or an earlier output of `writer` (its `report_file` names it): created
-    here, before the model loads; a folder holding other files is left untouched."""
+    here (``create``), before the model loads; a folder holding other files is left untouched."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{option} {out} is a file; name a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -89,6 +89,8 @@ def check_own_folder(out: Path, report_file: str, writer: str, option: str = "--
                 "new or empty folder"
             )
         check_own_json(out / report_file, writer, option)
+    if not create:
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -122,6 +122,19 @@ def test_export_of_the_quickstart_model_and_an_official_checkpoint(trained_run, 
     options = ("--task", "quality", "--base-model", tmp_path / "release" / "clip")
     result = perceptclip("export", out, "--model", official, "--format", "onnx", *options, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    result = openvino_process(
+        "export",
+        tmp_path / "official-openvino",
+        "--model",
+        official,
+        "--format",
+        "openvino",
+        *options,
+        cwd=tmp_path,
+        hub_cache=hub_cache,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "official-openvino" / "openvino" / "openvino_model.bin").is_file()
     load = {"base_model_name_or_path": str(tmp_path / "release" / "clip"), "task": "quality"}
     scorer = PerceptScorer.from_pretrained(official, load_kwargs=load, tta=1)
     pixels = scorer.preprocess(procedural_images(1)[0])[None]
@@ -189,7 +202,7 @@ def test_export_refuses_a_folder_it_did_not_write_and_a_precision_of_another_for
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     result = perceptclip("export", tmp_path / "mine", "--model", quality_dir, "--format", "onnx", cwd=tmp_path)
-    assert result.returncode == 2 and "holds files not written by perceptclip export" in result.stderr
+    assert result.returncode == 2 and "holds files not written by perceptclip-hf export" in result.stderr
     assert sorted(path.name for path in (tmp_path / "mine").iterdir()) == ["notes.txt"]
     result = perceptclip(
         "export", tmp_path / "o", "--model", quality_dir, "--format", "onnx", "--precision", "bf16", cwd=tmp_path
@@ -272,39 +285,23 @@ def test_predict_on_onnxruntime_and_openvino_gives_torch_rows_and_resume_keeps_t
 def test_predict_runs_the_export_a_folder_ships_and_not_a_changed_one(agiqa_images, quality_dir, tmp_path, hub_cache):
     out = tmp_path / "exported"
     assert perceptclip("export", out, "--model", quality_dir, "--format", "onnx", cwd=tmp_path).returncode == 0
-    scored = perceptclip(
-        "predict",
-        agiqa_images,
-        "--model",
-        out,
-        "--backend",
-        "onnxruntime",
-        "--output",
-        tmp_path / "a.csv",
-        cwd=tmp_path,
-    )
-    assert scored.returncode == 0, scored.stderr
+
+    def predict(output: str) -> dict:
+        """`perceptclip predict --model OUT --backend onnxruntime`: the output's record."""
+        options = ("--model", out, "--backend", "onnxruntime", "--output", tmp_path / output)
+        scored = perceptclip("predict", agiqa_images, *options, cwd=tmp_path)
+        assert scored.returncode == 0, scored.stderr
+        return json.loads((tmp_path / f"{output}.meta.json").read_text())
+
+    record = predict("a.csv")
     assert not (hub_cache / "perceptclip-exports").exists()  # the folder's own onnx/model.onnx ran
-    record = json.loads((tmp_path / "a.csv.meta.json").read_text())
-    assert (
-        record["runtime"]["export"]
-        == json.loads((out / RECORD_FILE).read_text())["exports"]["onnx/model.onnx"]["sha256"]
-    )
+    exported = json.loads((out / RECORD_FILE).read_text())["exports"]["onnx/model.onnx"]
+    assert record["runtime"]["export"] == exported["sha256"]
     with open(out / "onnx" / "model.onnx", "ab") as handle:  # changed since it was validated: not used
         handle.write(b"\0")
-    scored = perceptclip(
-        "predict",
-        agiqa_images,
-        "--model",
-        out,
-        "--backend",
-        "onnxruntime",
-        "--output",
-        tmp_path / "b.csv",
-        cwd=tmp_path,
-    )
-    assert scored.returncode == 0, scored.stderr
-    assert len(list((hub_cache / "perceptclip-exports").iterdir())) == 1
+    record = predict("b.csv")
+    assert len(list((hub_cache / "perceptclip-exports").iterdir())) == 1  # exported again, into the cache
+    assert record["runtime"]["export"] == exported["sha256"]  # the export is deterministic: the same file again
 
 
 def test_backend_and_precision_mistakes_are_one_line_before_any_model_loads(quality_dir, tmp_path, monkeypatch):

@@ -140,13 +140,18 @@ def runner(model, fingerprint, image_size, backend: str, precision: str, folder)
 
 def best_time(run, batch: torch.Tensor) -> float:
     """The best wall time of :data:`TIMED_RUNS` calls of ``run(batch)``, after one warm-up."""
+    return min(wall_times(run, batch, TIMED_RUNS))
+
+
+def wall_times(run, batch: torch.Tensor, runs: int) -> list[float]:
+    """The wall times of ``runs`` calls of ``run(batch)``, after one warm-up."""
     run(batch)
     times = []
-    for _ in range(TIMED_RUNS):
+    for _ in range(runs):
         start = time.perf_counter()
         run(batch)
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
 
 
 def machine_key() -> str:
@@ -189,4 +194,4 @@ def write_choice(path: Path, key: str, choice: Choice) -> None:
     os.replace(temporary, path)
 
 
-__all__ = ["Choice", "candidates", "choose_backend", "machine_key"]
+__all__ = ["Choice", "candidates", "choose_backend", "machine_key", "wall_times"]

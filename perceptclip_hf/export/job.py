@@ -40,7 +40,7 @@ from ..data.synthetic import procedural_images
 from ..errors import ConfigurationError, InputError, loading_model
 from ..hub.repo import copy_saved_model
 from ..hub.source import ModelSource
-from ..output_safety import check_own_json
+from ..output_safety import check_own_folder
 from ..scoring.scorer import PerceptScorer, error_message
 
 CALIBRATION_IMAGES = 32
@@ -74,15 +74,7 @@ def check_export(out: Path, format: str, precision: str) -> None:
     check_backend(backend, "fp32")
     if importlib.util.find_spec("onnx") is None:
         raise ConfigurationError("exporting needs onnx: pip install 'perceptclip-hf[onnx]'")
-    if out.exists() and not out.is_dir():
-        raise ConfigurationError(f"OUT {out} is a file; name a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / RECORD_FILE).is_file():
-            raise ConfigurationError(
-                f"OUT {out} holds files not written by perceptclip export; they are left untouched: choose a new or "
-                "empty folder"
-            )
-        check_own_json(out / RECORD_FILE, WRITER, "OUT")
+    check_own_folder(out, RECORD_FILE, WRITER, "OUT", create=False)  # created once the export passed
 
 
 def export_model(
