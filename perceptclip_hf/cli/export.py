@@ -14,7 +14,7 @@ DESCRIPTION = (
     "and the whole model (normalised pixels in, score or logits out, LoRA merged, dynamic batch) exported as "
     "onnx/model.onnx (fp32) and onnx/model_quantized.onnx (int8), or as OpenVINO IR openvino/openvino_model.xml "
     "(fp32, bf16, fp16). Each exported file is run at once on a calibration set and kept only if it agrees with "
-    "PyTorch fp32: fp32 within max |Δ| 1e-4, a lower precision with a Spearman correlation ≥ 0.99 (and ≥ 98 %% "
+    "PyTorch fp32: fp32 within max |Δ| 1e-4, a lower precision with a Spearman correlation ≥ 0.99 (and ≥ 98 % "
     "top-1 agreement for classifiers); else it is refused with the numbers and OUT is left as it was. "
     "perceptclip_export.json records each file's precision, sha256 and agreement; `perceptclip predict --model "
     "OUT --backend onnxruntime|openvino` runs them."
