@@ -29,6 +29,14 @@ def merge_lora_weights(model: torch.nn.Module) -> int:
     return len(layers)
 
 
+def hash_tensors(digest, state: dict[str, torch.Tensor]):
+    """Feed ``state``'s names and values (as float32, in name order) to ``digest`` (a hashlib object); returns it."""
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().float().cpu().numpy().tobytes())
+    return digest
+
+
 class LogitsGraph(torch.nn.Module):
     """What is exported: normalised pixels → the first head's logits."""
 
@@ -99,6 +107,7 @@ __all__ = [
     "LogitsGraph",
     "OPSET",
     "export_onnx",
+    "hash_tensors",
     "export_openvino",
     "merge_lora_weights",
     "quantize_onnx",

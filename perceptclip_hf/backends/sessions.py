@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..cache_folders import build_once, cache_root
-from .graph import OPSET, export_onnx, quantize_onnx
+from .graph import OPSET, export_onnx, hash_tensors, quantize_onnx
 from .layout import ONNX_FILE, QUANTIZED_FILE, RECORD_FILE, file_digest, recorded_export, write_export_record
 from .runtimes import open_session
 
@@ -90,9 +90,7 @@ def export_key(model: torch.nn.Module, image_size) -> str:
     versions = (torch.__version__, quantizer, OPSET)
     digest = hashlib.sha256(repr((model.config.to_json_string(), tuple(image_size), versions)).encode())
     if model.config.base_model_name_or_path is None:
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        hash_tensors(digest, model.state_dict())
     return digest.hexdigest()[:12]
 
 

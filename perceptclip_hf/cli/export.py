@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         report=echo,
     )
-    for name, (precision, agreement) in summary.files.items():
-        echo(f"{summary.folder / name}: {precision}; against PyTorch fp32, {agreement.text()} ({summary.calibration})")
+    for line in summary.lines():
+        echo(line)
     echo(
         f"{summary.folder}: perceptclip predict --model {summary.folder} --backend "
         f"{'onnxruntime' if args.format == 'onnx' else 'openvino'} runs it"

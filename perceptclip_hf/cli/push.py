@@ -121,8 +121,7 @@ def write_folder(args: argparse.Namespace, folder: Path) -> Path:
     if args.onnx:
         from ..export.job import export_into_repo
 
-        for name, (precision, agreement) in export_into_repo(folder, report=print).files.items():
-            print(f"{folder / name}: {precision}; against PyTorch fp32, {agreement.text()}")
+        print("\n".join(export_into_repo(folder, report=print).lines()))
     return folder
 
 

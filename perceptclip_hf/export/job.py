@@ -58,6 +58,13 @@ class ExportSummary:
     calibration: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        """One line a file written: its path, precision and agreement with PyTorch fp32."""
+        return [
+            f"{self.folder / name}: {precision}; against PyTorch fp32, {agreement.text()} ({self.calibration})"
+            for name, (precision, agreement) in self.files.items()
+        ]
+
 
 def check_export(out: Path, format: str, precision: str) -> None:
     """Everything that can be checked before a model loads: the format and precision, the backend installed, and

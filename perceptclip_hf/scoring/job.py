@@ -134,8 +134,9 @@ def score(
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()
-        settings = dict(dtype=dtype, backend=backend, tta=tta, seed=seed, batch_size=batch_size)
-        settings["num_workers"] = num_workers
+        settings = dict(
+            dtype=dtype, backend=backend, tta=tta, seed=seed, batch_size=batch_size, num_workers=num_workers
+        )
         scorers = ScorerSet.from_pretrained(
             named,
             load_kwargs={"base_model_name_or_path": base_model} if base_model else None,

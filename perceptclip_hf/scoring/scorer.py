@@ -25,7 +25,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 
-from ..backends.graph import merge_lora_weights
+from ..backends.graph import hash_tensors, merge_lora_weights
 from ..backends.runtimes import check_backend
 from ..data import DatasetInfo, get_dataset_info
 from ..data.errors import DatasetFormatError
@@ -235,10 +235,7 @@ class PerceptScorer:
         if self._fingerprint is None:  # computed once: the trained tensors do not change while scoring
             digest = hashlib.sha256(str(self.config.base_model_name_or_path).encode())
             state = self.model.state_dict() if self.config.adaptation == "full" else self.model.adapter_state_dict()
-            for name in sorted(state):
-                digest.update(name.encode())
-                digest.update(state[name].detach().float().cpu().numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = hash_tensors(digest, state).hexdigest()[:16]
         return self._fingerprint
 
     # ----- preprocessing and forward --------------------------------------------------------------------------

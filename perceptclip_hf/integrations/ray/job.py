@@ -83,8 +83,9 @@ def score_with_ray(
         if all(image_set.length == 0 for image_set in image_sets):
             others = f" ({len(found.not_scored)} files that are not images or duplicates: {found.reasons()})"
             raise InputError(f"no images found in {' '.join(paths)}" + (others if found.not_scored else ""))
-        settings = dict(tta=tta, seed=seed, batch_size=batch_size or 16, dtype=dtype, backend=backend)
-        settings["fast_decode"] = fast_decode
+        settings = dict(
+            tta=tta, seed=seed, batch_size=batch_size or 16, dtype=dtype, backend=backend, fast_decode=fast_decode
+        )
         transforms, identity, recorded, held = model_record(named, base_model, seed, settings, progress)
         previous = folder.open(identity, recorded, report)
         work = Work(paths, found.images, previous, hf_dataset, tables)
